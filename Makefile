@@ -1,0 +1,47 @@
+# Everything a fresh machine needs, in two commands: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: help venv demo test test-fast lint docs bench clean
+
+help:
+	@echo "make demo   - venv, install, migrate, serve the example at http://$(HOST):$(PORT)"
+	@echo "make test   - venv, install, run the whole test suite"
+	@echo "make lint   - ruff and mypy"
+	@echo "make docs   - build the Sphinx docs with warnings as errors"
+	@echo "make bench  - run the fan-out benchmark"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	cd example_project && ../$(PY) manage.py migrate --noinput
+	cd example_project && ../$(PY) manage.py seed_demo
+	@echo "Serving the example at http://$(HOST):$(PORT)/ (Ctrl-C to stop)"
+	cd example_project && ../$(PY) -m daphne -b $(HOST) -p $(PORT) example_project.asgi:application
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check django_sse tests example_project benchmarks
+	$(PY) -m ruff format --check django_sse tests example_project benchmarks
+	$(PY) -m mypy django_sse
+
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
+bench: $(STAMP)
+	$(PY) benchmarks/fanout.py
+
+clean:
+	rm -rf $(VENV) docs/_build .pytest_cache .mypy_cache .ruff_cache build *.egg-info

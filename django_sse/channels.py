@@ -1,0 +1,250 @@
+"""The channel registry: which channel names exist and who may read them.
+
+Register channels in ``<app>/sse.py`` (autodiscovered, like ``admin.py``)::
+
+    from django_sse import channels
+
+    channels.register("announcements", channels.PUBLIC)
+    channels.register("staff", channels.STAFF)
+
+    @channels.register("ticket:{pk}")
+    def can_read_ticket(user, pk): ...
+
+A channel name that matches no pattern is denied.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias, overload
+
+from asgiref.sync import iscoroutinefunction, sync_to_async
+
+from .names import CHANNEL_NAME_RE
+
+logger = logging.getLogger("django_sse")
+
+__all__ = [
+    "AUTHENTICATED",
+    "PUBLIC",
+    "STAFF",
+    "AlreadyRegistered",
+    "ChannelError",
+    "Registration",
+    "Registry",
+    "register",
+    "registry",
+    "unregister",
+    "user_channel",
+]
+
+
+class Policy:
+    """A built-in read policy. Compare by identity."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"channels.{self.name}"
+
+
+PUBLIC = Policy("PUBLIC")
+AUTHENTICATED = Policy("AUTHENTICATED")
+STAFF = Policy("STAFF")
+
+PolicyCallable: TypeAlias = Callable[..., bool | Awaitable[bool]]
+PolicyType: TypeAlias = Policy | str | PolicyCallable
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# A placeholder matches one segment: anything a channel name allows except ":".
+_SEGMENT = r"[A-Za-z0-9_.-]+"
+USER_PATTERN = "user:{pk}"
+
+
+class AlreadyRegistered(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ChannelError(Exception):
+    """Why a stream request was refused, as an HTTP status and one line."""
+
+    status: int
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+@dataclass
+class Registration:
+    pattern: str
+    policy: PolicyType
+    regex: re.Pattern[str] = field(repr=False)
+    params: tuple[str, ...] = ()
+
+    @property
+    def specificity(self) -> tuple[int, int]:
+        # Literal patterns win over templates; then longer literal text wins.
+        literal = len(_PLACEHOLDER.sub("", self.pattern))
+        return (len(self.params), -literal)
+
+    def match(self, name: str) -> dict[str, str] | None:
+        m = self.regex.fullmatch(name)
+        return m.groupdict() if m else None
+
+
+def _compile(pattern: str) -> Registration:
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError(f"channel pattern must be a non-empty string, got {pattern!r}")
+    params = tuple(_PLACEHOLDER.findall(pattern))
+    if len(set(params)) != len(params):
+        raise ValueError(f"channel pattern {pattern!r} repeats a placeholder")
+    sample = _PLACEHOLDER.sub("x", pattern)
+    if "{" in sample or "}" in sample or not CHANNEL_NAME_RE.fullmatch(sample):
+        raise ValueError(
+            f"channel pattern {pattern!r} is malformed: literal parts may use letters, "
+            "digits and _ . : -, placeholders are {name}"
+        )
+    parts: list[str] = []
+    pos = 0
+    for m in _PLACEHOLDER.finditer(pattern):
+        parts.append(re.escape(pattern[pos : m.start()]))
+        parts.append(f"(?P<{m.group(1)}>{_SEGMENT})")
+        pos = m.end()
+    parts.append(re.escape(pattern[pos:]))
+    return Registration(pattern, PUBLIC, re.compile("".join(parts)), params)
+
+
+def _check_policy(pattern: str, policy: object) -> PolicyType:
+    if isinstance(policy, Policy) or callable(policy):
+        return policy  # type: ignore[return-value]
+    if isinstance(policy, str) and re.fullmatch(r"[\w-]+\.[\w-]+", policy):
+        return policy
+    raise TypeError(
+        f"channel {pattern!r}: policy must be channels.PUBLIC, channels.AUTHENTICATED, "
+        f"channels.STAFF, a permission string 'app_label.codename' or a callable, "
+        f"got {policy!r}"
+    )
+
+
+def _owns_user_channel(user: Any, pk: str) -> bool:
+    return bool(user.is_authenticated) and str(user.pk) == pk
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._registrations: dict[str, Registration] = {}
+        self._builtin()
+
+    def _builtin(self) -> None:
+        reg = _compile(USER_PATTERN)
+        reg.policy = _owns_user_channel
+        self._registrations[USER_PATTERN] = reg
+
+    @overload
+    def register(
+        self, pattern: str, policy: None = None
+    ) -> Callable[[PolicyCallable], PolicyCallable]: ...
+    @overload
+    def register(self, pattern: str, policy: PolicyType) -> Registration: ...
+
+    def register(
+        self, pattern: str, policy: PolicyType | None = None
+    ) -> Registration | Callable[[PolicyCallable], PolicyCallable]:
+        """Register ``pattern`` with a read ``policy``; without one, decorate a callable."""
+        if policy is None:
+
+            def decorator(func: PolicyCallable) -> PolicyCallable:
+                self.register(pattern, func)
+                return func
+
+            return decorator
+        reg = _compile(pattern)
+        reg.policy = _check_policy(pattern, policy)
+        if pattern in self._registrations:
+            raise AlreadyRegistered(
+                f"channel pattern {pattern!r} is already registered"
+                + (" (it is built in: use user_channel(user))" if pattern == USER_PATTERN else "")
+            )
+        self._registrations[pattern] = reg
+        return reg
+
+    def unregister(self, pattern: str) -> None:
+        if pattern == USER_PATTERN:
+            raise ValueError(f"{USER_PATTERN!r} is built in and cannot be unregistered")
+        self._registrations.pop(pattern, None)
+
+    def clear(self) -> None:
+        """Forget every registration but the built-in user channel (for tests)."""
+        self._registrations.clear()
+        self._builtin()
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(list(self._registrations.values()))
+
+    def resolve(self, name: str) -> tuple[Registration, dict[str, str]] | None:
+        """The most specific registration matching ``name``, with its parameters."""
+        best: tuple[Registration, dict[str, str]] | None = None
+        for reg in self._registrations.values():
+            params = reg.match(name)
+            if params is not None and (best is None or reg.specificity < best[0].specificity):
+                best = (reg, params)
+        return best
+
+    async def authorize(self, user: Any, name: str) -> None:
+        """Raise ``ChannelError`` (404 or 403) unless ``user`` may read ``name``."""
+        found = self.resolve(name)
+        if found is None:
+            raise ChannelError(404, f"channel {name!r} matches no registered channel")
+        reg, params = found
+        try:
+            allowed = await _evaluate(reg.policy, user, params)
+        except Exception:
+            logger.exception("Permission check for channel %r raised; access denied", name)
+            allowed = False
+        if not allowed:
+            who = "anonymous users are" if not user.is_authenticated else "you are"
+            raise ChannelError(403, f"{who} not allowed to read channel {name!r}")
+
+
+async def _evaluate(policy: PolicyType, user: Any, params: dict[str, str]) -> bool:
+    if policy is PUBLIC:
+        return True
+    if policy is AUTHENTICATED:
+        return bool(user.is_authenticated)
+    if policy is STAFF:
+        return bool(user.is_authenticated and user.is_active and user.is_staff)
+    if isinstance(policy, str):
+        return bool(user.is_authenticated) and bool(await user.ahas_perm(policy))
+    assert callable(policy)
+    # An instance with ``async def __call__`` counts as async too.
+    call = type(policy).__call__ if not isinstance(policy, type) else None
+    if iscoroutinefunction(policy) or (call is not None and iscoroutinefunction(call)):
+        return bool(await policy(user, **params))  # type: ignore[misc]
+    if policy is _owns_user_channel:
+        return _owns_user_channel(user, **params)
+    # A sync check may query the database: run it off the event loop.
+    result = await sync_to_async(policy)(user, **params)
+    if isinstance(result, Awaitable):
+        result = await result
+    return bool(result)
+
+
+def user_channel(user: Any) -> str:
+    """The private channel of ``user``: ``"user:<pk>"``, readable by that user only."""
+    if not getattr(user, "is_authenticated", False) or getattr(user, "pk", None) is None:
+        raise ValueError("user_channel() needs a saved, authenticated user")
+    name = f"user:{user.pk}"
+    if not re.fullmatch(_SEGMENT, str(user.pk)) or not CHANNEL_NAME_RE.fullmatch(name):
+        raise ValueError(f"user pk {user.pk!r} cannot be part of a channel name")
+    return name
+
+
+registry = Registry()
+register = registry.register
+unregister = registry.unregister

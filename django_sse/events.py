@@ -1,0 +1,135 @@
+"""The SSE wire format: one published event becomes bytes exactly once."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+from .conf import conf
+from .names import validate_channel_name
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# C0 controls, DEL and C1 controls: CR, LF and NUL would end or corrupt the
+# field, the others are invisible and never a sensible event name.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+MAX_EVENT_NAME_LENGTH = 200
+
+_counter = itertools.count()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A published event, already encoded for the wire."""
+
+    channel: str
+    name: str
+    id: str
+    wire: bytes
+
+
+def new_event_id() -> str:
+    """An opaque, unique, CORS-safe ASCII id (time-ordered within a process)."""
+    return f"{time.time_ns():x}-{os.getpid():x}-{next(_counter):x}"
+
+
+def _where(channel: str, name: object) -> str:
+    return f"event {name!r} on channel {channel!r}"
+
+
+def validate_event_name(channel: str, name: object) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"{_where(channel, name)}: event name must be a str")
+    if not name:
+        raise ValueError(f"{_where(channel, name)}: event name is empty")
+    if len(name) > MAX_EVENT_NAME_LENGTH:
+        raise ValueError(
+            f"{_where(channel, name[:40] + '...')}: event name is longer than "
+            f"{MAX_EVENT_NAME_LENGTH} characters"
+        )
+    if _CONTROL.search(name):
+        raise ValueError(
+            f"{_where(channel, name)}: event name contains a control character "
+            "(CR, LF, NUL and other controls are not allowed)"
+        )
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{_where(channel, name)}: event name is not valid UTF-8") from exc
+    return name
+
+
+def encode_payload(channel: str, name: str, data: Any) -> str:
+    """``str`` is sent verbatim; anything else as JSON (DjangoJSONEncoder)."""
+    if isinstance(data, str):
+        return data
+    try:
+        text = json.dumps(
+            data,
+            cls=DjangoJSONEncoder,
+            ensure_ascii=False,
+            allow_nan=False,
+            separators=(",", ":"),
+        )
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise TypeError(
+            f"{_where(channel, name)}: payload is not JSON serializable: {exc}"
+        ) from exc
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates are valid in JSON only as \u escapes.
+        text = json.dumps(data, cls=DjangoJSONEncoder, allow_nan=False, separators=(",", ":"))
+    return text
+
+
+def encode(event_id: str, name: str, payload: str) -> bytes:
+    """Frame one event: ``id:``, ``event:``, one ``data:`` line per payload line."""
+    lines = [f"id: {event_id}", f"event: {name}"]
+    lines.extend("data: " + line for line in _LINE_BREAK.split(payload))
+    return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def build_event(channel: str, name: str, data: Any, *, event_id: str | None = None) -> Event:
+    """Validate and encode an event; raise ``ValueError``/``TypeError`` on bad input."""
+    try:
+        validate_channel_name(channel)
+    except ValueError as exc:
+        raise ValueError(f"{_where(str(channel), name)}: {exc}") from None
+    validate_event_name(channel, name)
+    payload = encode_payload(channel, name, data)
+    try:
+        size = len(payload.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{_where(channel, name)}: payload is not valid UTF-8 text") from exc
+    limit = conf.SSE_MAX_EVENT_BYTES
+    if size > limit:
+        raise ValueError(
+            f"{_where(channel, name)}: payload is {size} bytes, more than "
+            f"SSE_MAX_EVENT_BYTES ({limit})"
+        )
+    event_id = event_id or new_event_id()
+    return Event(channel=channel, name=name, id=event_id, wire=encode(event_id, name, payload))
+
+
+def comment(text: str) -> bytes:
+    """An SSE comment line; clients ignore it, proxies see traffic."""
+    return f": {_LINE_BREAK.sub(' ', text)}\n\n".encode()
+
+
+def retry(milliseconds: int) -> bytes:
+    return f"retry: {int(milliseconds)}\n\n".encode()
+
+
+def control(name: str, data: Any, last_id: str | None) -> bytes:
+    """A server-generated event (overflow, close). It repeats the stream's last
+    id, when there is one, so the client's resume position does not move."""
+    payload = json.dumps(data, separators=(",", ":"))
+    head = f"id: {last_id}\n" if last_id else ""
+    return f"{head}event: {name}\ndata: {payload}\n\n".encode()

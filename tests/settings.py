@@ -1,0 +1,82 @@
+"""Settings for the test suite and for the server processes the tests start.
+
+Server processes read their layer and database from the environment:
+``SSE_TEST_LAYER`` (``memory`` or ``redis``), ``REDIS_URL``, ``SSE_TEST_DB``
+(an SQLite file shared with the test process) and ``SSE_KEEPALIVE``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+SECRET_KEY = "django_sse-tests-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+USE_TZ = True
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_sse",
+    "tests.testapp",
+]
+MIDDLEWARE = [
+    "django.middleware.gzip.GZipMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+ROOT_URLCONF = "tests.urls"
+ASGI_APPLICATION = "tests.asgi.application"
+STATIC_URL = "/static/"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.contrib.auth.context_processors.auth"]},
+    }
+]
+
+DATABASES: dict[str, dict[str, Any]]
+if os.environ.get("SSE_TEST_DB"):
+    DATABASES = {
+        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ["SSE_TEST_DB"]}
+    }
+elif os.environ.get("SSE_TEST_POSTGRES"):
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ.get("SSE_TEST_POSTGRES_DB", "postgres"),
+            "HOST": "127.0.0.1",
+            "PORT": 5432,
+            "USER": os.environ.get("SSE_TEST_POSTGRES_USER", "postgres"),
+        }
+    }
+else:
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+
+if os.environ.get("SSE_TEST_LAYER") == "redis":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [os.environ["REDIS_URL"]]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+if os.environ.get("SSE_KEEPALIVE"):
+    SSE_KEEPALIVE = float(os.environ["SSE_KEEPALIVE"])
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_sse": {"handlers": ["console"], "level": "INFO"}},
+}

@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import AnonymousUser, Permission, User
+
+from django_sse import channels, user_channel
+from django_sse.channels import AlreadyRegistered, ChannelError, Registry
+from django_sse.stream import authorize
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def registry() -> Iterator[Registry]:
+    yield Registry()
+
+
+@pytest.fixture
+def alice() -> User:
+    return User.objects.create_user("alice")
+
+
+@pytest.fixture
+def staff() -> User:
+    return User.objects.create_user("boss", is_staff=True)
+
+
+async def allowed(reg: Registry, user: Any, name: str) -> bool:
+    try:
+        await reg.authorize(user, name)
+    except ChannelError as exc:
+        assert exc.status == 403
+        return False
+    return True
+
+
+def test_register_returns_registration_and_decorator_returns_function(registry: Registry) -> None:
+    reg = registry.register("a", channels.PUBLIC)
+    assert reg.pattern == "a"
+
+    @registry.register("t:{pk}")
+    def check(user: Any, pk: str) -> bool:
+        return True
+
+    assert callable(check)
+    found = registry.resolve("t:9")
+    assert found is not None and found[0].policy is check and found[1] == {"pk": "9"}
+
+
+def test_duplicate_and_malformed_patterns_are_refused(registry: Registry) -> None:
+    registry.register("a", channels.PUBLIC)
+    with pytest.raises(AlreadyRegistered):
+        registry.register("a", channels.STAFF)
+    with pytest.raises(AlreadyRegistered, match="built in"):
+        registry.register("user:{pk}", channels.PUBLIC)
+    for bad in ["", "a b", "{x", "t:{1x}", "t:{a}:{a}", "-x"]:
+        with pytest.raises(ValueError):
+            registry.register(bad, channels.PUBLIC)
+    with pytest.raises(TypeError, match="policy must be"):
+        registry.register("b", 42)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="policy must be"):
+        registry.register("c", "not a permission")
+
+
+def test_most_specific_pattern_wins(registry: Registry) -> None:
+    registry.register("room:{name}", channels.STAFF)
+    registry.register("room:lobby", channels.PUBLIC)
+    registry.register("room:{a}.{b}", channels.AUTHENTICATED)
+    assert registry.resolve("room:lobby")[0].pattern == "room:lobby"  # type: ignore[index]
+    assert registry.resolve("room:x")[0].pattern == "room:{name}"  # type: ignore[index]
+    # A placeholder never spans ":".
+    assert registry.resolve("room:a:b") is None
+    assert registry.resolve("nothing") is None
+
+
+async def test_builtin_policies(registry: Registry, alice: User, staff: User) -> None:
+    registry.register("pub", channels.PUBLIC)
+    registry.register("auth", channels.AUTHENTICATED)
+    registry.register("staff", channels.STAFF)
+    registry.register("perm", "auth.view_user")
+    anon = AnonymousUser()
+    assert await allowed(registry, anon, "pub")
+    assert not await allowed(registry, anon, "auth")
+    assert await allowed(registry, alice, "auth")
+    assert not await allowed(registry, alice, "staff")
+    assert await allowed(registry, staff, "staff")
+    assert not await allowed(registry, alice, "perm")
+    assert not await allowed(registry, anon, "perm")
+    await alice.user_permissions.aadd(
+        await Permission.objects.aget(codename="view_user", content_type__app_label="auth")
+    )
+    fresh = await User.objects.aget(pk=alice.pk)  # permission caches are per instance
+    assert await allowed(registry, fresh, "perm")
+
+
+async def test_sync_and_async_callables_get_placeholders(registry: Registry, alice: User) -> None:
+    seen: list[tuple[str, str]] = []
+
+    @registry.register("doc:{pk}")
+    def sync_check(user: Any, pk: str) -> bool:
+        # Runs in a thread: the ORM works here.
+        seen.append(("sync", pk))
+        return User.objects.filter(pk=user.pk).exists() and pk == "1"
+
+    @registry.register("feed:{owner}.{kind}")
+    async def async_check(user: Any, owner: str, kind: str) -> bool:
+        seen.append(("async", f"{owner}/{kind}"))
+        return kind == "open"
+
+    assert await allowed(registry, alice, "doc:1")
+    assert not await allowed(registry, alice, "doc:2")
+    assert await allowed(registry, alice, "feed:bob.open")
+    assert not await allowed(registry, alice, "feed:bob.shut")
+    assert ("sync", "1") in seen and ("async", "bob/open") in seen
+
+
+async def test_a_raising_check_denies_and_logs(
+    registry: Registry, alice: User, caplog: pytest.LogCaptureFixture
+) -> None:
+    @registry.register("boom")
+    def broken(user: Any) -> bool:
+        raise RuntimeError("bug in app code")
+
+    assert not await allowed(registry, alice, "boom")
+    assert "bug in app code" in caplog.text
+
+
+async def test_unregistered_channel_is_404(registry: Registry, alice: User) -> None:
+    with pytest.raises(ChannelError) as info:
+        await registry.authorize(alice, "nowhere")
+    assert info.value.status == 404 and "nowhere" in info.value.reason
+
+
+async def test_user_channel_is_readable_by_its_owner_only(alice: User, staff: User) -> None:
+    name = user_channel(alice)
+    assert name == f"user:{alice.pk}"
+    assert await allowed(channels.registry, alice, name)
+    assert not await allowed(channels.registry, staff, name)
+    assert not await allowed(channels.registry, AnonymousUser(), name)
+
+
+def test_user_channel_needs_a_saved_user() -> None:
+    with pytest.raises(ValueError):
+        user_channel(AnonymousUser())
+    with pytest.raises(ValueError):
+        user_channel(User(username="unsaved"))
+
+
+def test_sse_modules_are_autodiscovered() -> None:
+    patterns = {reg.pattern for reg in channels.registry}
+    assert {"public", "news:{topic}", "ticket:{pk}", "room:{name}", "user:{pk}"} <= patterns
+
+
+async def test_authorize_checks_everything_before_anything(alice: User) -> None:
+    async def status(names: list[str]) -> int:
+        try:
+            await authorize(alice, names)
+        except ChannelError as exc:
+            return exc.status
+        return 200
+
+    assert await status(["public", "members"]) == 200
+    assert await status([]) == 400
+    assert await status(["public", "bad name"]) == 400
+    assert await status(["public", "nowhere"]) == 404
+    assert await status(["public", "staff"]) == 403
+    assert await status([f"news:{i}" for i in range(11)]) == 400
+    assert await status(["public"] * 50) == 200  # duplicates collapse

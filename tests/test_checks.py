@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.checks import CheckMessage
+from django.test import override_settings
+
+from django_sse.checks import check_asgi, check_channel_layer, check_settings
+
+OK_APPS = ["daphne", "django.contrib.staticfiles", "channels", "django_sse"]
+
+
+def ids(messages: list[CheckMessage]) -> list[str]:
+    assert all(m.hint for m in messages), "every message names a fix"
+    return [str(m.id) for m in messages]
+
+
+def test_project_settings_pass_every_check() -> None:
+    assert check_channel_layer() + check_asgi() + check_settings() == []
+
+
+@pytest.mark.parametrize("layers", [{}, {"other": {"BACKEND": "x"}}, {"default": {}}, None])
+def test_e001_no_channel_layer(layers: Any) -> None:
+    with override_settings(CHANNEL_LAYERS=layers):
+        assert ids(check_channel_layer()) == ["django_sse.E001"]
+
+
+def test_w001_redis_core_layer() -> None:
+    layers = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer"}}
+    with override_settings(CHANNEL_LAYERS=layers):
+        [message] = check_channel_layer()
+    assert message.id == "django_sse.W001"
+    assert "RedisPubSubChannelLayer" in str(message.hint)
+
+
+def test_e002_no_asgi_application() -> None:
+    with override_settings(ASGI_APPLICATION=None, INSTALLED_APPS=OK_APPS):
+        assert ids(check_asgi()) == ["django_sse.E002"]
+
+
+@pytest.mark.parametrize(
+    "apps",
+    [
+        ["django.contrib.staticfiles", "channels", "django_sse"],
+        ["django.contrib.staticfiles", "daphne", "django_sse"],
+    ],
+)
+def test_w002_wsgi_only_runserver(apps: list[str]) -> None:
+    with override_settings(INSTALLED_APPS=apps):
+        assert ids(check_asgi()) == ["django_sse.W002"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SSE_KEEPALIVE", "15"),
+        ("SSE_KEEPALIVE", 0),
+        ("SSE_RETRY_MS", 1.5),
+        ("SSE_RETRY_MS", -1),
+        ("SSE_MAX_CHANNELS", 0),
+        ("SSE_MAX_CHANNELS", True),
+        ("SSE_QUEUE_SIZE", None),
+        ("SSE_MAX_EVENT_BYTES", "64k"),
+    ],
+)
+def test_e003_bad_setting(name: str, value: Any) -> None:
+    with override_settings(**{name: value}):
+        [message] = check_settings()
+    assert message.id == "django_sse.E003"
+    assert name in message.msg and message.obj == name and "Default" in str(message.hint)
+
+
+def test_e003_accepts_good_values() -> None:
+    with override_settings(SSE_KEEPALIVE=5, SSE_RETRY_MS=0, SSE_MAX_CHANNELS=3):
+        assert check_settings() == []
+
+
+def test_checks_run_through_manage_check() -> None:
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    with override_settings(SSE_QUEUE_SIZE="big"), pytest.raises(SystemCheckError, match="E003"):
+        call_command("check")

@@ -1,0 +1,119 @@
+"""The Django view driven in-process through Django's ASGI handler."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from django.core.asgi import get_asgi_application
+from django.test import AsyncClient, Client, override_settings
+from django.urls import reverse
+
+from django_sse import asend_event
+from django_sse.hub import get_hub
+from tests.sse_client import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class ASGIStream:
+    """Drive one GET through the ASGI app, keeping the stream open."""
+
+    def __init__(self, path: str, query: str) -> None:
+        self.scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "headers": [(b"host", b"testserver"), (b"accept-encoding", b"gzip")],
+            "client": ("127.0.0.1", 1234),
+            "server": ("testserver", 80),
+        }
+        self.disconnect = asyncio.Event()
+        self.start: dict[str, Any] | None = None
+        self.body = b""
+        self.chunk = asyncio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        if not hasattr(self, "_sent_request"):
+            self._sent_request = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self.disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.start = message
+        else:
+            self.body += message.get("body", b"")
+            self.chunk.set()
+
+    async def wait_for(self, needle: bytes, timeout: float = 5) -> None:
+        while needle not in self.body:
+            self.chunk.clear()
+            await asyncio.wait_for(self.chunk.wait(), timeout)
+
+
+async def test_in_process_stream_delivers_and_cleans_up_on_disconnect() -> None:
+    app = get_asgi_application()
+    stream = ASGIStream(reverse("django_sse:stream"), "channel=public")
+    task = asyncio.create_task(app(stream.scope, stream.receive, stream.send))
+    await stream.wait_for(b": connected\n\n")
+    assert stream.start is not None and stream.start["status"] == 200
+    headers = dict(stream.start["headers"])
+    assert headers[b"Content-Type"] == b"text/event-stream; charset=utf-8"
+    assert headers[b"Content-Encoding"] == b"identity"  # GZipMiddleware left it alone
+    hub = get_hub()
+    assert hub.subscribers("public") == 1
+
+    await asend_event("public", "greeting", {"hi": 1})
+    await stream.wait_for(b'data: {"hi":1}\n\n')
+    assert b"event: greeting\n" in stream.body
+
+    stream.disconnect.set()
+    await wait_until(lambda: hub.subscribers("public") == 0, timeout=1.0)
+    await asyncio.wait_for(task, 5)
+
+
+@override_settings(SSE_QUEUE_SIZE=2, SSE_KEEPALIVE=30)
+async def test_overflow_ends_the_stream_with_a_reason() -> None:
+    app = get_asgi_application()
+    stream = ASGIStream("/sse/", "channel=public")
+    task = asyncio.create_task(app(stream.scope, stream.receive, stream.send))
+    await stream.wait_for(b": connected\n\n")
+    # Publish faster than the stream task can run: the third event overflows.
+    for i in range(5):
+        await asend_event("public", "e", i)
+    await asyncio.wait_for(task, 5)  # the response ends by itself
+    assert b"event: stream-closed\n" in stream.body
+    assert b'"reason":"overflow"' in stream.body
+    assert stream.body.count(b"event: e\n") == 2
+    assert get_hub().subscribers("public") == 0
+
+
+async def test_async_client_error_codes() -> None:
+    client = AsyncClient()
+    response = await client.get("/sse/", {"channel": "nowhere"})
+    assert response.status_code == 404
+    response = await client.get("/sse/", {"channel": "a b"})
+    assert response.status_code == 400
+    response = await client.get("/sse/", {"channel": "members"})
+    assert response.status_code == 403
+
+
+def test_under_wsgi_errors_still_work_and_streams_are_refused() -> None:
+    client = Client()
+    assert client.get("/sse/", {"channel": "nowhere"}).status_code == 404
+    response = client.get("/sse/", {"channel": "public"})
+    assert response.status_code == 500
+    assert b"ASGI server" in response.content
+
+
+def test_url_name() -> None:
+    assert reverse("django_sse:stream") == "/sse/"

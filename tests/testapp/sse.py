@@ -1,0 +1,24 @@
+"""Channels of the test project (autodiscovered by django_sse)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django_sse import channels
+
+channels.register("public", channels.PUBLIC)
+channels.register("news:{topic}", channels.PUBLIC)
+channels.register("members", channels.AUTHENTICATED)
+channels.register("staff", channels.STAFF)
+channels.register("auditors", "auth.view_user")
+
+
+@channels.register("ticket:{pk}")
+def can_read_ticket(user: Any, pk: str) -> bool:
+    # Even pks are readable by authenticated users, odd pks by nobody.
+    return bool(user.is_authenticated) and int(pk) % 2 == 0
+
+
+@channels.register("room:{name}")
+async def can_read_room(user: Any, name: str) -> bool:
+    return name.startswith("open")
