@@ -29,8 +29,13 @@ demo: $(STAMP)
 	@echo "Serving the example at http://$(HOST):$(PORT)/ (Ctrl-C to stop)"
 	cd example_project && ../$(PY) -m daphne -b $(HOST) -p $(PORT) example_project.asgi:application
 
+# The whole suite on SQLite, then the database-facing tests again on PostgreSQL
+# (127.0.0.1:5432; they skip with the reason when it is absent).
+PG_TESTS := tests/test_publish.py tests/test_channels.py tests/test_view.py
+
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+	SSE_TEST_POSTGRES=1 $(PY) -m pytest $(PYTEST_ARGS) $(PG_TESTS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check django_sse tests example_project benchmarks

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import hypothesis  # noqa: F401  (imported early: see below)
 import pytest
+from asgiref.sync import sync_to_async
 from channels.layers import channel_layers
+from django.db import connections
 
 # hypothesis is imported above so that pytest does not first compile it during the
 # terminal summary, which trips a CPython 3.11 AST recursion-depth bug.
@@ -16,12 +18,45 @@ from tests.servers import RedisServer, Server, migrate, private_redis, running_s
 SERVER_KINDS = ("daphne", "uvicorn")
 
 
+def postgres_unavailable() -> str | None:
+    """Why PostgreSQL at 127.0.0.1:5432 cannot be used, or ``None``."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed"
+    try:
+        psycopg.connect(
+            "host=127.0.0.1 port=5432 user=postgres dbname=postgres", connect_timeout=3
+        ).close()
+    except psycopg.OperationalError as exc:
+        return f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}".strip()
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("SSE_TEST_POSTGRES"):
+        reason = postgres_unavailable()
+        if reason:
+            skip = pytest.mark.skip(reason=reason)
+            for item in items:
+                item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_layers() -> Iterator[None]:
     # Layers bind to the event loop of their first use; every test has its own loop.
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()
+
+
+@pytest.fixture
+async def close_db_threads() -> AsyncIterator[None]:
+    """Close the connection ``sync_to_async`` opened in its worker thread.
+
+    Left open, it keeps PostgreSQL from dropping the test database."""
+    yield
+    await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture(scope="session")

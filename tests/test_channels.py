@@ -10,7 +10,7 @@ from django_sse import channels, user_channel
 from django_sse.channels import AlreadyRegistered, ChannelError, Registry
 from django_sse.stream import authorize
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_db_threads")]
 
 
 @pytest.fixture

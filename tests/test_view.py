@@ -14,7 +14,7 @@ from django_sse import asend_event
 from django_sse.hub import get_hub
 from tests.sse_client import wait_until
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_db_threads")]
 
 
 class ASGIStream:
