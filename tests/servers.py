@@ -51,22 +51,12 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
             proc.wait(timeout)
 
 
-def server_command(kind: str, port: int) -> list[str]:
+def server_command(kind: str, port: int, app: str = "tests.asgi:application") -> list[str]:
+    """The command line of a ``kind`` server for ``app`` on 127.0.0.1:``port``."""
     if kind == "daphne":
-        return [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "tests.asgi:application",
-        ]
-    if kind == "uvicorn":
-        return [
-            sys.executable,
-            "-m",
+        args = ["daphne", "-b", "127.0.0.1", "-p", str(port)]
+    elif kind == "uvicorn":
+        args = [
             "uvicorn",
             "--host",
             "127.0.0.1",
@@ -75,9 +65,10 @@ def server_command(kind: str, port: int) -> list[str]:
             "--no-access-log",
             "--lifespan",
             "off",
-            "tests.asgi:application",
         ]
-    raise ValueError(kind)
+    else:
+        raise ValueError(kind)
+    return [sys.executable, "-m", *args, app]
 
 
 @dataclass
@@ -97,13 +88,22 @@ class Server:
 
     def restart(self) -> None:
         stop(self.proc)
-        self.proc = _spawn(self.kind, self.port, self.env, self.log)
+        self.proc = spawn_server(self.kind, self.port, self.env, self.log)
 
 
-def _spawn(kind: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def spawn_server(
+    kind: str,
+    port: int,
+    env: dict[str, str],
+    log: Path,
+    *,
+    app: str = "tests.asgi:application",
+    cwd: Path = ROOT,
+) -> subprocess.Popen[bytes]:
+    """Start a server, wait until it listens, and return its process."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            server_command(kind, port), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            server_command(kind, port, app), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
         )
     try:
         wait_for_port(port, proc, START_TIMEOUT)
@@ -127,7 +127,7 @@ def running_server(kind: str, **env: str) -> Iterator[Server]:
     full_env = base_env(**env)
     with tempfile.NamedTemporaryFile(prefix=f"{kind}-", suffix=".log", delete=False) as f:
         log = Path(f.name)
-    server = Server(kind, port, _spawn(kind, port, full_env, log), full_env, log)
+    server = Server(kind, port, spawn_server(kind, port, full_env, log), full_env, log)
     try:
         yield server
     finally:

@@ -169,3 +169,20 @@ async def test_authorize_checks_everything_before_anything(alice: User) -> None:
     assert await status(["public", "staff"]) == 403
     assert await status([f"news:{i}" for i in range(11)]) == 400
     assert await status(["public"] * 50) == 200  # duplicates collapse
+
+
+async def test_callable_objects_sync_and_async(registry: Registry, alice: User) -> None:
+    class AsyncCheck:
+        async def __call__(self, user: Any, pk: str) -> bool:
+            return pk == "1"
+
+    class SyncCheck:
+        def __call__(self, user: Any, pk: str) -> bool:
+            return pk == "2"
+
+    registry.register("a:{pk}", AsyncCheck())
+    registry.register("s:{pk}", SyncCheck())
+    assert await allowed(registry, alice, "a:1")
+    assert not await allowed(registry, alice, "a:2")
+    assert await allowed(registry, alice, "s:2")
+    assert not await allowed(registry, alice, "s:1")

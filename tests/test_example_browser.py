@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import ROOT, free_port, stop, wait_for_port
+from tests.servers import ROOT, free_port, spawn_server, stop
 
 CHROMIUM = "/usr/bin/chromium"
 EXAMPLE = ROOT / "example_project"
@@ -48,26 +48,15 @@ def example_url() -> Iterator[str]:
                 capture_output=True,
             )
         port = free_port()
-        log = Path(tmp) / "daphne.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "daphne",
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(port),
-                    "example_project.asgi:application",
-                ],
-                cwd=EXAMPLE,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        proc = spawn_server(
+            "daphne",
+            port,
+            env,
+            Path(tmp) / "daphne.log",
+            app="example_project.asgi:application",
+            cwd=EXAMPLE,
+        )
         try:
-            wait_for_port(port, proc, 30)
             yield f"http://127.0.0.1:{port}"
         finally:
             stop(proc)
