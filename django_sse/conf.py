@@ -57,7 +57,8 @@ SETTINGS: tuple[Setting, ...] = (
         65536,
         int,
         1,
-        "Largest encoded event accepted by ``send_event``; larger is a ``ValueError``.",
+        "Largest payload (UTF-8 text or JSON, without SSE framing) accepted by "
+        "``send_event``; larger is a ``ValueError``.",
     ),
 )
 
