@@ -53,15 +53,34 @@ def from_message(message: dict[str, Any]) -> Event:
 class Subscription:
     """One stream's view of the hub: a bounded queue and a wake-up future."""
 
-    __slots__ = ("_buffer", "_loop", "_waiter", "channels", "close_reason", "maxsize")
+    __slots__ = (
+        "_buffer",
+        "_loop",
+        "_waiter",
+        "channels",
+        "close_reason",
+        "keepalive",
+        "keepalive_due",
+        "last_write",
+        "maxsize",
+    )
 
-    def __init__(self, channels: tuple[str, ...], maxsize: int, loop: asyncio.AbstractEventLoop):
+    def __init__(
+        self,
+        channels: tuple[str, ...],
+        maxsize: int,
+        loop: asyncio.AbstractEventLoop,
+        keepalive: float = 15.0,
+    ):
         self.channels = channels
         self.maxsize = maxsize
+        self.keepalive = keepalive
+        self.keepalive_due = False
         self.close_reason: str | None = None
         self._buffer: deque[Event] = deque()
-        self._waiter: asyncio.Future[bool] | None = None
+        self._waiter: asyncio.Future[None] | None = None
         self._loop = loop
+        self.last_write = loop.time()
 
     @property
     def closed(self) -> bool:
@@ -88,31 +107,36 @@ class Subscription:
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result(True)
+            waiter.set_result(None)
 
     def drain(self) -> list[Event]:
         events = list(self._buffer)
         self._buffer.clear()
         return events
 
-    async def wait(self, timeout: float) -> bool:
-        """Wait until an event arrives or the stream is closed (``True``), or
-        ``timeout`` seconds pass (``False``)."""
-        if self._buffer or self.close_reason is not None:
-            return True
-        waiter: asyncio.Future[bool] = self._loop.create_future()
-        timer = self._loop.call_later(timeout, _resolve, waiter, False)
+    def wrote(self) -> None:
+        """Record that the stream just wrote to its client."""
+        self.last_write = self._loop.time()
+        self.keepalive_due = False
+
+    def check_keepalive(self, now: float) -> None:
+        if now - self.last_write >= self.keepalive:
+            self.keepalive_due = True
+            self._wake()
+
+    async def wait(self) -> None:
+        """Wait until an event arrives, the stream is closed or a keepalive is due.
+
+        The hub's ticker raises ``keepalive_due``: one timer for the whole
+        process, instead of a timer per stream per event."""
+        if self._buffer or self.close_reason is not None or self.keepalive_due:
+            return
+        waiter: asyncio.Future[None] = self._loop.create_future()
         self._waiter = waiter
         try:
-            return await waiter
+            await waiter
         finally:
-            timer.cancel()
             self._waiter = None
-
-
-def _resolve(future: asyncio.Future[bool], value: bool) -> None:
-    if not future.done():
-        future.set_result(value)
 
 
 class _Group:
@@ -130,6 +154,7 @@ class Hub:
         self.layer: Any = get_channel_layer()
         self.channel_name: str | None = None
         self._groups: dict[str, _Group] = {}
+        self._subscriptions: set[Subscription] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started: asyncio.Future[None] | None = None
         self._rejoin = asyncio.Event()
@@ -141,6 +166,7 @@ class Hub:
         if self._started is None:
             self._started = self.loop.create_future()
             try:
+                self._spawn(self._keepalive_loop())
                 if self.layer is not None and not is_in_memory(self.layer):
                     self.channel_name = await self.layer.new_channel("sse.hub.")
                     self._spawn(self._receive_loop())
@@ -159,18 +185,20 @@ class Hub:
 
     async def stop(self) -> None:
         """Cancel the hub's tasks and close every stream (tests, shutdown)."""
-        for group in self._groups.values():
-            for sub in list(group.members):
-                sub.close("shutdown")
+        for sub in list(self._subscriptions):
+            sub.close("shutdown")
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- subscriptions -----------------------------------------------------
 
-    async def subscribe(self, channels: tuple[str, ...] | list[str], maxsize: int) -> Subscription:
+    async def subscribe(
+        self, channels: tuple[str, ...] | list[str], maxsize: int, keepalive: float = 15.0
+    ) -> Subscription:
         await self.start()
-        sub = Subscription(tuple(channels), maxsize, self.loop)
+        sub = Subscription(tuple(channels), maxsize, self.loop, keepalive)
+        self._subscriptions.add(sub)
         try:
             for channel in sub.channels:
                 group = self._groups.get(channel)
@@ -188,6 +216,7 @@ class Hub:
 
     def unsubscribe(self, sub: Subscription) -> None:
         """Forget ``sub`` now; leaving layer groups happens in the background."""
+        self._subscriptions.discard(sub)
         for channel in sub.channels:
             group = self._groups.get(channel)
             if group is None:
@@ -234,7 +263,8 @@ class Hub:
         group = self._groups.get(event.channel)
         if group is None:
             return
-        for sub in tuple(group.members):
+        # deliver() never changes membership, so no copy of the set is needed.
+        for sub in group.members:
             sub.deliver(event)
         self.delivered += 1
 
@@ -261,6 +291,18 @@ class Hub:
             count += 1
             if count % DISPATCH_BATCH == 0:
                 await asyncio.sleep(0)
+
+    async def _keepalive_loop(self) -> None:
+        """Wake streams that have been silent for their keepalive interval.
+
+        Ticks at a quarter of the shortest interval (at most once a second), so
+        a keepalive goes out between 1 and 1.25 intervals of silence."""
+        while True:
+            shortest = min((s.keepalive for s in self._subscriptions), default=4.0)
+            await asyncio.sleep(min(max(shortest / 4, 0.01), 1.0))
+            now = self.loop.time()
+            for sub in self._subscriptions:
+                sub.check_keepalive(now)
 
     def refresh_interval(self) -> float:
         expiry = getattr(self.layer, "group_expiry", None) or DEFAULT_GROUP_EXPIRY
@@ -302,9 +344,8 @@ class Hub:
         return len(group.members) if group else 0
 
     def stats(self) -> dict[str, int]:
-        subs = {sub for group in self._groups.values() for sub in group.members}
         return {
-            "streams": len(subs),
+            "streams": len(self._subscriptions),
             "channels": len(self._groups),
             "joined": sum(1 for g in self._groups.values() if g.joined),
             "delivered": self.delivered,

@@ -25,6 +25,9 @@ async def _publish(event: Event) -> None:
         raise RuntimeError("django_sse needs CHANNEL_LAYERS['default'] (see check django_sse.E001)")
     if is_in_memory(layer):
         deliver_locally(event)
+        # Let the streams write before the next publish: a tight loop of
+        # asend_event() would otherwise fill every queue before any drains.
+        await asyncio.sleep(0)
     else:
         await layer.group_send(group_name(event.channel), to_message(event))
 

@@ -61,26 +61,28 @@ async def event_stream(
     subscription is in place, so the response head reaches the client at once.
     """
     hub = get_hub()
-    sub = await hub.subscribe(channels, conf.SSE_QUEUE_SIZE)
+    sub = await hub.subscribe(channels, conf.SSE_QUEUE_SIZE, conf.SSE_KEEPALIVE)
     last_sent: str | None = None
     try:
         yield retry(conf.SSE_RETRY_MS) + comment("connected")
         if last_event_id:
             # No history to replay from: tell the client to reload its state.
             yield control(STREAM_RESET, {"reason": "history unavailable"}, None)
-        keepalive = conf.SSE_KEEPALIVE
         while True:
-            if not await sub.wait(keepalive):
-                yield KEEPALIVE
-                continue
+            await sub.wait()
+            # Checked before draining: whatever was queued when the stream was
+            # closed is still sent, ahead of the closing event.
+            reason = sub.close_reason
             events = sub.drain()
             if events:
                 last_sent = events[-1].id
+                sub.wrote()
                 yield b"".join([event.wire for event in events])
-            if sub.close_reason is not None:
-                yield control(
-                    STREAM_CLOSED, {"reason": sub.close_reason, "reconnect": True}, last_sent
-                )
+            elif sub.keepalive_due:
+                sub.wrote()
+                yield KEEPALIVE
+            if reason is not None:
+                yield control(STREAM_CLOSED, {"reason": reason, "reconnect": True}, last_sent)
                 return
     finally:
         hub.unsubscribe(sub)

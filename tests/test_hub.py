@@ -71,16 +71,21 @@ async def test_overflow_closes_only_the_slow_stream() -> None:
     await hub.stop()
 
 
-async def test_wait_times_out_and_wakes() -> None:
+async def test_wait_wakes_on_event_and_when_a_keepalive_is_due() -> None:
     hub = get_hub()
-    sub = await hub.subscribe(("w",), 5)
+    sub = await hub.subscribe(("w",), 5, keepalive=0.1)
     start = time.monotonic()
-    assert await sub.wait(0.05) is False
-    assert time.monotonic() - start >= 0.04
-    waiter = asyncio.ensure_future(sub.wait(10))
+    await asyncio.wait_for(sub.wait(), 5)  # nothing published: the ticker wakes it
+    assert sub.keepalive_due and not len(sub)
+    assert time.monotonic() - start >= 0.09
+    sub.wrote()
+    assert not sub.keepalive_due
+    waiter = asyncio.ensure_future(sub.wait())
     await asyncio.sleep(0)
+    assert not waiter.done()
     await asend_event("w", "e", 1)
-    assert await asyncio.wait_for(waiter, 5) is True
+    await asyncio.wait_for(waiter, 5)
+    assert len(sub) == 1
     await hub.stop()
 
 

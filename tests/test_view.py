@@ -39,6 +39,8 @@ class ASGIStream:
         self.start: dict[str, Any] | None = None
         self.body = b""
         self.chunk = asyncio.Event()
+        self.reading = asyncio.Event()  # cleared: the client stops reading
+        self.reading.set()
 
     async def receive(self) -> dict[str, Any]:
         if not hasattr(self, "_sent_request"):
@@ -48,6 +50,7 @@ class ASGIStream:
         return {"type": "http.disconnect"}
 
     async def send(self, message: dict[str, Any]) -> None:
+        await self.reading.wait()
         if message["type"] == "http.response.start":
             self.start = message
         else:
@@ -87,13 +90,15 @@ async def test_overflow_ends_the_stream_with_a_reason() -> None:
     stream = ASGIStream("/sse/", "channel=public")
     task = asyncio.create_task(app(stream.scope, stream.receive, stream.send))
     await stream.wait_for(b": connected\n\n")
-    # Publish faster than the stream task can run: the third event overflows.
-    for i in range(5):
+    stream.reading.clear()
+    await asend_event("public", "e", 0)  # taken by the stream, stuck in send()
+    for i in range(1, 5):  # two fit in the queue, the next overflows it
         await asend_event("public", "e", i)
+    stream.reading.set()
     await asyncio.wait_for(task, 5)  # the response ends by itself
     assert b"event: stream-closed\n" in stream.body
     assert b'"reason":"overflow"' in stream.body
-    assert stream.body.count(b"event: e\n") == 2
+    assert stream.body.count(b"event: e\n") == 3  # the one in flight and the queued two
     assert get_hub().subscribers("public") == 0
 
 
