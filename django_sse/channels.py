@@ -80,12 +80,19 @@ class ChannelError(Exception):
         return self.reason
 
 
+SnapshotCallable: TypeAlias = Callable[..., Any]
+
+
 @dataclass
 class Registration:
     pattern: str
     policy: PolicyType
     regex: re.Pattern[str] = field(repr=False)
     params: tuple[str, ...] = ()
+    #: Not stored: no history, no resume (typing indicators, presence).
+    ephemeral: bool = False
+    #: ``(user, **params) -> data``, sent as a ``snapshot`` event to new streams.
+    snapshot: SnapshotCallable | None = None
 
     @property
     def specificity(self) -> tuple[int, int]:
@@ -187,6 +194,11 @@ class Registry:
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(list(self._registrations.values()))
 
+    def is_stored(self, name: str) -> bool:
+        """Whether events of ``name`` go to history (not ephemeral)."""
+        found = self.resolve(name)
+        return found is None or not found[0].ephemeral
+
     def resolve(self, name: str) -> tuple[Registration, dict[str, str]] | None:
         """The most specific registration matching ``name``, with its parameters."""
         best: tuple[Registration, dict[str, str]] | None = None
@@ -212,6 +224,19 @@ class Registry:
             raise ChannelError(403, f"{who} not allowed to read channel {name!r}")
 
 
+async def call_user_code(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a sync or async function of the app's from async code.
+
+    A sync one may query the database, so it runs in a worker thread."""
+    call = type(func).__call__ if not isinstance(func, type) else None
+    if iscoroutinefunction(func) or (call is not None and iscoroutinefunction(call)):
+        return await func(*args, **kwargs)
+    result = await sync_to_async(func)(*args, **kwargs)
+    if isinstance(result, Awaitable):
+        result = await result
+    return result
+
+
 async def _evaluate(policy: PolicyType, user: Any, params: dict[str, str]) -> bool:
     if policy is PUBLIC:
         return True
@@ -222,17 +247,9 @@ async def _evaluate(policy: PolicyType, user: Any, params: dict[str, str]) -> bo
     if isinstance(policy, str):
         return bool(user.is_authenticated) and bool(await user.ahas_perm(policy))
     assert callable(policy)
-    # An instance with ``async def __call__`` counts as async too.
-    call = type(policy).__call__ if not isinstance(policy, type) else None
-    if iscoroutinefunction(policy) or (call is not None and iscoroutinefunction(call)):
-        return bool(await policy(user, **params))  # type: ignore[misc]
     if policy is _owns_user_channel:
         return _owns_user_channel(user, **params)
-    # A sync check may query the database: run it off the event loop.
-    result = await sync_to_async(policy)(user, **params)
-    if isinstance(result, Awaitable):
-        result = await result
-    return bool(result)
+    return bool(await call_user_code(policy, user, **params))
 
 
 def user_channel(user: Any) -> str:

@@ -21,6 +21,7 @@ class Setting:
     kind: type
     minimum: float | None = None
     help: str = ""
+    nullable: bool = False
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -60,6 +61,44 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest payload (UTF-8 text or JSON, without SSE framing) accepted by "
         "``send_event``; larger is a ``ValueError``.",
     ),
+    Setting(
+        "SSE_STORE",
+        "django_sse.store.DatabaseStore",
+        str,
+        None,
+        "Dotted path of the event store class, or None to keep no history.",
+        nullable=True,
+    ),
+    Setting(
+        "SSE_HISTORY_MAX_EVENTS",
+        1000,
+        int,
+        1,
+        "Events kept per channel for resuming clients; older ones are pruned.",
+    ),
+    Setting(
+        "SSE_HISTORY_MAX_AGE",
+        86400.0,
+        float,
+        1,
+        "Seconds an event is kept for resuming clients; older ones are pruned.",
+    ),
+    Setting(
+        "SSE_HISTORY_POLL",
+        5.0,
+        float,
+        0.05,
+        "Seconds between checks of the store for events the channel layer did not "
+        "deliver (layer outage, publisher crash).",
+    ),
+    Setting(
+        "SSE_HISTORY_PRUNE_INTERVAL",
+        60.0,
+        float,
+        0,
+        "Seconds between the bulk prunes a publishing process runs; 0 leaves pruning "
+        "to the sse_prune command.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -71,6 +110,12 @@ def _number(value: Any) -> bool:
 
 def setting_error(s: Setting, value: Any) -> str | None:
     """Return why ``value`` is not acceptable for ``s``, or ``None``."""
+    if value is None and s.nullable:
+        return None
+    if s.kind is str:
+        if isinstance(value, str) and value:
+            return None
+        return f"{s.name} must be a dotted path{' or None' if s.nullable else ''}, got {value!r}"
     if s.kind is float:
         ok = _number(value)
     else:
@@ -107,6 +152,27 @@ class Settings:
     @property
     def SSE_MAX_EVENT_BYTES(self) -> int:
         return int(self._get("SSE_MAX_EVENT_BYTES"))
+
+    @property
+    def SSE_STORE(self) -> str | None:
+        value = self._get("SSE_STORE")
+        return str(value) if value else None
+
+    @property
+    def SSE_HISTORY_MAX_EVENTS(self) -> int:
+        return int(self._get("SSE_HISTORY_MAX_EVENTS"))
+
+    @property
+    def SSE_HISTORY_MAX_AGE(self) -> float:
+        return float(self._get("SSE_HISTORY_MAX_AGE"))
+
+    @property
+    def SSE_HISTORY_POLL(self) -> float:
+        return float(self._get("SSE_HISTORY_POLL"))
+
+    @property
+    def SSE_HISTORY_PRUNE_INTERVAL(self) -> float:
+        return float(self._get("SSE_HISTORY_PRUNE_INTERVAL"))
 
 
 conf = Settings()

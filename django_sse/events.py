@@ -26,12 +26,27 @@ _counter = itertools.count()
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """A published event, already encoded for the wire."""
+    """A published event, already encoded for the wire.
+
+    ``body`` holds the ``event:`` and ``data:`` lines, encoded once. The
+    ``id:`` line is written per stream: with history on it is the stream's
+    position on all its channels (see ``ids.py``), else the event's own ``id``.
+    ``seq`` is the event's number in its channel's history, if it was stored.
+    """
 
     channel: str
     name: str
     id: str
-    wire: bytes
+    body: bytes
+    seq: int | None = None
+    payload: str = ""
+
+    @property
+    def wire(self) -> bytes:
+        return b"id: " + self.id.encode() + b"\n" + self.body
+
+    def stored(self, seq: int) -> Event:
+        return Event(self.channel, self.name, self.id, self.body, seq, self.payload)
 
 
 def new_event_id() -> str:
@@ -89,11 +104,16 @@ def encode_payload(channel: str, name: str, data: Any) -> str:
     return text
 
 
-def encode(event_id: str, name: str, payload: str) -> bytes:
-    """Frame one event: ``id:``, ``event:``, one ``data:`` line per payload line."""
-    lines = [f"id: {event_id}", f"event: {name}"]
+def encode_body(name: str, payload: str) -> bytes:
+    """The ``event:`` line and one ``data:`` line per payload line."""
+    lines = [f"event: {name}"]
     lines.extend("data: " + line for line in _LINE_BREAK.split(payload))
     return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def encode(event_id: str, name: str, payload: str) -> bytes:
+    """Frame one event: ``id:``, ``event:``, one ``data:`` line per payload line."""
+    return b"id: " + event_id.encode() + b"\n" + encode_body(name, payload)
 
 
 def build_event(channel: str, name: str, data: Any, *, event_id: str | None = None) -> Event:
@@ -114,8 +134,13 @@ def build_event(channel: str, name: str, data: Any, *, event_id: str | None = No
             f"{_where(channel, name)}: payload is {size} bytes, more than "
             f"SSE_MAX_EVENT_BYTES ({limit})"
         )
-    event_id = event_id or new_event_id()
-    return Event(channel=channel, name=name, id=event_id, wire=encode(event_id, name, payload))
+    return Event(
+        channel=channel,
+        name=name,
+        id=event_id or new_event_id(),
+        body=encode_body(name, payload),
+        payload=payload,
+    )
 
 
 def comment(text: str) -> bytes:

@@ -11,6 +11,7 @@ reader never costs memory without bound or delays the others.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import weakref
 from collections import deque
@@ -18,7 +19,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from .events import Event
+from .events import Event, encode_body
 from .names import group_name
 
 logger = logging.getLogger("django_sse")
@@ -40,13 +41,18 @@ def to_message(event: Event) -> dict[str, Any]:
         "channel": event.channel,
         "name": event.name,
         "id": event.id,
-        "wire": event.wire,
+        "seq": event.seq,
+        "body": event.body,
     }
 
 
 def from_message(message: dict[str, Any]) -> Event:
     return Event(
-        channel=message["channel"], name=message["name"], id=message["id"], wire=message["wire"]
+        channel=message["channel"],
+        name=message["name"],
+        id=message["id"],
+        body=message["body"],
+        seq=message.get("seq"),
     )
 
 
@@ -63,6 +69,7 @@ class Subscription:
         "keepalive_due",
         "last_write",
         "maxsize",
+        "positions",
     )
 
     def __init__(
@@ -81,6 +88,8 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None
         self._loop = loop
         self.last_write = loop.time()
+        #: The stream's position per stored channel, read by the catch-up poll.
+        self.positions: dict[str, int] | None = None
 
     @property
     def closed(self) -> bool:
@@ -167,6 +176,7 @@ class Hub:
             self._started = self.loop.create_future()
             try:
                 self._spawn(self._keepalive_loop())
+                self._spawn(self._catch_up_loop())
                 if self.layer is not None and not is_in_memory(self.layer):
                     self.channel_name = await self.layer.new_channel("sse.hub.")
                     self._spawn(self._receive_loop())
@@ -179,7 +189,9 @@ class Hub:
         await asyncio.shield(self._started)
 
     def _spawn(self, coro: Any) -> None:
-        task = self.loop.create_task(coro)
+        # An empty context: the hub outlives the request that happened to start
+        # it, and must not inherit that request's thread-sensitive executor.
+        task = self.loop.create_task(coro, context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -303,6 +315,53 @@ class Hub:
             now = self.loop.time()
             for sub in self._subscriptions:
                 sub.check_keepalive(now)
+
+    async def _catch_up_loop(self) -> None:
+        """Deliver stored events that the layer did not bring.
+
+        The layer is at most once: an outage, a publisher that died between its
+        commit and its publish, or a dropped message leaves a stored event that
+        no stream saw. Every ``SSE_HISTORY_POLL`` seconds the hub compares the
+        store's last sequence number of each channel it serves with the streams'
+        positions, and dispatches what is missing (one read per channel behind,
+        not one per stream). Streams drop what they already wrote."""
+        from . import store as history
+        from .channels import registry
+        from .conf import conf
+
+        while True:
+            await asyncio.sleep(conf.SSE_HISTORY_POLL)
+            store = history.get_store()
+            if store is None:
+                continue
+            try:
+                await self._catch_up(store, history, registry)
+            except Exception:
+                logger.warning("Catching up from the event store failed", exc_info=True)
+
+    async def _catch_up(self, store: Any, history: Any, registry: Any) -> None:
+        lows: dict[str, int] = {}
+        for channel, group in self._groups.items():
+            known = [
+                s.positions[channel]
+                for s in group.members
+                if s.positions is not None and channel in s.positions
+            ]
+            if known and registry.is_stored(channel):
+                lows[channel] = min(known)
+        if not lows:
+            return
+        heads = await history.call(store.heads, list(lows))
+        behind = {c: low for c, low in lows.items() if heads.get(c, 0) > low}
+        while behind:
+            records = await history.call(store.read, behind)
+            for r in records:
+                event = Event(r.channel, r.name, "", encode_body(r.name, r.payload), r.seq)
+                self.dispatch(event)
+                behind[r.channel] = r.seq
+            if len(records) < history.READ_LIMIT:
+                break
+            await asyncio.sleep(0)
 
     def refresh_interval(self) -> float:
         expiry = getattr(self.layer, "group_expiry", None) or DEFAULT_GROUP_EXPIRY

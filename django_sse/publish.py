@@ -12,9 +12,12 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.db import DEFAULT_DB_ALIAS, transaction
 
+from .channels import registry
 from .events import Event, build_event
 from .hub import deliver_locally, is_in_memory, to_message
 from .names import group_name
+from .store import BaseStore, get_store
+from .store import call as store_call
 
 logger = logging.getLogger("django_sse")
 
@@ -32,23 +35,52 @@ async def _publish(event: Event) -> None:
         await layer.group_send(group_name(event.channel), to_message(event))
 
 
+def _history(event: Event) -> BaseStore | None:
+    store = get_store()
+    if store is None or not registry.is_stored(event.channel):
+        return None
+    return store
+
+
+def _not_published(event: Event) -> None:
+    # Stored, so not lost: streams find it when they next check the store.
+    logger.warning(
+        "Event %r on channel %r was stored as #%s but the channel layer failed; "
+        "streams will catch up from the store",
+        event.name,
+        event.channel,
+        event.seq,
+        exc_info=True,
+    )
+
+
 async def asend_event(channel: str, event: str, data: Any) -> Event:
-    """Publish an event to every stream subscribed to ``channel``, in any process.
+    """Store and publish an event for every stream on ``channel``, in any process.
 
     Raises ``ValueError`` for a bad channel or event name or an oversized
-    payload, ``TypeError`` for a payload JSON cannot encode. Publishes at once:
-    it does not wait for a database transaction.
+    payload, ``TypeError`` for a payload JSON cannot encode. Stores and
+    publishes at once: it does not wait for a database transaction. The
+    database write runs in a worker thread, never on the event loop.
     """
     built = build_event(channel, event, data)
-    await _publish(built)
+    store = _history(built)
+    if store is None:
+        await _publish(built)
+        return built
+    built = built.stored(await store_call(store.append, channel, event, built.payload))
+    try:
+        await _publish(built)
+    except Exception:
+        _not_published(built)
     return built
 
 
 def send_event(channel: str, event: str, data: Any, *, using: str | None = None) -> Event:
     """Synchronous twin of :func:`asend_event`.
 
-    Inside ``transaction.atomic()`` the event is published when the outermost
-    transaction commits and never if it rolls back. Bad input raises at once.
+    Inside ``transaction.atomic()`` the event is stored and published when the
+    outermost transaction commits, and never if it rolls back; the returned
+    event then has no ``seq`` yet. Bad input raises at once.
     """
     built = build_event(channel, event, data)
     try:
@@ -61,10 +93,22 @@ def send_event(channel: str, event: str, data: Any, *, using: str | None = None)
         )
     alias = using or DEFAULT_DB_ALIAS
     if transaction.get_connection(alias).in_atomic_block:
-        transaction.on_commit(lambda: _publish_sync(built), using=alias, robust=True)
-    else:
-        _publish_sync(built)
-    return built
+        transaction.on_commit(lambda: _store_and_publish(built), using=alias, robust=True)
+        return built
+    return _store_and_publish(built)
+
+
+def _store_and_publish(event: Event) -> Event:
+    store = _history(event)
+    if store is None:
+        _publish_sync(event)
+        return event
+    event = event.stored(store.append(event.channel, event.name, event.payload))
+    try:
+        _publish_sync(event)
+    except Exception:
+        _not_published(event)
+    return event
 
 
 def _publish_sync(event: Event) -> None:

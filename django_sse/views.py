@@ -50,7 +50,7 @@ async def stream(request: HttpRequest) -> HttpResponseBase:
             500, "event streams need an ASGI server (daphne or uvicorn), not WSGI"
         )
     response = StreamingHttpResponse(
-        event_stream(channels, last_event_id=last_event_id(request)),
+        event_stream(channels, last_event_id=last_event_id(request), user=user),
         content_type=CONTENT_TYPE,
         headers=STREAM_HEADERS,
     )

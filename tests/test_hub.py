@@ -20,6 +20,12 @@ from tests.sse_client import wait_until
 pytestmark = pytest.mark.redis
 
 
+@pytest.fixture(autouse=True)
+def _no_history(settings: Any) -> None:
+    # These tests are about the layer; history has tests of its own.
+    settings.SSE_STORE = None
+
+
 def pubsub_layer(url: str) -> dict[str, Any]:
     return {
         "default": {

@@ -1,0 +1,218 @@
+"""Event history: the source of truth for ids, resume and catch-up.
+
+The channel layer delivers at most once; the store keeps every event of a
+non-ephemeral channel, numbered per channel without gaps, so that a stream can
+replay what a client missed and fill any hole the layer leaves.
+
+A store is a class named by ``SSE_STORE``; its methods are synchronous and are
+called off the event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from .conf import conf
+
+#: Most rows one read returns; longer histories are read in pages.
+READ_LIMIT = 1000
+#: Channels per ``IN (...)`` list, well under every database's parameter limit.
+CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    pk: int
+    channel: str
+    seq: int
+    name: str
+    payload: str
+
+
+class BaseStore:
+    """The interface every store implements."""
+
+    def append(self, channel: str, name: str, payload: str) -> int:
+        """Store an event and return its sequence number on ``channel``.
+
+        Numbers start at 1 and have no gaps. An event must be visible to
+        readers once ``append`` returns, and events of one channel must become
+        visible in sequence order."""
+        raise NotImplementedError
+
+    def read(self, positions: dict[str, int], limit: int = READ_LIMIT) -> list[Record]:
+        """Events after ``positions[channel]`` on each channel, oldest first."""
+        raise NotImplementedError
+
+    def heads(self, channels: Iterable[str]) -> dict[str, int]:
+        """The last sequence number of each channel (0 when it has none)."""
+        raise NotImplementedError
+
+    def oldest(self, channels: Iterable[str]) -> dict[str, int]:
+        """The first sequence number still kept on each channel that has any."""
+        raise NotImplementedError
+
+    def prune(self) -> int:
+        """Apply the retention settings; return how many events were removed."""
+        raise NotImplementedError
+
+
+def _chunks(items: Iterable[str]) -> Iterable[list[str]]:
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == CHUNK:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class DatabaseStore(BaseStore):
+    """History in two tables, on any database Django supports with RETURNING
+    (SQLite 3.35+, PostgreSQL, MariaDB 10.5+)."""
+
+    def __init__(self, using: str = DEFAULT_DB_ALIAS) -> None:
+        from .models import ChannelSequence, StoredEvent
+
+        self.using = using
+        self.events = StoredEvent
+        self.sequences = ChannelSequence
+        self._last_prune = time.monotonic()
+        self._prune_lock = threading.Lock()
+
+    def _qn(self, name: str) -> str:
+        return str(connections[self.using].ops.quote_name(name))
+
+    def append(self, channel: str, name: str, payload: str) -> int:
+        seq_table = self._qn(self.sequences._meta.db_table)
+        with transaction.atomic(using=self.using):
+            with connections[self.using].cursor() as cursor:
+                # The upsert locks the channel's row until commit: publishers of
+                # one channel commit one after another, in sequence order.
+                cursor.execute(
+                    f"INSERT INTO {seq_table} (channel, last_seq) VALUES (%s, 1) "
+                    f"ON CONFLICT (channel) DO UPDATE SET last_seq = {seq_table}.last_seq + 1 "
+                    "RETURNING last_seq",
+                    [channel],
+                )
+                seq = int(cursor.fetchone()[0])
+            self.events.objects.using(self.using).create(
+                channel=channel, seq=seq, name=name, payload=payload, created=timezone.now()
+            )
+        self._maybe_prune()
+        return seq
+
+    def read(self, positions: dict[str, int], limit: int = READ_LIMIT) -> list[Record]:
+        from django.db.models import Q
+
+        if not positions:
+            return []
+        condition = Q()
+        for channel, after in positions.items():
+            condition |= Q(channel=channel, seq__gt=after)
+        rows = (
+            self.events.objects.using(self.using)
+            .filter(condition)
+            .order_by("pk")
+            .values_list("pk", "channel", "seq", "name", "payload")[:limit]
+        )
+        return [Record(*row) for row in rows]
+
+    def heads(self, channels: Iterable[str]) -> dict[str, int]:
+        wanted = list(dict.fromkeys(channels))
+        found: dict[str, int] = {}
+        for batch in _chunks(wanted):
+            found.update(
+                self.sequences.objects.using(self.using)
+                .filter(channel__in=batch)
+                .values_list("channel", "last_seq")
+            )
+        return {channel: found.get(channel, 0) for channel in wanted}
+
+    def oldest(self, channels: Iterable[str]) -> dict[str, int]:
+        from django.db.models import Min
+
+        found: dict[str, int] = {}
+        for batch in _chunks(dict.fromkeys(channels)):
+            rows = (
+                self.events.objects.using(self.using)
+                .filter(channel__in=batch)
+                .values("channel")
+                .annotate(first=Min("seq"))
+                .values_list("channel", "first")
+            )
+            found.update(rows)
+        return found
+
+    def prune(self) -> int:
+        cutoff = timezone.now() - timedelta(seconds=conf.SSE_HISTORY_MAX_AGE)
+        keep = conf.SSE_HISTORY_MAX_EVENTS
+        events = self._qn(self.events._meta.db_table)
+        sequences = self._qn(self.sequences._meta.db_table)
+        with transaction.atomic(using=self.using):
+            removed, _ = self.events.objects.using(self.using).filter(created__lt=cutoff).delete()
+            with connections[self.using].cursor() as cursor:
+                # One statement for every channel: keep the last ``keep`` of each.
+                cursor.execute(
+                    f"DELETE FROM {events} WHERE id IN ("
+                    f"SELECT e.id FROM {events} e JOIN {sequences} s ON s.channel = e.channel "
+                    "WHERE e.seq <= s.last_seq - %s)",
+                    [keep],
+                )
+                removed += max(int(cursor.rowcount), 0)
+        return removed
+
+    def _maybe_prune(self) -> None:
+        interval = conf.SSE_HISTORY_PRUNE_INTERVAL
+        if interval <= 0 or time.monotonic() - self._last_prune < interval:
+            return
+        if not self._prune_lock.acquire(blocking=False):
+            return
+        try:
+            self._last_prune = time.monotonic()
+            self.prune()
+        finally:
+            self._prune_lock.release()
+
+
+_stores: dict[str, BaseStore] = {}
+_stores_lock = threading.Lock()
+
+
+def get_store() -> BaseStore | None:
+    """The configured store (one instance per ``SSE_STORE`` path), or ``None``."""
+    path = conf.SSE_STORE
+    if path is None:
+        return None
+    with _stores_lock:
+        store = _stores.get(path)
+        if store is None:
+            cls: Any = import_string(path)
+            store = _stores[path] = cls()
+        return store
+
+
+def _fresh(func: Any, *args: Any) -> Any:
+    # Long-lived threads (the hub's) would otherwise keep a connection that a
+    # database restart has broken; this follows CONN_MAX_AGE like a request does.
+    from django.db import close_old_connections
+
+    close_old_connections()
+    return func(*args)
+
+
+async def call(func: Any, *args: Any) -> Any:
+    """Run a store method off the event loop, for a moment: no thread is pinned."""
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(_fresh)(func, *args)
