@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0.dev0"
-__all__ = ["asend_event", "channels", "send_event", "user_channel"]
+__all__ = [
+    "acurrent_position",
+    "asend_event",
+    "channels",
+    "current_position",
+    "send_event",
+    "user_channel",
+]
 
 if TYPE_CHECKING:
     from . import channels
     from .channels import user_channel
+    from .position import acurrent_position, current_position
     from .publish import asend_event, send_event
+
+# Lazy, so that ``import django_sse`` needs no configured settings.
+_LAZY = {
+    "send_event": "publish",
+    "asend_event": "publish",
+    "current_position": "position",
+    "acurrent_position": "position",
+    "user_channel": "channels",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so that ``import django_sse`` needs no configured settings.
-    if name in ("send_event", "asend_event"):
-        from . import publish
-
-        return getattr(publish, name)
-    if name == "user_channel":
-        from .channels import user_channel
-
-        return user_channel
     if name == "channels":
-        import importlib
-
         return importlib.import_module(".channels", __name__)
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'django_sse' has no attribute {name!r}")

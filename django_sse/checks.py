@@ -7,7 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from .conf import SETTINGS, setting_error
+from .conf import SETTINGS, conf, setting_error
+from .ids import MAX_STORED_CHANNELS
 
 REDIS_CORE_LAYER = "channels_redis.core.RedisChannelLayer"
 PUBSUB_LAYER = "channels_redis.pubsub.RedisPubSubChannelLayer"
@@ -91,4 +92,40 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="django_sse.E003",
                 )
             )
+    return messages
+
+
+@register(Tags.compatibility)
+def check_store(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from django.utils.module_loading import import_string
+
+    if check_settings():
+        return []  # E003 already says what is wrong
+    path = conf.SSE_STORE
+    if path is None:
+        return []
+    messages: list[CheckMessage] = []
+    try:
+        import_string(path)
+    except ImportError as exc:
+        messages.append(
+            Error(
+                f"SSE_STORE {path!r} cannot be imported: {exc}",
+                hint="Use 'django_sse.store.DatabaseStore' (the default), a class of yours, "
+                "or None for no history.",
+                id="django_sse.E005",
+            )
+        )
+    if conf.SSE_MAX_CHANNELS > MAX_STORED_CHANNELS:
+        messages.append(
+            Error(
+                f"SSE_MAX_CHANNELS is {conf.SSE_MAX_CHANNELS}: with history on, the id of an "
+                f"event names the position on every channel of its stream, and beyond "
+                f"{MAX_STORED_CHANNELS} channels it could exceed 127 bytes (browsers then "
+                "send a CORS preflight on reconnection).",
+                hint=f"Set SSE_MAX_CHANNELS to {MAX_STORED_CHANNELS} or less, or register the "
+                "extra channels as ephemeral.",
+                id="django_sse.E004",
+            )
+        )
     return messages

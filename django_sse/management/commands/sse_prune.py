@@ -1,0 +1,27 @@
+"""``manage.py sse_prune``: apply the history retention settings now."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from django_sse.conf import conf
+from django_sse.store import get_store
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete stored events older than SSE_HISTORY_MAX_AGE seconds or beyond the last "
+        "SSE_HISTORY_MAX_EVENTS of their channel, in bulk."
+    )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        store = get_store()
+        if store is None:
+            raise CommandError("SSE_STORE is None: there is no history to prune")
+        removed = store.prune()
+        self.stdout.write(
+            f"Removed {removed} stored event(s) (keeping at most "
+            f"{conf.SSE_HISTORY_MAX_EVENTS} per channel, {conf.SSE_HISTORY_MAX_AGE:g}s old)."
+        )
