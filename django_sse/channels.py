@@ -155,24 +155,50 @@ class Registry:
 
     @overload
     def register(
-        self, pattern: str, policy: None = None
+        self,
+        pattern: str,
+        policy: None = None,
+        *,
+        ephemeral: bool = False,
+        snapshot: SnapshotCallable | None = None,
     ) -> Callable[[PolicyCallable], PolicyCallable]: ...
     @overload
-    def register(self, pattern: str, policy: PolicyType) -> Registration: ...
+    def register(
+        self,
+        pattern: str,
+        policy: PolicyType,
+        *,
+        ephemeral: bool = False,
+        snapshot: SnapshotCallable | None = None,
+    ) -> Registration: ...
 
     def register(
-        self, pattern: str, policy: PolicyType | None = None
+        self,
+        pattern: str,
+        policy: PolicyType | None = None,
+        *,
+        ephemeral: bool = False,
+        snapshot: SnapshotCallable | None = None,
     ) -> Registration | Callable[[PolicyCallable], PolicyCallable]:
-        """Register ``pattern`` with a read ``policy``; without one, decorate a callable."""
+        """Register ``pattern`` with a read ``policy``; without one, decorate a callable.
+
+        ``ephemeral=True`` keeps the channel's events out of history.
+        ``snapshot`` is called as ``snapshot(user, **params)`` (sync or async)
+        when a stream subscribes without resuming; its result is sent first,
+        as a ``snapshot`` event."""
         if policy is None:
 
             def decorator(func: PolicyCallable) -> PolicyCallable:
-                self.register(pattern, func)
+                self.register(pattern, func, ephemeral=ephemeral, snapshot=snapshot)
                 return func
 
             return decorator
+        if snapshot is not None and not callable(snapshot):
+            raise TypeError(f"channel {pattern!r}: snapshot must be callable, got {snapshot!r}")
         reg = _compile(pattern)
         reg.policy = _check_policy(pattern, policy)
+        reg.ephemeral = bool(ephemeral)
+        reg.snapshot = snapshot
         if pattern in self._registrations:
             raise AlreadyRegistered(
                 f"channel pattern {pattern!r} is already registered"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 from django.core.asgi import get_asgi_application
@@ -12,55 +11,10 @@ from django.urls import reverse
 
 from django_sse import asend_event
 from django_sse.hub import get_hub
+from tests.asgi_client import ASGIStream
 from tests.sse_client import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_db_threads")]
-
-
-class ASGIStream:
-    """Drive one GET through the ASGI app, keeping the stream open."""
-
-    def __init__(self, path: str, query: str) -> None:
-        self.scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": query.encode(),
-            "root_path": "",
-            "headers": [(b"host", b"testserver"), (b"accept-encoding", b"gzip")],
-            "client": ("127.0.0.1", 1234),
-            "server": ("testserver", 80),
-        }
-        self.disconnect = asyncio.Event()
-        self.start: dict[str, Any] | None = None
-        self.body = b""
-        self.chunk = asyncio.Event()
-        self.reading = asyncio.Event()  # cleared: the client stops reading
-        self.reading.set()
-
-    async def receive(self) -> dict[str, Any]:
-        if not hasattr(self, "_sent_request"):
-            self._sent_request = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await self.disconnect.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(self, message: dict[str, Any]) -> None:
-        await self.reading.wait()
-        if message["type"] == "http.response.start":
-            self.start = message
-        else:
-            self.body += message.get("body", b"")
-            self.chunk.set()
-
-    async def wait_for(self, needle: bytes, timeout: float = 5) -> None:
-        while needle not in self.body:
-            self.chunk.clear()
-            await asyncio.wait_for(self.chunk.wait(), timeout)
 
 
 async def test_in_process_stream_delivers_and_cleans_up_on_disconnect() -> None:

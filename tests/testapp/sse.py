@@ -22,3 +22,13 @@ def can_read_ticket(user: Any, pk: str) -> bool:
 @channels.register("room:{name}")
 async def can_read_room(user: Any, name: str) -> bool:
     return name.startswith("open")
+
+
+def count_for(user: Any, name: str) -> dict[str, Any]:
+    from tests.testapp.state import COUNTERS
+
+    return {"count": COUNTERS.get(name, 0), "user": user.get_username()}
+
+
+channels.register("counter:{name}", channels.PUBLIC, snapshot=count_for)
+channels.register("typing:{room}", channels.PUBLIC, ephemeral=True)

@@ -1,0 +1,176 @@
+"""Resume, replay, gap filling and catch-up, through the view in-process."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import override_settings
+
+from django_sse import acurrent_position, asend_event
+from django_sse.store import get_store
+from tests.asgi_client import asgi_stream
+from tests.testapp.state import COUNTERS
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_db_threads")]
+
+
+def data(events: list[dict[str, Any]]) -> list[Any]:
+    """The payloads of the ``e`` events: JSON decoded, or the verbatim text."""
+    out = []
+    for e in events:
+        if e["event"] == "e":
+            try:
+                out.append(json.loads(e["data"]))
+            except ValueError:
+                out.append(e["data"])
+    return out
+
+
+async def test_resume_replays_exactly_what_was_missed() -> None:
+    async with asgi_stream("channel=news:r") as first:
+        for i in range(3):
+            await asend_event("news:r", "e", i)
+        events = await first.wait_events(3)
+    resume_from = events[0]["id"]
+    assert data(events) == [0, 1, 2]
+    for i in range(3, 5):
+        await asend_event("news:r", "e", i)  # nobody listening
+
+    expected: list[Any] = [1, 2, 3, 4]
+    for n, (headers, query) in enumerate(
+        [
+            ({"Last-Event-ID": resume_from}, "channel=news:r"),
+            ({}, f"channel=news:r&lastEventId={resume_from}"),
+        ]
+    ):
+        async with asgi_stream(query, headers) as again:
+            replayed = await again.wait_events(len(expected))
+            assert data(replayed) == expected
+            await asend_event("news:r", "e", f"live{n}")
+            expected.append(f"live{n}")
+            got = await again.wait_events(len(expected))
+            assert data(got) == expected
+            assert len({e["id"] for e in got}) == len(got)
+            assert not [e for e in got if e["event"] == "stream-reset"]
+
+
+async def test_multi_channel_resume_from_one_id() -> None:
+    async with asgi_stream("channel=news:m1&channel=news:m2") as first:
+        await asend_event("news:m1", "e", "a1")
+        await asend_event("news:m2", "e", "b1")
+        last = (await first.wait_events(2))[-1]["id"]
+    await asend_event("news:m2", "e", "b2")
+    await asend_event("news:m1", "e", "a2")
+    await asend_event("news:m2", "e", "b3")
+    # The order of ?channel= does not matter: positions are kept by name.
+    async with asgi_stream("channel=news:m2&channel=news:m1", {"Last-Event-ID": last}) as again:
+        assert data(await again.wait_events(3)) == ["b2", "a2", "b3"]
+
+
+@pytest.mark.parametrize(
+    ("last_id", "reason"),
+    [
+        ("garbage", "unknown last event id"),
+        ("x" * 1000, "unknown last event id"),
+        ("00000000-1", "unknown last event id"),
+    ],
+)
+async def test_unknown_ids_get_stream_reset_then_live(last_id: str, reason: str) -> None:
+    async with asgi_stream("channel=news:u", {"Last-Event-ID": last_id}) as stream:
+        [reset] = await stream.wait_events(1)
+        assert reset["event"] == "stream-reset"
+        assert json.loads(reset["data"]) == {"reason": reason}
+        await asend_event("news:u", "e", "live")
+        assert data(await stream.wait_events(2)) == ["live"]
+
+
+async def test_a_position_ahead_of_the_store_or_for_other_channels_resets() -> None:
+    await asend_event("news:ahead", "e", 1)
+    position = await acurrent_position(["news:ahead"])
+    ahead = position[:-1] + "z"  # seq 35 on a channel that has 1
+    async with asgi_stream("channel=news:ahead", {"Last-Event-ID": ahead}) as stream:
+        assert (await stream.wait_events(1))[0]["event"] == "stream-reset"
+    query = "channel=news:ahead&channel=news:other"
+    async with asgi_stream(query, {"Last-Event-ID": position}) as stream:
+        assert (await stream.wait_events(1))[0]["event"] == "stream-reset"
+
+
+async def test_expired_history_resets() -> None:
+    await asend_event("news:old", "e", 0)
+    position = await acurrent_position(["news:old"])
+    for i in range(1, 6):
+        await asend_event("news:old", "e", i)
+    store = get_store()
+    assert store is not None
+    with override_settings(SSE_HISTORY_MAX_EVENTS=2):
+        await sync_to_async(store.prune)()
+    async with asgi_stream("channel=news:old", {"Last-Event-ID": position}) as stream:
+        [reset] = await stream.wait_events(1)
+        assert reset["event"] == "stream-reset"
+        assert json.loads(reset["data"]) == {"reason": "history expired"}
+
+
+async def test_page_position_resumes_from_render_time() -> None:
+    await asend_event("news:page", "e", "before render")
+    position = await acurrent_position(["news:page"])
+    await asend_event("news:page", "e", "between render and connect")
+    async with asgi_stream(f"channel=news:page&lastEventId={position}") as stream:
+        assert data(await stream.wait_events(1)) == ["between render and connect"]
+
+
+async def test_a_hole_in_live_delivery_is_filled_from_the_store() -> None:
+    store = get_store()
+    assert store is not None
+    async with asgi_stream("channel=news:gap") as stream:
+        await asend_event("news:gap", "e", 1)
+        # Stored but never published, as when a layer message is lost.
+        await sync_to_async(store.append)("news:gap", "e", "2")
+        await asend_event("news:gap", "e", 3)
+        got = await stream.wait_events(3)
+    assert [e["data"] for e in got] == ["1", "2", "3"]
+    assert len({e["id"] for e in got}) == 3
+
+
+@override_settings(SSE_HISTORY_POLL=0.05)
+async def test_stored_but_unpublished_events_arrive_by_catch_up() -> None:
+    store = get_store()
+    assert store is not None
+    async with asgi_stream("channel=news:lost&channel=news:other2") as stream:
+        for i in range(3):
+            await sync_to_async(store.append)("news:lost", "e", json.dumps(i))
+        assert data(await stream.wait_events(3)) == [0, 1, 2]
+
+
+async def test_ephemeral_events_do_not_move_the_position() -> None:
+    async with asgi_stream("channel=news:eph&channel=typing:r1") as stream:
+        await asend_event("news:eph", "e", "stored")
+        await asend_event("typing:r1", "typing", {"who": "bob"})
+        stored, typing = await stream.wait_events(2)
+    assert typing["event"] == "typing" and typing["id"] == stored["id"]
+
+
+async def test_snapshot_is_sent_first_to_new_streams_only() -> None:
+    COUNTERS["c1"] = 7
+    async with asgi_stream("channel=counter:c1") as stream:
+        [snapshot] = await stream.wait_events(1)
+        await asend_event("counter:c1", "e", "after")
+        assert data(await stream.wait_events(2)) == ["after"]
+    assert snapshot["event"] == "snapshot"
+    assert json.loads(snapshot["data"]) == {
+        "channel": "counter:c1",
+        "data": {"count": 7, "user": ""},
+    }
+    resume = (await stream.wait_events(2))[-1]["id"]
+    async with asgi_stream("channel=counter:c1", {"Last-Event-ID": resume}) as again:
+        await asend_event("counter:c1", "e", "next")
+        assert [e["event"] for e in await again.wait_events(1)] == ["e"]
+
+
+@override_settings(SSE_STORE=None)
+async def test_without_history_every_resume_resets() -> None:
+    async with asgi_stream("channel=news:nh", {"Last-Event-ID": "anything"}) as stream:
+        [reset] = await stream.wait_events(1)
+    assert json.loads(reset["data"]) == {"reason": "history unavailable"}

@@ -1,0 +1,168 @@
+"""The database store, ids and positions (SQLite here; PostgreSQL in its own pass)."""
+
+from __future__ import annotations
+
+import re
+import threading
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection, transaction
+from django.template import Context, Template
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from django_sse import current_position, send_event
+from django_sse.checks import check_store
+from django_sse.ids import MAX_STORED_CHANNELS, decode_position, encode_position
+from django_sse.models import StoredEvent
+from django_sse.store import DatabaseStore, get_store
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_db_threads")]
+
+CORS_UNSAFE = re.compile(r'["():<>?@\[\\\]{}\x00-\x1f\x7f]')
+
+
+@pytest.fixture
+def store() -> DatabaseStore:
+    return DatabaseStore()
+
+
+def test_sequences_start_at_one_per_channel_without_gaps(store: DatabaseStore) -> None:
+    assert [store.append("a", "e", str(i)) for i in range(3)] == [1, 2, 3]
+    assert store.append("b", "e", "x") == 1
+    assert store.heads(["a", "b", "c"]) == {"a": 3, "b": 1, "c": 0}
+    assert store.oldest(["a", "b", "c"]) == {"a": 1, "b": 1}
+
+
+def test_read_after_positions_in_insertion_order(store: DatabaseStore) -> None:
+    for channel in "abab":
+        store.append(channel, "e", channel)
+    records = store.read({"a": 1, "b": 0})
+    assert [(r.channel, r.seq) for r in records] == [("b", 1), ("a", 2), ("b", 2)]
+    assert len(store.read({"a": 0, "b": 0}, limit=2)) == 2
+    assert store.read({}) == []
+
+
+def test_prune_by_count_and_age_in_bulk(store: DatabaseStore) -> None:
+    for i in range(6):
+        store.append("a", "e", str(i))
+        store.append("b", "e", str(i))
+    StoredEvent.objects.filter(channel="b", seq__lte=2).update(
+        created=timezone.now() - timedelta(days=2)
+    )
+    with override_settings(SSE_HISTORY_MAX_EVENTS=4, SSE_HISTORY_MAX_AGE=86400):
+        with CaptureQueriesContext(connection) as queries:
+            removed = store.prune()
+    deletes = [q for q in queries if q["sql"].lstrip().upper().startswith("DELETE")]
+    assert len(deletes) <= 3  # never one statement per row
+    assert removed == 4
+    assert store.oldest(["a", "b"]) == {"a": 3, "b": 3}
+    assert store.heads(["a"]) == {"a": 6}  # numbering continues after pruning
+    assert store.append("a", "e", "next") == 7
+
+
+def test_publishers_prune_at_most_once_per_interval(store: DatabaseStore) -> None:
+    with override_settings(SSE_HISTORY_MAX_EVENTS=2, SSE_HISTORY_PRUNE_INTERVAL=0.001):
+        store._last_prune = 0.0
+        for i in range(5):
+            store.append("p", "e", str(i))
+    assert StoredEvent.objects.filter(channel="p").count() <= 3
+
+
+def test_sse_prune_command() -> None:
+    for i in range(5):
+        send_event("cmd", "e", i)
+    out = StringIO()
+    with override_settings(SSE_HISTORY_MAX_EVENTS=2):
+        call_command("sse_prune", stdout=out)
+    assert "Removed 3 stored event(s)" in out.getvalue()
+    with override_settings(SSE_STORE=None), pytest.raises(CommandError, match="no history"):
+        call_command("sse_prune")
+
+
+def test_send_event_stores_on_commit_and_not_on_rollback() -> None:
+    with pytest.raises(RuntimeError), transaction.atomic():
+        send_event("tx", "e", "rolled back")
+        raise RuntimeError
+    assert not StoredEvent.objects.filter(channel="tx").exists()
+    with transaction.atomic():
+        event = send_event("tx", "e", "kept")
+        assert event.seq is None
+        assert not StoredEvent.objects.filter(channel="tx").exists()
+    stored = StoredEvent.objects.get(channel="tx")
+    assert (stored.seq, stored.name, stored.payload) == (1, "e", "kept")
+    assert send_event("tx", "e", {"n": 2}).seq == 2
+
+
+def test_ephemeral_channels_and_no_store_keep_nothing() -> None:
+    assert send_event("typing:room1", "typing", {"who": "a"}).seq is None
+    with override_settings(SSE_STORE=None):
+        assert send_event("public", "e", 1).seq is None
+    assert not StoredEvent.objects.exists()
+
+
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="SQLite serializes all writers anyway")
+def test_concurrent_appends_get_distinct_gap_free_numbers() -> None:
+    store = get_store()
+    assert store is not None
+    seqs: list[int] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        try:
+            for i in range(25):
+                seq = store.append("race", "e", str(i))
+                with lock:
+                    seqs.append(seq)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(seqs) == list(range(1, 101))
+    # Insertion (pk) order agrees with sequence order within the channel.
+    ordered = list(StoredEvent.objects.filter(channel="race").order_by("pk").values_list("seq"))
+    assert [s for (s,) in ordered] == list(range(1, 101))
+
+
+def test_ids_round_trip_and_stay_short_and_cors_safe() -> None:
+    channels = tuple(sorted(f"user:{i}" for i in range(MAX_STORED_CHANNELS)))
+    positions = {c: 36**8 - 1 for c in channels}
+    value = encode_position(channels, positions)
+    assert len(value) <= 127 and value.isascii() and not CORS_UNSAFE.search(value)
+    assert decode_position(value, channels) == positions
+    assert decode_position(value, channels[:-1]) is None  # another set of channels
+    for bad in ["", "x", value + "-1", value.upper(), "0" * 300, "abc-def"]:
+        assert decode_position(bad, channels) is None
+
+
+def test_current_position_and_template_tag() -> None:
+    send_event("news:a", "e", 1)
+    send_event("news:a", "e", 2)
+    position = current_position(["news:a", "typing:x", "news:b"])
+    assert decode_position(position, ("news:a", "news:b")) == {"news:a": 2, "news:b": 0}
+    rendered = Template(
+        '{% load django_sse %}{% sse_position "news:b" "news:a" as p %}[{{ p }}]'
+    ).render(Context())
+    assert rendered == f"[{position}]"
+    assert current_position(["typing:x"]) == ""
+    with override_settings(SSE_STORE=None):
+        assert current_position(["news:a"]) == ""
+
+
+def test_e004_and_e005() -> None:
+    with override_settings(SSE_MAX_CHANNELS=MAX_STORED_CHANNELS + 1):
+        assert [m.id for m in check_store()] == ["django_sse.E004"]
+    with override_settings(SSE_MAX_CHANNELS=MAX_STORED_CHANNELS + 1, SSE_STORE=None):
+        assert check_store() == []
+    with override_settings(SSE_STORE="nowhere.Store"):
+        [message] = check_store()
+    assert message.id == "django_sse.E005" and message.hint
