@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from functools import lru_cache
 
 KEY_LENGTH = 8
 #: Base-36 digits per sequence number: 36**8 is about 2.8 trillion events.
@@ -37,13 +38,26 @@ def to_base36(value: int) -> str:
 
 def channel_key(channels: Iterable[str]) -> str:
     """A short hash of the (sorted) set of stored channels of a stream."""
-    joined = "\n".join(sorted(channels))
-    return hashlib.sha256(joined.encode()).hexdigest()[:KEY_LENGTH]
+    return _key(tuple(sorted(channels)))
+
+
+@lru_cache(maxsize=4096)
+def _key(channels: tuple[str, ...]) -> str:
+    return hashlib.sha256("\n".join(channels).encode()).hexdigest()[:KEY_LENGTH]
 
 
 def encode_position(channels: tuple[str, ...], positions: dict[str, int]) -> str:
     """``channels`` must be sorted; the result is the stream's ``id:``."""
-    return "-".join([channel_key(channels), *(to_base36(positions[c]) for c in channels)])
+    if len(channels) == 1:
+        return single_channel_id(channels[0], positions[channels[0]])
+    return "-".join([_key(channels), *(to_base36(positions[c]) for c in channels)])
+
+
+@lru_cache(maxsize=1024)
+def single_channel_id(channel: str, seq: int) -> str:
+    # Every stream on just this channel writes the same id for an event: make
+    # it once per event, not once per stream.
+    return f"{_key((channel,))}-{to_base36(seq)}"
 
 
 def decode_position(value: str, channels: tuple[str, ...]) -> dict[str, int] | None:
