@@ -123,8 +123,7 @@ def check_store(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 f"event names the position on every channel of its stream, and beyond "
                 f"{MAX_STORED_CHANNELS} channels it could exceed 127 bytes (browsers then "
                 "send a CORS preflight on reconnection).",
-                hint=f"Set SSE_MAX_CHANNELS to {MAX_STORED_CHANNELS} or less, or register the "
-                "extra channels as ephemeral.",
+                hint=f"Set SSE_MAX_CHANNELS to {MAX_STORED_CHANNELS} or less.",
                 id="django_sse.E004",
             )
         )

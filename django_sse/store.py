@@ -10,6 +10,7 @@ called off the event loop.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -22,6 +23,8 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from .conf import conf
+
+logger = logging.getLogger("django_sse")
 
 #: Most rows one read returns; longer histories are read in pages.
 READ_LIMIT = 1000
@@ -78,8 +81,8 @@ def _chunks(items: Iterable[str]) -> Iterable[list[str]]:
 
 
 class DatabaseStore(BaseStore):
-    """History in two tables, on any database Django supports with RETURNING
-    (SQLite 3.35+, PostgreSQL, MariaDB 10.5+)."""
+    """History in two tables, on PostgreSQL or SQLite 3.35+ (it needs
+    ``INSERT ... ON CONFLICT ... RETURNING``)."""
 
     def __init__(self, using: str = DEFAULT_DB_ALIAS) -> None:
         from .models import ChannelSequence, StoredEvent
@@ -181,6 +184,9 @@ class DatabaseStore(BaseStore):
         try:
             self._last_prune = time.monotonic()
             self.prune()
+        except Exception:
+            # The event is stored: a failed prune must not fail the publish.
+            logger.warning("Pruning the event history failed", exc_info=True)
         finally:
             self._prune_lock.release()
 

@@ -2,7 +2,8 @@
 
 Server processes read their layer and database from the environment:
 ``SSE_TEST_LAYER`` (``memory`` or ``redis``), ``REDIS_URL``, ``SSE_TEST_DB``
-(an SQLite file shared with the test process) and ``SSE_KEEPALIVE``.
+(an SQLite file shared with the test process), ``SSE_KEEPALIVE``,
+``SSE_HISTORY_POLL`` and ``SSE_QUEUE_SIZE``.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ else:
 
 if os.environ.get("SSE_KEEPALIVE"):
     SSE_KEEPALIVE = float(os.environ["SSE_KEEPALIVE"])
+if os.environ.get("SSE_HISTORY_POLL"):
+    SSE_HISTORY_POLL = float(os.environ["SSE_HISTORY_POLL"])
+if os.environ.get("SSE_QUEUE_SIZE"):
+    SSE_QUEUE_SIZE = int(os.environ["SSE_QUEUE_SIZE"])
 
 LOGGING = {
     "version": 1,

@@ -56,8 +56,9 @@ class Stream:
 
 
 def is_data_event(event: ServerSentEvent) -> bool:
-    # httpx-sse reports a block holding only ``retry:`` as an empty message.
-    return bool(event.id) or event.data != "" or event.event != "message"
+    # httpx-sse reports a block holding only ``retry:``, or a comment after an
+    # event (it keeps the last id), as an empty message.
+    return event.data != "" or event.event != "message"
 
 
 @asynccontextmanager

@@ -68,10 +68,13 @@ def test_prune_by_count_and_age_in_bulk(store: DatabaseStore) -> None:
 
 def test_publishers_prune_at_most_once_per_interval(store: DatabaseStore) -> None:
     with override_settings(SSE_HISTORY_MAX_EVENTS=2, SSE_HISTORY_PRUNE_INTERVAL=0.001):
-        store._last_prune = 0.0
         for i in range(5):
+            store._last_prune = 0.0  # the interval has passed
             store.append("p", "e", str(i))
-    assert StoredEvent.objects.filter(channel="p").count() <= 3
+    assert StoredEvent.objects.filter(channel="p").count() == 2
+    with override_settings(SSE_HISTORY_MAX_EVENTS=1, SSE_HISTORY_PRUNE_INTERVAL=3600):
+        store.append("p", "e", "within the interval")  # no prune yet
+    assert StoredEvent.objects.filter(channel="p").count() == 3
 
 
 def test_sse_prune_command() -> None:
