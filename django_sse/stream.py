@@ -13,6 +13,7 @@ never gets an event and later misses an older one of the same channel.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -25,6 +26,8 @@ from .events import Event, comment, control, encode_body, encode_payload, retry
 from .hub import Subscription, get_hub
 from .ids import decode_position, encode_position
 from .names import channel_name_error
+
+logger = logging.getLogger("django_sse")
 
 KEEPALIVE = comment("keepalive")
 #: Events sent by the server itself, not by ``send_event``.
@@ -184,7 +187,12 @@ async def _snapshots(channels: tuple[str, ...], user: Any, cursor: Cursor | None
         snapshot = found[0].snapshot if found else None
         if found is None or snapshot is None:
             continue
-        data = await call_user_code(snapshot, user, **found[1])
+        try:
+            data = await call_user_code(snapshot, user, **found[1])
+        except Exception:
+            # A broken snapshot must not keep the stream from opening.
+            logger.exception("Snapshot of channel %r raised; none sent", name)
+            continue
         payload = encode_payload(name, SNAPSHOT, {"channel": name, "data": data})
         head = b"id: " + cursor.id + b"\n" if cursor else b""
         out.append(head + encode_body(SNAPSHOT, payload))
