@@ -149,12 +149,14 @@ class Subscription:
 
 
 class _Group:
-    __slots__ = ("joined", "lock", "members")
+    __slots__ = ("joined", "lock", "members", "seen")
 
     def __init__(self) -> None:
         self.members: set[Subscription] = set()
         self.joined = False
         self.lock = asyncio.Lock()
+        #: The highest sequence number dispatched on this channel, if any.
+        self.seen: int | None = None
 
 
 class Hub:
@@ -275,6 +277,9 @@ class Hub:
         group = self._groups.get(event.channel)
         if group is None:
             return
+        seq = event.seq
+        if seq is not None and (group.seen is None or seq > group.seen):
+            group.seen = seq
         # deliver() never changes membership, so no copy of the set is needed.
         for sub in group.members:
             sub.deliver(event)
@@ -348,7 +353,9 @@ class Hub:
                 if s.positions is not None and channel in s.positions
             ]
             if known and registry.is_stored(channel):
-                lows[channel] = min(known)
+                # Past what the hub already handed out, not from the slowest
+                # stream: events waiting in queues are not sent twice.
+                lows[channel] = max(min(known), group.seen or 0)
         if not lows:
             return
         heads = await history.call(store.heads, list(lows))
