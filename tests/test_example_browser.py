@@ -11,26 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import chromium, requires_chromium
 from tests.servers import ROOT, free_port, spawn_server, stop
 
-CHROMIUM = "/usr/bin/chromium"
 EXAMPLE = ROOT / "example_project"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
-playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
-pytestmark = [
-    pytest.mark.server,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM), reason=f"Chromium is not installed at {CHROMIUM}"
-    ),
-]
+pytest.importorskip("playwright.async_api", reason="playwright is not installed")
+pytestmark = [pytest.mark.server, requires_chromium]
 
 
 @pytest.fixture(scope="module")
@@ -63,26 +50,22 @@ def example_url() -> Iterator[str]:
 
 
 async def test_an_announcement_sent_by_staff_appears_live(example_url: str) -> None:
-    async with playwright_api.async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            reader = await (await browser.new_context()).new_page()
-            await reader.goto(example_url + "/")
-            await reader.wait_for_selector("#status[data-state='open']", timeout=10_000)
+    async with chromium() as browser:
+        reader = await (await browser.new_context()).new_page()
+        await reader.goto(example_url + "/")
+        await reader.wait_for_selector("#status[data-state='open']", timeout=10_000)
 
-            staff = await (await browser.new_context()).new_page()
-            await staff.goto(example_url + "/accounts/login/?next=/")
-            await staff.fill("#id_username", "admin")
-            await staff.fill("#id_password", "admin")
-            await staff.click("form[action='/accounts/login/'] button[type=submit]")
-            await staff.wait_for_selector("#id_text", timeout=10_000)
-            text = "Release 1.0 is out <b>today</b>"
-            await staff.fill("#id_text", text)
-            await staff.click("form[action$='send/'] button[type=submit]")
+        staff = await (await browser.new_context()).new_page()
+        await staff.goto(example_url + "/accounts/login/?next=/")
+        await staff.fill("#id_username", "admin")
+        await staff.fill("#id_password", "admin")
+        await staff.click("form[action='/accounts/login/'] button[type=submit]")
+        await staff.wait_for_selector("#id_text", timeout=10_000)
+        text = "Release 1.0 is out <b>today</b>"
+        await staff.fill("#id_text", text)
+        await staff.click("form[action$='send/'] button[type=submit]")
 
-            item = reader.locator("#feed li", has_text=text)
-            await item.wait_for(timeout=10_000)
-            # Sent as text, shown as text: the markup is not interpreted.
-            assert await reader.locator("#feed b").count() == 0
-        finally:
-            await browser.close()
+        item = reader.locator("#feed li", has_text=text)
+        await item.wait_for(timeout=10_000)
+        # Sent as text, shown as text: the markup is not interpreted.
+        assert await reader.locator("#feed b").count() == 0

@@ -10,4 +10,5 @@ urlpatterns = [
     path("test/publish/", views.publish),
     path("test/publish-sync/", views.publish_sync),
     path("test/stats/", views.stats),
+    path("test/page/", views.page),
 ]

@@ -7,6 +7,7 @@ import json
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.models import Permission
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 
 from django_sse import asend_event, send_event
@@ -55,3 +56,14 @@ async def stats(request: HttpRequest) -> HttpResponse:
             totals["subscribers"] = totals.get("subscribers", 0) + hub.subscribers(channel)
     totals.setdefault("subscribers", 0)
     return JsonResponse(totals)
+
+
+def page(request: HttpRequest) -> HttpResponse:
+    """A page using ``{% sse_script %}``: ``?channel=a&channel=b&share=0&retry=100``."""
+    context = {
+        "channels": request.GET.getlist("channel"),
+        "share": request.GET.get("share") != "0",
+        "own_channel": request.GET.get("own") != "0",
+        "retry_base": int(request.GET.get("retry", "1000")),
+    }
+    return render(request, "testapp/page.html", context)
