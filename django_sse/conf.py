@@ -99,6 +99,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds between the bulk prunes a publishing process runs; 0 leaves pruning "
         "to the sse_prune command.",
     ),
+    Setting(
+        "SSE_STORE_THREADS",
+        4,
+        int,
+        1,
+        "Threads per process that run store reads and writes for async code, each "
+        "keeping one database connection.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -173,6 +181,10 @@ class Settings:
     @property
     def SSE_HISTORY_PRUNE_INTERVAL(self) -> float:
         return float(self._get("SSE_HISTORY_PRUNE_INTERVAL"))
+
+    @property
+    def SSE_STORE_THREADS(self) -> int:
+        return int(self._get("SSE_STORE_THREADS"))
 
 
 conf = Settings()

@@ -10,6 +10,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from .channels import ChannelError
+from .dbthreads import release_connections
 from .stream import authorize, event_stream
 
 logger = logging.getLogger("django_sse")
@@ -44,6 +45,7 @@ async def stream(request: HttpRequest) -> HttpResponseBase:
         channels = await authorize(user, request.GET.getlist("channel"))
     except ChannelError as exc:
         return error_response(exc.status, exc.reason)
+    await release_connections()
     if not isinstance(request, ASGIRequest):
         logger.error("django_sse stream requested under WSGI; it needs an ASGI server")
         return error_response(

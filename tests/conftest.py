@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+import secrets
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,11 +14,24 @@ from asgiref.sync import sync_to_async
 from channels.layers import channel_layers
 from django.db import connections
 
+from django_sse import dbthreads
+
 # hypothesis is imported above so that pytest does not first compile it during the
 # terminal summary, which trips a CPython 3.11 AST recursion-depth bug.
-from tests.servers import RedisServer, Server, migrate, private_redis, running_server
+from tests.servers import (
+    ROOT,
+    RedisServer,
+    Server,
+    base_env,
+    migrate,
+    private_redis,
+    running_server,
+)
 
 SERVER_KINDS = ("daphne", "uvicorn")
+
+
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 
 def postgres_unavailable() -> str | None:
@@ -48,6 +64,9 @@ def _fresh_layers() -> Iterator[None]:
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()
+    # Store threads keep connections; PostgreSQL cannot drop a test database
+    # that is still in use, and no test should see another's connections.
+    dbthreads.shutdown()
 
 
 @pytest.fixture
@@ -105,3 +124,39 @@ def redis_servers(server_db: str, redis_url: str) -> Iterator[tuple[Server, Serv
     }
     with running_server("daphne", **env) as one, running_server("uvicorn", **env) as two:
         yield one, two
+
+
+@pytest.fixture
+def postgres_db() -> Iterator[str]:
+    """A migrated throwaway PostgreSQL database, dropped afterwards."""
+    reason = postgres_unavailable()
+    if reason:
+        pytest.skip(reason)
+    import psycopg
+    from psycopg import sql
+
+    name = f"sse_hist_{secrets.token_hex(6)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
+            cwd=ROOT,
+            env=base_env(**postgres_env(name)),
+            check=True,
+            timeout=120,
+        )
+        yield name
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                [name],
+            )
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def postgres_env(name: str) -> dict[str, str]:
+    # SSE_TEST_DB wins over SSE_TEST_POSTGRES in tests/settings.py: blank it.
+    return {"SSE_TEST_DB": "", "SSE_TEST_POSTGRES": "1", "SSE_TEST_POSTGRES_DB": name}
