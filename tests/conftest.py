@@ -29,6 +29,9 @@ from tests.servers import (
 )
 
 SERVER_KINDS = ("daphne", "uvicorn")
+#: Streams are served by two doors: the ASGI fast path and Django's view.
+DOORS = ("fast", "view")
+SERVERS = [(kind, door) for door in DOORS for kind in SERVER_KINDS]
 
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -87,11 +90,17 @@ def server_db() -> Iterator[str]:
         yield path
 
 
-@pytest.fixture(scope="session", params=SERVER_KINDS)
+@pytest.fixture(scope="session", params=SERVERS, ids=["-".join(p) for p in SERVERS])
 def server(request: pytest.FixtureRequest, server_db: str) -> Iterator[Server]:
-    """A real daphne or uvicorn process on the in-memory layer."""
+    """A real daphne or uvicorn process on the in-memory layer, serving streams
+    through the fast path or through Django's view."""
+    kind, door = request.param
     with running_server(
-        request.param, SSE_TEST_DB=server_db, SSE_TEST_LAYER="memory", SSE_KEEPALIVE="0.5"
+        kind,
+        SSE_TEST_DB=server_db,
+        SSE_TEST_LAYER="memory",
+        SSE_KEEPALIVE="0.5",
+        SSE_TEST_DOOR=door,
     ) as srv:
         yield srv
 
@@ -115,14 +124,19 @@ def private_redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def redis_servers(server_db: str, redis_url: str) -> Iterator[tuple[Server, Server]]:
-    """A daphne and a uvicorn process sharing one Redis through the pub/sub layer."""
+    """A daphne (view) and a uvicorn (fast path) process sharing one Redis
+    through the pub/sub layer."""
     env = {
         "SSE_TEST_DB": server_db,
         "SSE_TEST_LAYER": "redis",
         "REDIS_URL": redis_url,
         "SSE_KEEPALIVE": "0.5",
     }
-    with running_server("daphne", **env) as one, running_server("uvicorn", **env) as two:
+    # One door each, so events cross from one door's process to the other's.
+    with (
+        running_server("daphne", **env, SSE_TEST_DOOR="view") as one,
+        running_server("uvicorn", **env, SSE_TEST_DOOR="fast") as two,
+    ):
         yield one, two
 
 
