@@ -8,6 +8,7 @@ from django_sse import channels, hooks
 from tests.testapp.models import Comment, Ticket
 
 channels.register("public", channels.PUBLIC)
+channels.register("comments", channels.PUBLIC)
 channels.register("news:{topic}", channels.PUBLIC)
 channels.register("members", channels.AUTHENTICATED)
 channels.register("staff", channels.STAFF)
