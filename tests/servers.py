@@ -5,6 +5,7 @@ Everything binds 127.0.0.1 on a free port and is stopped by PID.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -207,3 +208,27 @@ def private_redis() -> Iterator[RedisServer]:
         finally:
             if server.proc is not None and server.proc.poll() is None:
                 stop(server.proc)
+
+
+async def run_python(
+    *args: str, env: dict[str, str], stdin: str = "", timeout: float = 60.0
+) -> tuple[int, str, str]:
+    """Run ``python ARGS`` from the repository root; return (status, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        cwd=ROOT,
+        env=base_env(**env),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout)
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")

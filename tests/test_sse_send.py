@@ -3,16 +3,13 @@ reaching streams on real servers over Redis."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from tests.servers import ROOT, Server, base_env
+from tests.servers import Server, run_python
 from tests.sse_client import open_stream, unique
 
 pytestmark = [pytest.mark.redis, pytest.mark.server]
@@ -26,20 +23,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 async def run(*args: str, stdin: str = "", **env: str) -> tuple[int, str, str]:
     """Run ``python -m django ARGS`` with the test settings; (status, stdout, stderr)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "django",
-        *args,
-        cwd=ROOT,
-        env=base_env(**env),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run_python("-m", "django", *args, env=env, stdin=stdin)
 
 
 @pytest.mark.parametrize(
