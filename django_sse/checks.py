@@ -131,6 +131,35 @@ def check_store(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
 
 
 @register(Tags.compatibility)
+def check_fast_path(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from django.utils.module_loading import import_string
+
+    from .asgi import stream_path, wraps_fast_path
+
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    if not path or stream_path() is None:
+        return []  # E002, or no stream URL to serve
+    try:
+        application = import_string(path)
+    except Exception:
+        return []  # the project's own problem, reported when a server loads it
+    if wraps_fast_path(application):
+        return []
+    return [
+        Warning(
+            f"{path} does not use the django_sse fast path: every open stream then "
+            "holds an OS thread and about 50 KB in Django's async view.",
+            hint=(
+                "In asgi.py, wrap the application: "
+                "'application = django_sse.asgi.fast_path(get_asgi_application())', "
+                "or silence django_sse.W003 to keep the view."
+            ),
+            id="django_sse.W003",
+        )
+    ]
+
+
+@register(Tags.compatibility)
 def check_publish_permissions(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     from importlib.util import find_spec
 

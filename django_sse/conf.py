@@ -100,6 +100,14 @@ SETTINGS: tuple[Setting, ...] = (
         "to the sse_prune command.",
     ),
     Setting(
+        "SSE_STORE_THREADS",
+        4,
+        int,
+        1,
+        "Threads per process that run store reads and writes for async code, each "
+        "keeping one database connection.",
+    ),
+    Setting(
         "SSE_PUBLISH_PERMISSION_CLASSES",
         (
             "rest_framework.permissions.IsAuthenticated",
@@ -188,6 +196,10 @@ class Settings:
     @property
     def SSE_HISTORY_PRUNE_INTERVAL(self) -> float:
         return float(self._get("SSE_HISTORY_PRUNE_INTERVAL"))
+
+    @property
+    def SSE_STORE_THREADS(self) -> int:
+        return int(self._get("SSE_STORE_THREADS"))
 
     @property
     def SSE_PUBLISH_PERMISSION_CLASSES(self) -> tuple[str, ...]:

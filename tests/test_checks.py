@@ -6,7 +6,7 @@ import pytest
 from django.core.checks import CheckMessage
 from django.test import override_settings
 
-from django_sse.checks import check_asgi, check_channel_layer, check_settings
+from django_sse.checks import check_asgi, check_channel_layer, check_fast_path, check_settings
 
 OK_APPS = ["daphne", "django.contrib.staticfiles", "channels", "django_sse"]
 
@@ -17,7 +17,7 @@ def ids(messages: list[CheckMessage]) -> list[str]:
 
 
 def test_project_settings_pass_every_check() -> None:
-    assert check_channel_layer() + check_asgi() + check_settings() == []
+    assert check_channel_layer() + check_asgi() + check_settings() + check_fast_path() == []
 
 
 @pytest.mark.parametrize("layers", [{}, {"other": {"BACKEND": "x"}}, {"default": {}}, None])
