@@ -213,21 +213,12 @@ def private_redis() -> Iterator[RedisServer]:
 async def publish_from_another_process(
     redis_url: str, db: str, channel: str, count: int, event: str = "message"
 ) -> None:
-    env = base_env(SSE_TEST_LAYER="redis", REDIS_URL=redis_url, SSE_TEST_DB=db)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.publisher",
-        channel,
-        str(count),
-        event,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    """``python -m tests.publisher`` over Redis, as a worker would publish."""
+    env = {"SSE_TEST_LAYER": "redis", "REDIS_URL": redis_url, "SSE_TEST_DB": db}
+    status, out, err = await run_python(
+        "-m", "tests.publisher", channel, str(count), event, env=env
     )
-    output, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, output.decode()
+    assert status == 0, out + err
 
 
 def nginx_binary() -> str | None:
@@ -282,3 +273,27 @@ def running_nginx(upstream_ports: list[int]) -> Iterator[int]:
             yield port
         finally:
             stop(proc)
+
+
+async def run_python(
+    *args: str, env: dict[str, str], stdin: str = "", timeout: float = 60.0
+) -> tuple[int, str, str]:
+    """Run ``python ARGS`` from the repository root; return (status, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        cwd=ROOT,
+        env=base_env(**env),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout)
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
