@@ -50,14 +50,19 @@ def example_url() -> Iterator[str]:
             stop(proc)
 
 
-async def logged_in(browser: Any, base: str, username: str, path: str) -> Any:
-    """A page of a new browser context, logged in as ``username`` and on ``path``."""
+async def logged_in(
+    browser: Any, base: str, username: str, path: str, *, streaming: bool = True
+) -> Any:
+    """A page of a new browser context, logged in as ``username`` and on ``path``
+    (with its stream open, unless ``streaming`` is false: the admin has none)."""
     page = await (await browser.new_context(viewport={"width": 1000, "height": 640})).new_page()
     await page.goto(f"{base}/accounts/login/?next={path}")
     await page.fill("#id_username", username)
     await page.fill("#id_password", username)
     await page.click("form[action='/accounts/login/'] button[type=submit]")
     await page.wait_for_url(f"{base}{path}", timeout=TIMEOUT)
+    if streaming:
+        await live(page)
     return page
 
 
@@ -103,22 +108,20 @@ async def test_a_staff_change_in_the_admin_shows_live_on_the_customers_pages(
 ) -> None:
     async with chromium() as browser:
         alice = await logged_in(browser, example_url, "alice", "/tickets/")
-        await live(alice)
-        title = "Cannot log in from my phone"
-        pk = await ticket_pk(alice, title)
-        # Alice sees her tickets only; Bob's ticket page does not exist for her.
-        assert await alice.locator("a.title").count() == 2
-        listing = await (await alice.context.new_page()).goto(f"{example_url}/tickets/")
-        assert listing is not None and listing.status == 200
+        pk = await ticket_pk(alice, "Cannot log in from my phone")
+        assert await alice.locator("a.title").count() == 2  # her tickets only
         detail = await alice.context.new_page()
         await detail.goto(f"{example_url}/tickets/{pk}/")
         await live(detail)
 
+        # Per-object permission: Bob can neither open Alice's ticket nor stream it.
         bob = await logged_in(browser, example_url, "bob", "/tickets/")
         denied = await bob.goto(f"{example_url}/tickets/{pk}/")
         assert denied is not None and denied.status == 404
+        stream = await bob.context.request.get(f"{example_url}/sse/?channel=ticket:{pk}")
+        assert stream.status == 403
 
-        staff = await logged_in(browser, example_url, "admin", "/admin/")
+        staff = await logged_in(browser, example_url, "admin", "/admin/", streaming=False)
         await change_ticket(staff, example_url, pk, "pending", "Please update the app to 2.3.")
         await detail.locator("#ticket-pill", has_text="Waiting for you").wait_for(timeout=TIMEOUT)
         assert await detail.text_content("#ticket-reply") == "Please update the app to 2.3."
@@ -133,11 +136,9 @@ async def test_the_admin_notification_action_shows_a_toast_and_an_unread_badge(
 ) -> None:
     async with chromium() as browser:
         bob = await logged_in(browser, example_url, "bob", "/tickets/")
-        await live(bob)
         alice = await logged_in(browser, example_url, "alice", "/tickets/")
-        await live(alice)
 
-        staff = await logged_in(browser, example_url, "admin", "/admin/auth/user/")
+        staff = await logged_in(browser, example_url, "admin", "/admin/auth/user/", streaming=False)
         row = staff.locator("#result_list tr", has_text="bob")
         await row.locator("input[name=_selected_action]").check()
         await staff.select_option("select[name=action]", "send_notification")
@@ -173,9 +174,30 @@ async def test_htmx_swaps_the_server_rendered_fragment(example_url: str) -> None
         )
         await bob.goto(f"{example_url}/tickets/{pk}/htmx/")
         await bob.wait_for_function("window.htmxSseOpen === true", timeout=TIMEOUT)
-        staff = await logged_in(browser, example_url, "admin", "/admin/")
+        staff = await logged_in(browser, example_url, "admin", "/admin/", streaming=False)
         await change_ticket(staff, example_url, pk, "solved", "Fixed in release 4.1.")
         target = bob.locator("#htmx-target .reply", has_text="Fixed in release 4.1.")
         await target.wait_for(timeout=TIMEOUT)
         assert await bob.text_content("#htmx-target .pill") == "Solved"
         await screenshot(bob, "htmx-page")
+
+
+async def test_eight_tabs_of_the_helpdesk_stay_live(example_url: str) -> None:
+    async with chromium() as browser:
+        first = await logged_in(browser, example_url, "alice", "/tickets/")
+        pk = await ticket_pk(first, "Invoice shows the wrong address")
+        # Past the six HTTP/1.1 connections per origin: the tabs share one stream.
+        tabs = [first]
+        for _ in range(7):
+            tab = await first.context.new_page()
+            await tab.goto(f"{example_url}/tickets/")
+            tabs.append(tab)
+        for tab in tabs:
+            await live(tab)
+        staff = await logged_in(browser, example_url, "admin", "/admin/", streaming=False)
+        await change_ticket(staff, example_url, pk, "solved", "Address corrected.")
+        for tab in tabs:
+            pill = tab.locator(f"tr[data-ticket='{pk}'] .pill", has_text="Solved")
+            await pill.wait_for(timeout=TIMEOUT)
+        leaders = [await tab.evaluate("DjangoSSE.connection.leader") for tab in tabs]
+        assert leaders.count(True) == 1
