@@ -208,3 +208,28 @@ async def test_eight_tabs_share_one_connection_and_stay_live(
     for tab in tabs:
         assert await wait_logged(tab, 2) == [{"n": 1}, {"n": 2}]
     await wait_subscribers(page_server, channel, 1)
+
+
+async def test_stream_reset_fires_an_event_the_page_can_reload_from(
+    browser: Any, page_server: Server
+) -> None:
+    channel = "news:reset"
+    context = await browser.new_context()
+    # The tab "remembers" an id the server does not know: it must start afresh.
+    await context.add_init_script(
+        f"sessionStorage.setItem('django-sse:last-event-id:/sse/?{channel}', 'zzzzzzzz-9')"
+    )
+    page = await open_page(context, page_server, f"channel={channel}")
+    await page.wait_for_function("window.sseResets.length === 1", timeout=TIMEOUT)
+    assert await page.evaluate("window.sseResets") == ["unknown last event id"]
+    await publish(page_server, channel, {"n": 1})
+    assert await wait_logged(page, 1) == [{"n": 1}]
+
+
+async def test_close_ends_the_stream(browser: Any, page_server: Server) -> None:
+    channel = "news:close"
+    page = await open_page(await browser.new_context(), page_server, f"channel={channel}")
+    await wait_subscribers(page_server, channel, 1)
+    await page.evaluate("DjangoSSE.close()")
+    assert await page.get_attribute("html", "data-sse-state") == "closed"
+    await wait_subscribers(page_server, channel, 0)

@@ -10,6 +10,7 @@ import pytest
 from django.contrib.auth.models import AnonymousUser, User
 from django.template import Context, Template, TemplateSyntaxError
 from django.template.engine import Engine
+from django.test import RequestFactory
 
 from django_sse import send_event
 
@@ -75,3 +76,11 @@ def test_own_channel_can_be_left_out() -> None:
 def test_a_malformed_channel_name_is_a_template_error() -> None:
     with pytest.raises(TemplateSyntaxError, match="malformed"):
         render('{% sse_channels "bad name" %}')
+
+
+def test_the_user_is_read_from_the_request_without_the_auth_context_processor() -> None:
+    user = User.objects.create_user("tags3")
+    request = RequestFactory().get("/")
+    request.user = user
+    html = render("{% sse_script %}", request=request)
+    assert config(html)["channels"] == [f"user:{user.pk}"]

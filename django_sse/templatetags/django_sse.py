@@ -91,6 +91,9 @@ def sse_script(
     names = list(_declared(context))
     names.extend(n for n in _validated(channels) if n not in names)
     user = context.get("user")
+    if user is None and context.get("request") is not None:
+        # Without the auth context processor, the request still knows the user.
+        user = getattr(context["request"], "user", None)
     if own_channel and user is not None and getattr(user, "is_authenticated", False):
         own = user_channel(user)
         if own not in names:
