@@ -233,3 +233,34 @@ async def test_close_ends_the_stream(browser: Any, page_server: Server) -> None:
     await page.evaluate("DjangoSSE.close()")
     assert await page.get_attribute("html", "data-sse-state") == "closed"
     await wait_subscribers(page_server, channel, 0)
+
+
+async def test_5xx_answers_are_retried_with_back_off_until_the_stream_opens(
+    browser: Any, page_server: Server
+) -> None:
+    channel = "news:flaky"
+    page = await open_page(await browser.new_context(), page_server, "channel=news:other&own=0")
+    # A connection of its own, through an endpoint that fails three times with 503.
+    await page.evaluate(
+        """() => {
+          window.flakyStates = [];
+          window.flaky = DjangoSSE.connect({
+            url: "/test/flaky-stream/?fail=3&key=b1", channels: [arguments[0]],
+            retryBase: 100, share: false,
+          });
+          window.flaky.on("message", (data) => { window.flakyData = data; });
+          document.addEventListener("sse:state", (e) => window.flakyStates.push(e.detail));
+        }""".replace("arguments[0]", json.dumps(channel))
+    )
+    await page.wait_for_function("window.flaky.state === 'open'", timeout=TIMEOUT)
+    delays = await page.evaluate(
+        "window.flakyStates.filter(s => s.state === 'reconnecting' && s.delay).map(s => s.delay)"
+    )
+    # Every failure is followed by one delay; the ceiling doubles each time (100, 200, 400 ms),
+    # and each delay lies in its upper half.
+    assert len(delays) == 3
+    for attempt, delay in enumerate(delays):
+        ceiling = 100 * 2**attempt
+        assert ceiling / 2 <= delay <= ceiling
+    await publish(page_server, channel, {"n": 1})
+    await page.wait_for_function("window.flakyData && window.flakyData.n === 1", timeout=TIMEOUT)

@@ -13,4 +13,5 @@ urlpatterns = [
     path("test/publish-sync/", views.publish_sync),
     path("test/stats/", views.stats),
     path("test/page/", views.page),
+    path("test/flaky-stream/", views.flaky_stream),
 ]

@@ -6,7 +6,7 @@ import json
 
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.models import Permission
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 
@@ -67,3 +67,26 @@ def page(request: HttpRequest) -> HttpResponse:
         "retry_base": int(request.GET.get("retry", "1000")),
     }
     return render(request, "testapp/page.html", context)
+
+
+FLAKY_FAILURES: dict[str, int] = {}
+
+
+def flaky_stream(request: HttpRequest) -> HttpResponse:
+    """``?fail=N&key=K``: answer 503 to the first N EventSource requests of key K,
+    then redirect to the real stream, as a proxy in front of a restarting server
+    would. A status probe (any other ``Accept``) gets the answer its EventSource got."""
+    key = request.GET.get("key", "")
+    fail = int(request.GET.get("fail", "0"))
+    seen = FLAKY_FAILURES.get(key, 0)
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        FLAKY_FAILURES[key] = seen + 1
+        failing = seen < fail
+    else:
+        failing = 0 < seen <= fail
+    if failing:
+        return HttpResponse("upstream unavailable\n", status=503)
+    query = request.GET.copy()
+    for name in ("fail", "key"):
+        query.pop(name, None)
+    return HttpResponseRedirect("/sse/?" + query.urlencode(), status=307)

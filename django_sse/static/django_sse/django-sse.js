@@ -352,7 +352,8 @@
       el.setAttribute("data-sse-state", state);
     });
     this.broadcast({ type: "state", state: state, detail: this.detail() });
-    if (previous !== state) {
+    // Every retry is news (its delay), even when the state does not change.
+    if (previous !== state || detail.delay != null) {
       this.emit("sse:state", assign({ state: state, previous: previous }, this.detail(), detail));
       this.emit("sse:" + state, assign({}, this.detail(), detail));
     }
