@@ -111,9 +111,10 @@ class BroadcastMixin(_ActionMixin):
                 messages.WARNING,
             )
             return
-        count = len(queryset)
+        objects = list(queryset)
+        count = len(objects)
         try:
-            sent = hooks.send_for(queryset, action="updated")
+            sent = hooks.send_for(objects, action="updated")
         except (TypeError, ValueError) as exc:
             model_admin.message_user(request, _("Nothing was sent: %s") % exc, messages.ERROR)
             return
