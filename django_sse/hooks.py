@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import copy
 import logging
+import re
 import string
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -37,7 +38,6 @@ logger = logging.getLogger("django_sse")
 
 __all__ = [
     "ACTIONS",
-    "AlreadyRegistered",
     "Hook",
     "hooks_for",
     "register",
@@ -58,10 +58,6 @@ _silenced: contextvars.ContextVar[tuple[type[models.Model], ...] | None] = conte
 )
 
 
-class AlreadyRegistered(ValueError):
-    pass
-
-
 class _Attributes(dict[str, Any]):
     """Lets ``"ticket:{pk}".format_map()`` read any attribute of the instance."""
 
@@ -74,7 +70,9 @@ class _Attributes(dict[str, Any]):
 
 
 def placeholders(template: str) -> list[str]:
-    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    """The attributes a channel template reads: ``owner`` for ``{owner.username}``."""
+    names = (name for _, name, _, _ in string.Formatter().parse(template) if name)
+    return [re.split(r"[.\[]", name, maxsplit=1)[0] for name in names]
 
 
 @dataclass
@@ -107,10 +105,12 @@ class Hook:
         return self.event.format(action=action, app_label=opts.app_label, model=opts.model_name)
 
     def channel_names(self, instance: models.Model) -> list[str]:
-        spec = self.channels(instance) if callable(self.channels) else self.channels
-        names = [spec] if isinstance(spec, str) else list(spec)
+        if callable(self.channels):
+            names = self.channels(instance)
+            return [names] if isinstance(names, str) else list(names)
+        templates = [self.channels] if isinstance(self.channels, str) else self.channels
         values = _Attributes(instance)
-        return [name.format_map(values) for name in names]
+        return [template.format_map(values) for template in templates]
 
     def data(self, instance: models.Model, action: str) -> Any:
         if self.payload is not None:

@@ -238,3 +238,13 @@ async def test_asave_and_adelete_send_their_events() -> None:
     await ticket.adelete()
     names = [name for name, _ in await sync_to_async(sent)(f"ticket:{pk}")]
     assert names == ["testapp.ticket.created", "testapp.ticket.deleted"]
+
+
+def test_channel_templates_read_any_attribute(note_hook: Callable[..., hooks.Hook]) -> None:
+    note_hook(channels=["notes:{priority}", "notes:{text}-{pk}"], fields=["text"])
+    note = Note.objects.create(text="hi", priority=5)
+    assert (
+        sent("notes:5")
+        == sent(f"notes:hi-{note.pk}")
+        == [("testapp.note.created", {"pk": note.pk, "text": "hi"})]
+    )
