@@ -19,7 +19,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import hooks
-from .notify import notify
+from .notifications import notify
 
 __all__ = ["BroadcastMixin", "NotificationForm", "NotifyUsersMixin"]
 
