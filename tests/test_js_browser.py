@@ -222,6 +222,10 @@ async def test_stream_reset_fires_an_event_the_page_can_reload_from(
     page = await open_page(context, page_server, f"channel={channel}")
     await page.wait_for_function("window.sseResets.length === 1", timeout=TIMEOUT)
     assert await page.evaluate("window.sseResets") == ["unknown last event id"]
+    assert (
+        await page.evaluate(f"sessionStorage.getItem('django-sse:last-event-id:/sse/?{channel}')")
+        is None
+    )
     await publish(page_server, channel, {"n": 1})
     assert await wait_logged(page, 1) == [{"n": 1}]
 

@@ -323,6 +323,10 @@
     var data = parse(raw);
     var event = { name: name, data: data, raw: raw, id: id };
     if (name === "stream-reset") {
+      // The stored position is useless now: a reload must not be reset again.
+      var store = storage();
+      if (store) store.removeItem(STORAGE_PREFIX + this.key);
+      this.position = "";
       this.emit("sse:reset", { reason: data && data.reason });
     }
     swap(this.root, name, data);
