@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv demo test test-fast lint docs bench scale-out clean
+.PHONY: help venv demo test test-fast lint docs bench scale-out screenshots clean
 
 help:
 	@echo "make demo   - venv, install, migrate, serve the example at http://$(HOST):$(PORT)"
@@ -48,6 +48,10 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/fanout.py
+
+# Refresh the docs' screenshots of the example (taken by its browser tests).
+screenshots: $(STAMP)
+	SSE_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/test_example_browser.py
 
 # Several example processes behind nginx, sharing Redis (REDIS_URL, default :6379).
 scale-out: $(STAMP)

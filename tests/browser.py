@@ -5,6 +5,7 @@ No browser is ever downloaded; tests skip with the reason when it is absent."""
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -45,8 +46,15 @@ async def chromium() -> AsyncIterator[Any]:
 
 
 async def screenshot(page: Any, name: str) -> Path:
-    """Save a screenshot for the docs (docs/_static/screenshots/NAME.png)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
+    """Take a screenshot; with ``SSE_UPDATE_SCREENSHOTS=1``, into the docs
+    (docs/_static/screenshots/NAME.png), else into a temporary directory so a
+    test run leaves the source tree alone."""
+    if os.environ.get("SSE_UPDATE_SCREENSHOTS") == "1":
+        folder = SCREENSHOTS
+    else:
+        folder = Path(tempfile.gettempdir()) / "django_sse-screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
     await page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 0
     return path
