@@ -238,7 +238,10 @@ async def event_stream(
         state = StreamState(sub, cursor)
         first = retry(conf.SSE_RETRY_MS) + comment("connected")
         if reset:
-            first += control(STREAM_RESET, {"reason": reset}, None)
+            # With the current position as its id: the client's next reconnect
+            # resumes from here (the header wins over a stale ?lastEventId=).
+            here = cursor.id.decode() if cursor else None
+            first += control(STREAM_RESET, {"reason": reset}, here)
         if reset or not last_event_id:
             first += await _snapshots(channels, user, cursor)
         yield first
