@@ -128,3 +128,37 @@ def check_store(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             )
         )
     return messages
+
+
+@register(Tags.security)
+def check_access(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from django.utils.module_loading import import_string
+
+    from .cors import ORIGIN_RE
+
+    if check_settings():
+        return []  # E003 already says what is wrong
+    messages: list[CheckMessage] = []
+    for path in conf.SSE_AUTHENTICATION_CLASSES:
+        try:
+            import_string(path)
+        except ImportError as exc:
+            messages.append(
+                Error(
+                    f"SSE_AUTHENTICATION_CLASSES names {path!r}, which cannot be imported: {exc}",
+                    hint="Use 'django_sse.auth.SessionAuthentication' or a Django REST framework "
+                    "authentication class (pip install djangorestframework).",
+                    id="django_sse.E010",
+                )
+            )
+    for origin in conf.SSE_CORS_ALLOWED_ORIGINS:
+        if not ORIGIN_RE.fullmatch(origin):
+            messages.append(
+                Error(
+                    f"SSE_CORS_ALLOWED_ORIGINS holds {origin!r}, which is not an origin.",
+                    hint="List each origin as scheme://host[:port], with no path and no '*': "
+                    "a wildcard cannot be used with credentials.",
+                    id="django_sse.E011",
+                )
+            )
+    return messages

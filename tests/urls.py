@@ -10,4 +10,8 @@ urlpatterns = [
     path("test/publish/", views.publish),
     path("test/publish-sync/", views.publish_sync),
     path("test/stats/", views.stats),
+    path("test/logout/", views.logout_view),
+    path("test/drf-token/", views.drf_token),
+    path("test/deactivate/", views.deactivate),
+    path("test/revoke/", views.revoke_view),
 ]
