@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0.dev0"
 __all__ = [
     "acurrent_position",
+    "anotify",
     "arevoke",
     "asend_event",
     "channels",
     "current_position",
+    "hooks",
+    "notify",
     "revoke",
     "send_event",
     "user_channel",
 ]
 
 if TYPE_CHECKING:
-    from . import channels
+    from . import channels, hooks
     from .channels import user_channel
+    from .notify import anotify, notify
     from .position import acurrent_position, current_position
     from .publish import asend_event, send_event
     from .revocation import arevoke, revoke
@@ -31,14 +37,29 @@ _LAZY = {
     "current_position": "position",
     "acurrent_position": "position",
     "user_channel": "channels",
+    "notify": "notify",
+    "anotify": "notify",
     "revoke": "revocation",
     "arevoke": "revocation",
 }
+_MODULES = ("channels", "hooks")
 
 
 def __getattr__(name: str) -> Any:
-    if name == "channels":
-        return importlib.import_module(".channels", __name__)
+    if name in _MODULES:
+        return importlib.import_module(f".{name}", __name__)
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'django_sse' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Importing the submodule django_sse.notify sets it as an attribute of
+        # the package; keep the function notify() there instead.
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

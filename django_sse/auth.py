@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
 from django.utils.module_loading import import_string
 
-from . import tokens
+from . import dbthreads, tokens
 from .channels import ChannelError
 from .conf import conf
 
@@ -97,18 +96,18 @@ async def authenticate_classes(request: HttpRequest) -> Identity:
             if found is not None:
                 return found  # type: ignore[no-any-return]
             continue
-        result = await sync_to_async(_drf_authenticate)(authenticator, request)
+        result = await dbthreads.run(_drf_authenticate, authenticator, request)
         if result is not None and result[0] is not None and result[0].is_authenticated:
             return Identity(result[0], type(authenticator).__name__)
     return ANONYMOUS
 
 
-async def _token_user(pk: str) -> Any:
+def _token_user(pk: str) -> Any:
     from django.contrib.auth import get_user_model
 
     User = get_user_model()
     try:
-        return await User._default_manager.aget(pk=pk)
+        return User._default_manager.get(pk=pk)
     except (User.DoesNotExist, ValueError):
         return None
 
@@ -125,7 +124,7 @@ async def authenticate(request: HttpRequest, requested: tuple[str, ...] = ()) ->
     other = await authenticate_classes(request)
     if other.owner is not None and other.owner != grant.user_pk:
         raise tokens.TokenError("token was issued to another user")
-    user = await _token_user(grant.user_pk)
+    user = await dbthreads.run(_token_user, grant.user_pk)
     if user is None or not user.is_active:
         raise tokens.TokenError("token user no longer exists or is inactive")
     await tokens.consume(grant)

@@ -130,6 +130,104 @@ def check_store(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     return messages
 
 
+@register(Tags.compatibility)
+def check_fast_path(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from django.utils.module_loading import import_string
+
+    from .asgi import stream_path, wraps_fast_path
+
+    path = getattr(settings, "ASGI_APPLICATION", None)
+    if not path or stream_path() is None:
+        return []  # E002, or no stream URL to serve
+    try:
+        application = import_string(path)
+    except Exception:
+        return []  # the project's own problem, reported when a server loads it
+    if wraps_fast_path(application):
+        return []
+    return [
+        Warning(
+            f"{path} does not use the django_sse fast path: every open stream then "
+            "holds an OS thread and about 50 KB in Django's async view.",
+            hint=(
+                "In asgi.py, wrap the application: "
+                "'application = django_sse.asgi.fast_path(get_asgi_application())', "
+                "or silence django_sse.W003 to keep the view."
+            ),
+            id="django_sse.W003",
+        )
+    ]
+
+
+@register(Tags.compatibility)
+def check_publish_permissions(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from importlib.util import find_spec
+
+    from django.utils.module_loading import import_string
+
+    if find_spec("rest_framework") is None or check_settings():
+        return []  # no endpoint, or E003 already says what is wrong
+    messages: list[CheckMessage] = []
+    for path in conf.SSE_PUBLISH_PERMISSION_CLASSES:
+        try:
+            import_string(path)
+        except ImportError as exc:
+            messages.append(
+                Error(
+                    f"SSE_PUBLISH_PERMISSION_CLASSES: {path!r} cannot be imported: {exc}",
+                    hint="List Django REST framework permission classes by dotted path, such "
+                    "as 'rest_framework.permissions.IsAuthenticated'.",
+                    obj="SSE_PUBLISH_PERMISSION_CLASSES",
+                    id="django_sse.E020",
+                )
+            )
+    return messages
+
+
+@register(Tags.models)
+def check_hooks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from .channels import registry as channel_registry
+    from .hooks import placeholders
+    from .hooks import registry as hook_registry
+
+    messages: list[CheckMessage] = []
+    for hook in hook_registry:
+        model = hook.model
+        label = model._meta.label
+        templates = [] if callable(hook.channels) else list(hook.channels)
+        if isinstance(hook.channels, str):
+            templates = [hook.channels]
+        names = [*(hook.fields or ()), *(p for t in templates for p in placeholders(t))]
+        for name in names:
+            if not hasattr(model, name):
+                messages.append(
+                    Error(
+                        f"The hook of {label} names {name!r}, which is neither a field nor "
+                        "an attribute of the model.",
+                        hint="Check the spelling in fields= and in the channel templates "
+                        "(placeholders such as {pk} or {owner_id}).",
+                        obj=model,
+                        id="django_sse.E021",
+                    )
+                )
+        for template in templates:
+            try:
+                sample = template.format_map({p: "1" for p in placeholders(template)})
+            except (AttributeError, IndexError, KeyError, ValueError):
+                continue  # E021 names the placeholder
+            if channel_registry.resolve(sample) is None:
+                messages.append(
+                    Warning(
+                        f"The hook of {label} sends to {template!r}, which matches no "
+                        "registered channel: nobody can read its events.",
+                        hint="Register the channel in <app>/sse.py with channels.register().",
+                        obj=model,
+                        id="django_sse.W020",
+                    )
+                )
+    return messages
+
+
 @register(Tags.security)
 def check_access(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     from django.utils.module_loading import import_string

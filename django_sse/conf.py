@@ -72,7 +72,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "SSE_AUTHENTICATION_CLASSES",
         ("django_sse.auth.SessionAuthentication",),
-        list,
+        tuple,
         None,
         "Dotted paths of the classes that authenticate a stream, tried in order: "
         "``django_sse.auth.SessionAuthentication`` (the Django session) or any Django "
@@ -106,7 +106,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "SSE_CORS_ALLOWED_ORIGINS",
         (),
-        list,
+        tuple,
         None,
         "Origins (``https://app.example.com``) whose pages may open streams and fetch "
         "tokens cross-origin, with credentials.",
@@ -141,6 +141,25 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds between the bulk prunes a publishing process runs; 0 leaves pruning "
         "to the sse_prune command.",
     ),
+    Setting(
+        "SSE_STORE_THREADS",
+        4,
+        int,
+        1,
+        "Threads per process that run store reads and writes for async code, each "
+        "keeping one database connection.",
+    ),
+    Setting(
+        "SSE_PUBLISH_PERMISSION_CLASSES",
+        (
+            "rest_framework.permissions.IsAuthenticated",
+            "django_sse.api.CanPublishEvents",
+        ),
+        tuple,
+        None,
+        "Dotted paths of the Django REST framework permission classes guarding the "
+        "publish endpoint.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -154,7 +173,7 @@ def setting_error(s: Setting, value: Any) -> str | None:
     """Return why ``value`` is not acceptable for ``s``, or ``None``."""
     if value is None and s.nullable:
         return None
-    if s.kind is list:
+    if s.kind is tuple:
         if isinstance(value, list | tuple) and all(isinstance(v, str) and v for v in value):
             return None
         return f"{s.name} must be a list of strings, got {value!r}"
@@ -241,6 +260,14 @@ class Settings:
     @property
     def SSE_HISTORY_PRUNE_INTERVAL(self) -> float:
         return float(self._get("SSE_HISTORY_PRUNE_INTERVAL"))
+
+    @property
+    def SSE_STORE_THREADS(self) -> int:
+        return int(self._get("SSE_STORE_THREADS"))
+
+    @property
+    def SSE_PUBLISH_PERMISSION_CLASSES(self) -> tuple[str, ...]:
+        return tuple(self._get("SSE_PUBLISH_PERMISSION_CLASSES"))
 
 
 conf = Settings()

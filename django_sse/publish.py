@@ -67,7 +67,7 @@ async def asend_event(channel: str, event: str, data: Any) -> Event:
     if store is None:
         await _publish(built)
         return built
-    built = built.stored(await store_call(store.append, channel, event, built.payload))
+    built = built.stored(await store_call(store.append, channel, event, built.payload, retry=False))
     try:
         await _publish(built)
     except Exception:

@@ -5,7 +5,7 @@ non-ephemeral channel, numbered per channel without gaps, so that a stream can
 replay what a client missed and fill any hole the layer leaves.
 
 A store is a class named by ``SSE_STORE``; its methods are synchronous and are
-called off the event loop.
+called off the event loop, on a few dedicated threads.
 """
 
 from __future__ import annotations
@@ -208,17 +208,11 @@ def get_store() -> BaseStore | None:
         return store
 
 
-def _fresh(func: Any, *args: Any) -> Any:
-    # Long-lived threads (the hub's) would otherwise keep a connection that a
-    # database restart has broken; this follows CONN_MAX_AGE like a request does.
-    from django.db import close_old_connections
+async def call(func: Any, *args: Any, retry: bool = True) -> Any:
+    """Run a store method on a store thread (:mod:`django_sse.dbthreads`):
+    no thread is pinned, and the thread's connection is reused.
 
-    close_old_connections()
-    return func(*args)
+    Pass ``retry=False`` for a write, which must not run twice."""
+    from . import dbthreads
 
-
-async def call(func: Any, *args: Any) -> Any:
-    """Run a store method off the event loop, for a moment: no thread is pinned."""
-    from asgiref.sync import sync_to_async
-
-    return await sync_to_async(_fresh)(func, *args)
+    return await dbthreads.run(func, *args, retry=retry)

@@ -25,6 +25,7 @@ from . import store as history
 from .auth import Identity
 from .channels import ChannelError, call_user_code, registry
 from .conf import conf
+from .dbthreads import release_connections
 from .events import Event, comment, control, encode_body, encode_payload, retry
 from .hub import Subscription, get_hub
 from .ids import decode_position, encode_position
@@ -89,9 +90,12 @@ class Cursor:
             self._id = encode_position(self.channels, self.positions).encode()
         return self._id
 
-    def frame(self, channel: str, seq: int, body: bytes) -> bytes:
+    def move(self, channel: str, seq: int) -> None:
         self.positions[channel] = seq
         self._id = None
+
+    def frame(self, channel: str, seq: int, body: bytes) -> bytes:
+        self.move(channel, seq)
         return b"id: " + self.id + b"\n" + body
 
 
@@ -137,9 +141,11 @@ class StreamState:
             )
             records = [r for r in records if r.seq <= upto]
             if not records or records[0].seq != position + 1:
-                # Pruned before we could read it: tell the client to reload.
-                self.cursor.positions[channel] = upto
-                out.append(control(STREAM_RESET, {"reason": "history expired"}, None))
+                # Pruned before we could read it: tell the client to reload. The
+                # reset carries the new position, so a reconnect resumes after it.
+                self.cursor.move(channel, upto)
+                reset = {"reason": "history expired"}
+                out.append(control(STREAM_RESET, reset, self.cursor.id.decode()))
                 return out
             for record in records:
                 out.append(
@@ -189,11 +195,13 @@ async def _start_position(
 
 async def _snapshots(channels: tuple[str, ...], user: Any, cursor: Cursor | None) -> bytes:
     out = []
+    ran = False
     for name in channels:
         found = registry.resolve(name)
         snapshot = found[0].snapshot if found else None
         if found is None or snapshot is None:
             continue
+        ran = True
         try:
             data = await call_user_code(snapshot, user, **found[1])
         except Exception:
@@ -203,6 +211,9 @@ async def _snapshots(channels: tuple[str, ...], user: Any, cursor: Cursor | None
         payload = encode_payload(name, SNAPSHOT, {"channel": name, "data": data})
         head = b"id: " + cursor.id + b"\n" if cursor else b""
         out.append(head + encode_body(SNAPSHOT, payload))
+    if ran:
+        # Snapshots query on the request's thread: do not keep its connection.
+        await release_connections()
     return b"".join(out)
 
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.core import signing
 from django.db import IntegrityError, transaction
 
+from . import dbthreads
 from .channels import ChannelError
 from .conf import conf
 
@@ -86,7 +86,7 @@ def _record_use(grant: Grant) -> bool:
 
 async def consume(grant: Grant) -> None:
     """Record that ``grant`` was used; raise ``TokenError`` if it already was."""
-    if not await sync_to_async(_record_use)(grant):
+    if not await dbthreads.run(_record_use, grant, retry=False):
         raise TokenError("token already used: request a new one for each stream")
 
 

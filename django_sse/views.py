@@ -16,57 +16,38 @@ from django.http import (
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
-from . import cors, limits, tokens
-from .auth import authenticate, authenticate_classes
+from . import cors, tokens
+from .auth import authenticate_classes
 from .channels import ChannelError
-from .stream import authorize, event_stream, parse_channels
+from .dbthreads import release_connections
+from .request import CONTENT_TYPE, ERROR_CONTENT_TYPE, STREAM_HEADERS, accept, own_origin
+from .stream import authorize, event_stream
 
 logger = logging.getLogger("django_sse")
 
-STREAM_HEADERS = {
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",
-    # GZipMiddleware skips responses that already declare an encoding; a
-    # compressed event stream would be held back by the compressor.
-    "Content-Encoding": "identity",
-}
-CONTENT_TYPE = "text/event-stream; charset=utf-8"
-
 
 def error_response(status: int, reason: str, headers: dict[str, str] | None = None) -> HttpResponse:
-    response = HttpResponse(reason + "\n", status=status, content_type="text/plain; charset=utf-8")
+    response = HttpResponse(reason + "\n", status=status, content_type=ERROR_CONTENT_TYPE)
     response["Cache-Control"] = "no-store"
     for key, value in (headers or {}).items():
         response[key] = value
     return response
 
 
-def last_event_id(request: HttpRequest) -> str | None:
-    return request.headers.get("Last-Event-ID") or request.GET.get("lastEventId") or None
-
-
-def _own_origin(request: HttpRequest) -> str:
-    try:
-        return f"{request.scheme}://{request.get_host()}"
-    except Exception:  # DisallowedHost: then no origin is our own
-        return ""
-
-
 def _cors(request: HttpRequest, methods: str) -> tuple[HttpResponseBase | None, dict[str, str]]:
-    """A preflight answer or an origin refusal, else the CORS headers to add."""
+    """A preflight answer or a refusal, else the CORS headers to add."""
     origin = request.headers.get("Origin")
     if request.method == "OPTIONS":
         status, headers, reason = cors.preflight(origin, request.headers, methods)
-        return error_response(status, reason, headers) if reason else HttpResponse(
-            status=status, headers=headers
-        ), {}
+        if reason:
+            return error_response(status, reason, headers), {}
+        return HttpResponse(status=status, headers=headers), {}
     headers = cors.response_headers(origin)
-    error = cors.origin_error(origin, _own_origin(request))
+    error = cors.origin_error(origin, own_origin(request))
     if error is not None:
         return error_response(403, error, headers), headers
     if request.method not in methods.split(", "):
-        response = HttpResponseNotAllowed(methods.split(", "))
-        return response, headers
+        return HttpResponseNotAllowed(methods.split(", ")), headers
     return None, headers
 
 
@@ -77,26 +58,26 @@ async def stream(request: HttpRequest) -> HttpResponseBase:
     early, headers = _cors(request, "GET")
     if early is not None:
         return early
-    requested = tuple(request.GET.getlist("channel"))
     try:
-        if requested or "token" not in request.GET:
-            parse_channels(requested)  # a malformed request costs no query
-        identity = await authenticate(request, requested)
-        channels = await authorize(identity.user, requested or identity.token_channels or ())
-        slot = limits.acquire(identity.owner)
+        accepted = await accept(request)
     except ChannelError as exc:
         return error_response(exc.status, exc.reason, headers)
+    await release_connections()
     if not isinstance(request, ASGIRequest):
         logger.error("django_sse stream requested under WSGI; it needs an ASGI server")
         return error_response(
             500, "event streams need an ASGI server (daphne or uvicorn), not WSGI"
         )
-    response = StreamingHttpResponse(
-        event_stream(channels, last_event_id=last_event_id(request), identity=identity, slot=slot),
+    return StreamingHttpResponse(
+        event_stream(
+            accepted.channels,
+            last_event_id=accepted.last_event_id,
+            identity=accepted.identity,
+            slot=accepted.slot,
+        ),
         content_type=CONTENT_TYPE,
         headers={**STREAM_HEADERS, **headers},
     )
-    return response
 
 
 class _CsrfCheck(CsrfViewMiddleware):

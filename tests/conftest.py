@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+import secrets
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,11 +14,27 @@ from asgiref.sync import sync_to_async
 from channels.layers import channel_layers
 from django.db import connections
 
+from django_sse import dbthreads
+
 # hypothesis is imported above so that pytest does not first compile it during the
 # terminal summary, which trips a CPython 3.11 AST recursion-depth bug.
-from tests.servers import RedisServer, Server, migrate, private_redis, running_server
+from tests.servers import (
+    ROOT,
+    RedisServer,
+    Server,
+    base_env,
+    migrate,
+    private_redis,
+    running_server,
+)
 
 SERVER_KINDS = ("daphne", "uvicorn")
+#: Streams are served by two doors: the ASGI fast path and Django's view.
+DOORS = ("fast", "view")
+SERVERS = [(kind, door) for door in DOORS for kind in SERVER_KINDS]
+
+
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 
 def postgres_unavailable() -> str | None:
@@ -48,6 +67,9 @@ def _fresh_layers() -> Iterator[None]:
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()
+    # Store threads keep connections; PostgreSQL cannot drop a test database
+    # that is still in use, and no test should see another's connections.
+    dbthreads.shutdown()
 
 
 @pytest.fixture
@@ -68,11 +90,17 @@ def server_db() -> Iterator[str]:
         yield path
 
 
-@pytest.fixture(scope="session", params=SERVER_KINDS)
+@pytest.fixture(scope="session", params=SERVERS, ids=["-".join(p) for p in SERVERS])
 def server(request: pytest.FixtureRequest, server_db: str) -> Iterator[Server]:
-    """A real daphne or uvicorn process on the in-memory layer."""
+    """A real daphne or uvicorn process on the in-memory layer, serving streams
+    through the fast path or through Django's view."""
+    kind, door = request.param
     with running_server(
-        request.param, SSE_TEST_DB=server_db, SSE_TEST_LAYER="memory", SSE_KEEPALIVE="0.5"
+        kind,
+        SSE_TEST_DB=server_db,
+        SSE_TEST_LAYER="memory",
+        SSE_KEEPALIVE="0.5",
+        SSE_TEST_DOOR=door,
     ) as srv:
         yield srv
 
@@ -96,12 +124,53 @@ def private_redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def redis_servers(server_db: str, redis_url: str) -> Iterator[tuple[Server, Server]]:
-    """A daphne and a uvicorn process sharing one Redis through the pub/sub layer."""
+    """A daphne (view) and a uvicorn (fast path) process sharing one Redis
+    through the pub/sub layer."""
     env = {
         "SSE_TEST_DB": server_db,
         "SSE_TEST_LAYER": "redis",
         "REDIS_URL": redis_url,
         "SSE_KEEPALIVE": "0.5",
     }
-    with running_server("daphne", **env) as one, running_server("uvicorn", **env) as two:
+    # One door each, so events cross from one door's process to the other's.
+    with (
+        running_server("daphne", **env, SSE_TEST_DOOR="view") as one,
+        running_server("uvicorn", **env, SSE_TEST_DOOR="fast") as two,
+    ):
         yield one, two
+
+
+@pytest.fixture
+def postgres_db() -> Iterator[str]:
+    """A migrated throwaway PostgreSQL database, dropped afterwards."""
+    reason = postgres_unavailable()
+    if reason:
+        pytest.skip(reason)
+    import psycopg
+    from psycopg import sql
+
+    name = f"sse_hist_{secrets.token_hex(6)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
+            cwd=ROOT,
+            env=base_env(**postgres_env(name)),
+            check=True,
+            timeout=120,
+        )
+        yield name
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                [name],
+            )
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def postgres_env(name: str) -> dict[str, str]:
+    # SSE_TEST_DB wins over SSE_TEST_POSTGRES in tests/settings.py: blank it.
+    return {"SSE_TEST_DB": "", "SSE_TEST_POSTGRES": "1", "SSE_TEST_POSTGRES_DB": name}

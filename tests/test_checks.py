@@ -6,7 +6,7 @@ import pytest
 from django.core.checks import CheckMessage
 from django.test import override_settings
 
-from django_sse.checks import check_asgi, check_channel_layer, check_settings
+from django_sse.checks import check_asgi, check_channel_layer, check_fast_path, check_settings
 
 OK_APPS = ["daphne", "django.contrib.staticfiles", "channels", "django_sse"]
 
@@ -17,7 +17,7 @@ def ids(messages: list[CheckMessage]) -> list[str]:
 
 
 def test_project_settings_pass_every_check() -> None:
-    assert check_channel_layer() + check_asgi() + check_settings() == []
+    assert check_channel_layer() + check_asgi() + check_settings() + check_fast_path() == []
 
 
 @pytest.mark.parametrize("layers", [{}, {"other": {"BACKEND": "x"}}, {"default": {}}, None])
@@ -82,3 +82,38 @@ def test_checks_run_through_manage_check() -> None:
 
     with override_settings(SSE_QUEUE_SIZE="big"), pytest.raises(SystemCheckError, match="E003"):
         call_command("check")
+
+
+def test_e020_publish_permission_class_cannot_be_imported() -> None:
+    from django_sse.checks import check_publish_permissions
+
+    assert check_publish_permissions() == []
+    paths = ["rest_framework.permissions.IsAuthenticated", "myapp.perms.Missing"]
+    with override_settings(SSE_PUBLISH_PERMISSION_CLASSES=paths):
+        [message] = check_publish_permissions()
+    assert message.id == "django_sse.E020" and "myapp.perms.Missing" in message.msg
+    with override_settings(SSE_PUBLISH_PERMISSION_CLASSES="rest_framework.permissions.AllowAny"):
+        assert ids(check_settings()) == ["django_sse.E003"]
+        assert check_publish_permissions() == []
+
+
+@pytest.fixture
+def note_hooks() -> Any:
+    from django_sse import hooks
+    from tests.testapp.models import Note
+
+    yield lambda **options: hooks.register(Note, **options)
+    hooks.unregister(Note)
+
+
+def test_e021_hook_names_an_unknown_field_and_w020_an_unreadable_channel(note_hooks: Any) -> None:
+    from django_sse.checks import check_hooks
+
+    assert check_hooks() == []  # the test project's own hooks
+    note_hooks(channels="public", fields=["text", "colour"])
+    note_hooks(channels=["news:{slug}", "nowhere:{pk}"])
+    note_hooks(channels=lambda note: "anything")  # not checked: computed per instance
+    messages = check_hooks()
+    assert ids(messages) == ["django_sse.E021", "django_sse.E021", "django_sse.W020"]
+    assert "'colour'" in messages[0].msg and "'slug'" in messages[1].msg
+    assert "'nowhere:{pk}'" in messages[2].msg

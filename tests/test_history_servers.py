@@ -11,12 +11,10 @@ import asyncio
 import itertools
 import json
 import random
-import secrets
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,13 +25,12 @@ import pytest
 from httpx_sse import ServerSentEvent
 
 from django_sse.ids import decode_position
-from tests.conftest import postgres_unavailable
+from tests.conftest import postgres_env
 from tests.servers import ROOT, RedisServer, Server, base_env, running_server
 from tests.sse_client import Stream, open_stream, unique, wait_until
 
 pytestmark = [pytest.mark.server, pytest.mark.redis]
 
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 CONTROL_EVENTS = ("stream-reset", "stream-closed")
 
 
@@ -155,42 +152,6 @@ def sse_url(server: Server, channels: list[str], **params: str) -> str:
 
 
 # -- 1. PostgreSQL, concurrent publishers, a client that keeps reconnecting --
-
-
-@pytest.fixture
-def postgres_db() -> Iterator[str]:
-    """A migrated throwaway PostgreSQL database, dropped afterwards."""
-    reason = postgres_unavailable()
-    if reason:
-        pytest.skip(reason)
-    import psycopg
-    from psycopg import sql
-
-    name = f"sse_hist_{secrets.token_hex(6)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT,
-            env=base_env(**postgres_env(name)),
-            check=True,
-            timeout=120,
-        )
-        yield name
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                [name],
-            )
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-
-
-def postgres_env(name: str) -> dict[str, str]:
-    # SSE_TEST_DB wins over SSE_TEST_POSTGRES in tests/settings.py: blank it.
-    return {"SSE_TEST_DB": "", "SSE_TEST_POSTGRES": "1", "SSE_TEST_POSTGRES_DB": name}
 
 
 def stored_rows(dbname: str, channels: list[str]) -> dict[str, list[tuple[int, str, int]]]:

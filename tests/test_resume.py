@@ -174,3 +174,28 @@ async def test_without_history_every_resume_resets() -> None:
     async with asgi_stream("channel=news:nh", {"Last-Event-ID": "anything"}) as stream:
         [reset] = await stream.wait_events(1)
     assert json.loads(reset["data"]) == {"reason": "history unavailable"}
+
+
+async def test_a_hole_pruned_before_it_is_read_resets_with_a_resumable_id() -> None:
+    from django_sse.models import StoredEvent
+
+    store = get_store()
+    assert store is not None
+    async with asgi_stream("channel=news:pruned") as stream:
+        await asend_event("news:pruned", "e", 1)
+        # Stored but never published, and pruned before the stream reads it.
+        await sync_to_async(store.append)("news:pruned", "e", "2")
+        await sync_to_async(store.append)("news:pruned", "e", "3")
+        await StoredEvent.objects.filter(channel="news:pruned", seq=2).adelete()
+        await asend_event("news:pruned", "e", 4)
+        first, reset, fourth = await stream.wait_events(3)
+    assert (first["data"], fourth["data"]) == ("1", "4")
+    assert reset["event"] == "stream-reset"
+    assert json.loads(reset["data"]) == {"reason": "history expired"}
+    # The reset names the position after the hole, so resuming from it
+    # replays what came after and resets nothing.
+    assert reset["id"] and reset["id"] != first["id"]
+    await asend_event("news:pruned", "e", 5)
+    async with asgi_stream("channel=news:pruned", {"Last-Event-ID": reset["id"]}) as again:
+        assert data(await again.wait_events(2)) == [4, 5]
+        assert not [e for e in again.events() if e["event"] == "stream-reset"]

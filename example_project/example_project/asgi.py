@@ -19,3 +19,8 @@ if settings.DEBUG:
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
     application = ASGIStaticFilesHandler(django_application)
+
+from django_sse.asgi import fast_path  # noqa: E402  (after Django is set up)
+
+# Streams skip Django's per-request thread; everything else is Django as usual.
+application = fast_path(application)

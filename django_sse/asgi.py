@@ -1,0 +1,205 @@
+"""The ASGI fast path: the stream URL served without Django's request thread.
+
+In the project's ``asgi.py``::
+
+    from django.core.asgi import get_asgi_application
+    from django_sse.asgi import fast_path
+
+    application = fast_path(get_asgi_application())
+
+``GET`` requests for the stream URL (``reverse("django_sse:stream")``) are
+served here; everything else goes to the wrapped application. A Django async
+view costs an OS thread and its stack for every open stream; this door costs
+two asyncio tasks. Authentication, channel checks, resume and headers are the
+view's own (:func:`django_sse.request.accept`); the session and the user are
+read on the store threads, so no thread is held while the stream is open.
+Django middleware does not run for these requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from functools import partial
+from importlib import import_module
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.urls import NoReverseMatch, get_script_prefix, reverse
+
+from . import dbthreads
+from .request import CONTENT_TYPE, ERROR_CONTENT_TYPE, STREAM_HEADERS
+
+# The stream core is imported on first use, not here: asgi.py may import this
+# module before Django is set up.
+
+logger = logging.getLogger("django_sse")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_HEADERS = [(b"content-type", CONTENT_TYPE.encode())] + [
+    (name.lower().encode(), value.encode()) for name, value in STREAM_HEADERS.items()
+]
+
+
+def stream_path() -> str | None:
+    """The stream URL's path below the script prefix, or ``None`` when the
+    URLconf does not include ``django_sse.urls``."""
+    try:
+        path = reverse("django_sse:stream")
+    except NoReverseMatch:
+        return None
+    return "/" + path[len(get_script_prefix()) :]
+
+
+def _user(request: ASGIRequest) -> Any:
+    from django.contrib.auth import get_user
+
+    return get_user(request)  # type: ignore[arg-type]
+
+
+def _prepare(request: ASGIRequest) -> None:
+    """Give ``request`` what the view's middleware would: a session and ``auser``."""
+    if apps.is_installed("django.contrib.sessions"):
+        engine = import_module(settings.SESSION_ENGINE)
+        request.session = engine.SessionStore(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
+    if apps.is_installed("django.contrib.auth") and hasattr(request, "session"):
+        request.auser = partial(dbthreads.run, _user, request)  # type: ignore[attr-defined]
+    else:
+
+        async def anonymous() -> Any:
+            from django.contrib.auth.models import AnonymousUser
+
+            return AnonymousUser()
+
+        request.auser = anonymous  # type: ignore[attr-defined]
+
+
+async def _error(send: Send, status: int, reason: str) -> None:
+    body = (reason + "\n").encode()
+    headers = [
+        (b"content-type", ERROR_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _pump(chunks: AsyncIterator[bytes], send: Send) -> None:
+    async for chunk in chunks:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve one stream request, from the first byte to the client's going."""
+    from .channels import ChannelError
+    from .cors import response_headers
+    from .request import accept
+    from .stream import event_stream
+
+    request = ASGIRequest(scope, io.BytesIO())
+    _prepare(request)
+    try:
+        accepted = await accept(request)
+    except ChannelError as exc:
+        await _error(send, exc.status, exc.reason)
+        return
+    cors_headers = [
+        (name.lower().encode(), value.encode())
+        for name, value in response_headers(request.headers.get("Origin")).items()
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": _HEADERS + cors_headers})
+    chunks = event_stream(
+        accepted.channels,
+        last_event_id=accepted.last_event_id,
+        identity=accepted.identity,
+        slot=accepted.slot,
+    )
+    del request, accepted
+    pump = asyncio.ensure_future(_pump(chunks, send))
+    gone = asyncio.ensure_future(_until_disconnect(receive))
+    try:
+        await asyncio.wait((pump, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (pump, gone):
+            task.cancel()
+        results = await asyncio.gather(pump, gone, return_exceptions=True)
+        # Cancelled while waiting in send(), the generator still holds its
+        # subscription: close it so the hub lets go now, not at collection.
+        await chunks.aclose()  # type: ignore[attr-defined]
+    error = results[0]
+    if isinstance(error, Exception) and not isinstance(error, OSError):
+        logger.error("Event stream failed", exc_info=error)
+
+
+class FastPath:
+    """An ASGI application: the stream URL here, everything else to ``app``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._path: str | None = None
+        self._resolved = False
+
+    @property
+    def path(self) -> str | None:
+        if not self._resolved:
+            self._path = stream_path()
+            self._resolved = True
+            if self._path is None:
+                logger.warning(
+                    "django_sse fast path: the URLconf does not include django_sse.urls; "
+                    "every request goes to the wrapped application"
+                )
+        return self._path
+
+    def handles(self, scope: Scope) -> bool:
+        if scope["type"] != "http" or scope["method"] != "GET" or self.path is None:
+            return False
+        # As Django's ASGI handler computes the script prefix.
+        prefix = settings.FORCE_SCRIPT_NAME or scope.get("root_path", "") or ""
+        path = scope["path"]
+        if prefix and path.startswith(prefix):
+            path = path[len(prefix) :]
+        return bool(path == self.path)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.handles(scope):
+            await serve(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def fast_path(app: ASGIApp) -> FastPath:
+    """Wrap the project's ASGI application so streams skip Django's request thread."""
+    return FastPath(app)
+
+
+def wraps_fast_path(app: Any, depth: int = 6) -> bool:
+    """Whether ``app``, or an application it wraps, is a :class:`FastPath`.
+
+    Follows the attributes wrappers keep their application in (static files
+    handlers, Channels' ``ProtocolTypeRouter``, middleware)."""
+    if isinstance(app, FastPath):
+        return True
+    if depth == 0:
+        return False
+    inner: list[Any] = [getattr(app, name, None) for name in ("app", "application", "inner")]
+    mapping = getattr(app, "application_mapping", None)
+    if isinstance(mapping, dict):
+        inner.extend(mapping.values())
+    return any(wraps_fast_path(x, depth - 1) for x in inner if x is not None and x is not app)
