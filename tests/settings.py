@@ -90,20 +90,19 @@ if os.environ.get("SSE_TEST_LAYER") == "redis":
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-if os.environ.get("SSE_KEEPALIVE"):
-    SSE_KEEPALIVE = float(os.environ["SSE_KEEPALIVE"])
-if os.environ.get("SSE_HISTORY_POLL"):
-    SSE_HISTORY_POLL = float(os.environ["SSE_HISTORY_POLL"])
-if os.environ.get("SSE_QUEUE_SIZE"):
-    SSE_QUEUE_SIZE = int(os.environ["SSE_QUEUE_SIZE"])
-if os.environ.get("SSE_MAX_STREAMS_PER_USER"):
-    SSE_MAX_STREAMS_PER_USER = int(os.environ["SSE_MAX_STREAMS_PER_USER"])
-if os.environ.get("SSE_MAX_STREAM_AGE"):
-    SSE_MAX_STREAM_AGE = float(os.environ["SSE_MAX_STREAM_AGE"])
-if os.environ.get("SSE_TOKEN_MAX_AGE"):
-    SSE_TOKEN_MAX_AGE = float(os.environ["SSE_TOKEN_MAX_AGE"])
-if os.environ.get("SESSION_COOKIE_AGE"):
-    SESSION_COOKIE_AGE = int(os.environ["SESSION_COOKIE_AGE"])
+# Numeric settings a server process takes from its environment.
+_FROM_ENV: dict[str, type] = {
+    "SSE_KEEPALIVE": float,
+    "SSE_HISTORY_POLL": float,
+    "SSE_QUEUE_SIZE": int,
+    "SSE_MAX_STREAMS_PER_USER": int,
+    "SSE_MAX_STREAM_AGE": float,
+    "SSE_TOKEN_MAX_AGE": float,
+    "SESSION_COOKIE_AGE": int,
+}
+for _name, _kind in _FROM_ENV.items():
+    if os.environ.get(_name):
+        globals()[_name] = _kind(os.environ[_name])
 
 SSE_AUTHENTICATION_CLASSES = [
     "django_sse.auth.SessionAuthentication",
