@@ -196,7 +196,14 @@ class Hub:
                 self._spawn(self._catch_up_loop())
                 if self.layer is not None and not is_in_memory(self.layer):
                     self.channel_name = await self.layer.new_channel("sse.hub.")
-                    await self.layer.group_add(CONTROL_GROUP, self.channel_name)
+                    try:
+                        await self.layer.group_add(CONTROL_GROUP, self.channel_name)
+                    except Exception:
+                        # Streams still open; the maintenance loop joins later.
+                        logger.warning(
+                            "Channel layer error joining the control group", exc_info=True
+                        )
+                        self._rejoin.set()
                     self._spawn(self._receive_loop())
                     self._spawn(self._maintain_loop())
                 self._started.set_result(None)
