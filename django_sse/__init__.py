@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0.dev0"
@@ -25,7 +23,7 @@ __all__ = [
 if TYPE_CHECKING:
     from . import channels, hooks
     from .channels import user_channel
-    from .notify import anotify, notify
+    from .notifications import anotify, notify
     from .position import acurrent_position, current_position
     from .publish import asend_event, send_event
     from .revocation import arevoke, revoke
@@ -37,8 +35,8 @@ _LAZY = {
     "current_position": "position",
     "acurrent_position": "position",
     "user_channel": "channels",
-    "notify": "notify",
-    "anotify": "notify",
+    "notify": "notifications",
+    "anotify": "notifications",
     "revoke": "revocation",
     "arevoke": "revocation",
 }
@@ -51,15 +49,3 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'django_sse' has no attribute {name!r}")
-
-
-class _Package(types.ModuleType):
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Importing the submodule django_sse.notify sets it as an attribute of
-        # the package; keep the function notify() there instead.
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

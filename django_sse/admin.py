@@ -19,7 +19,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import hooks
-from .notify import notify
+from .notifications import notify
 
 __all__ = ["BroadcastMixin", "NotificationForm", "NotifyUsersMixin"]
 
@@ -111,9 +111,10 @@ class BroadcastMixin(_ActionMixin):
                 messages.WARNING,
             )
             return
-        count = len(queryset)
+        objects = list(queryset)
+        count = len(objects)
         try:
-            sent = hooks.send_for(queryset, action="updated")
+            sent = hooks.send_for(objects, action="updated")
         except (TypeError, ValueError) as exc:
             model_admin.message_user(request, _("Nothing was sent: %s") % exc, messages.ERROR)
             return

@@ -179,6 +179,24 @@ def check_publish_permissions(app_configs: Any = None, **kwargs: Any) -> list[Ch
     return messages
 
 
+class _SampleValue:
+    """Stands for any attribute in a channel template: ``{owner.pk}`` becomes ``1``."""
+
+    def __getattr__(self, name: str) -> _SampleValue:
+        return self
+
+    def __getitem__(self, key: object) -> _SampleValue:
+        return self
+
+    def __format__(self, spec: str) -> str:
+        return "1"
+
+
+class _SampleValues(dict[str, Any]):
+    def __missing__(self, key: str) -> _SampleValue:
+        return _SampleValue()
+
+
 @register(Tags.models)
 def check_hooks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     from .channels import registry as channel_registry
@@ -207,9 +225,9 @@ def check_hooks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 )
         for template in templates:
             try:
-                sample = template.format_map({p: "1" for p in placeholders(template)})
-            except (AttributeError, IndexError, KeyError, ValueError):
-                continue  # E021 names the placeholder
+                sample = template.format_map(_SampleValues())
+            except (TypeError, ValueError):
+                continue  # a format spec that the sample cannot take
             if channel_registry.resolve(sample) is None:
                 messages.append(
                     Warning(

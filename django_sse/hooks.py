@@ -19,13 +19,15 @@ from __future__ import annotations
 import contextvars
 import copy
 import logging
+import re
 import string
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from django.conf import settings
+from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from django.db.models.signals import post_delete, post_init, post_save
 
@@ -36,7 +38,6 @@ logger = logging.getLogger("django_sse")
 
 __all__ = [
     "ACTIONS",
-    "AlreadyRegistered",
     "Hook",
     "hooks_for",
     "register",
@@ -57,10 +58,6 @@ _silenced: contextvars.ContextVar[tuple[type[models.Model], ...] | None] = conte
 )
 
 
-class AlreadyRegistered(ValueError):
-    pass
-
-
 class _Attributes(dict[str, Any]):
     """Lets ``"ticket:{pk}".format_map()`` read any attribute of the instance."""
 
@@ -73,7 +70,9 @@ class _Attributes(dict[str, Any]):
 
 
 def placeholders(template: str) -> list[str]:
-    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    """The attributes a channel template reads: ``owner`` for ``{owner.username}``."""
+    names = (name for _, name, _, _ in string.Formatter().parse(template) if name)
+    return [re.split(r"[.\[]", name, maxsplit=1)[0] for name in names]
 
 
 @dataclass
@@ -88,7 +87,6 @@ class Hook:
     payload: PayloadCallable | None = None
     changed_only: bool = False
     event: str | None = None
-    _dispatch_uid: str = field(default="", repr=False)
 
     def __call__(self, func: PayloadCallable) -> PayloadCallable:
         """Use the hook as a decorator: ``func(instance, action)`` makes the payload."""
@@ -107,10 +105,12 @@ class Hook:
         return self.event.format(action=action, app_label=opts.app_label, model=opts.model_name)
 
     def channel_names(self, instance: models.Model) -> list[str]:
-        spec = self.channels(instance) if callable(self.channels) else self.channels
-        names = [spec] if isinstance(spec, str) else list(spec)
+        if callable(self.channels):
+            names = self.channels(instance)
+            return [names] if isinstance(names, str) else list(names)
+        templates = [self.channels] if isinstance(self.channels, str) else self.channels
         values = _Attributes(instance)
-        return [name.format_map(values) for name in names]
+        return [template.format_map(values) for template in templates]
 
     def data(self, instance: models.Model, action: str) -> Any:
         if self.payload is not None:
@@ -132,7 +132,7 @@ class Hook:
 def _value(instance: models.Model, name: str) -> Any:
     try:
         f = instance._meta.get_field(name)
-    except Exception:
+    except FieldDoesNotExist:
         return getattr(instance, name)  # a property or other attribute
     if f.concrete and not f.many_to_many:
         return f.value_from_object(instance)
@@ -149,15 +149,23 @@ def _snapshot(instance: models.Model) -> dict[str, Any]:
     }
 
 
-def changed_fields(instance: models.Model) -> set[str]:
-    """Names (and attnames) of the fields that differ from the loaded values."""
+def _changes(
+    instance: models.Model, update_fields: Iterable[str] | None
+) -> tuple[set[str], dict[str, Any]]:
+    """The names (and attnames) of the fields a save changed, and the values to
+    compare the next save with. With ``update_fields``, only those were saved."""
     before = instance.__dict__.get(_LOADED, {})
     now = _snapshot(instance)
+    saved = None if update_fields is None else set(update_fields)
     changed: set[str] = set()
+    after = dict(before)
     for f in instance._meta.concrete_fields:
-        if f.attname in now and (f.attname not in before or before[f.attname] != now[f.attname]):
+        if f.attname not in now or (saved is not None and not {f.name, f.attname} & saved):
+            continue
+        after[f.attname] = now[f.attname]
+        if f.attname not in before or before[f.attname] != now[f.attname]:
             changed.update((f.name, f.attname))
-    return changed
+    return changed, after
 
 
 class Registry:
@@ -257,8 +265,10 @@ def _on_save(
     action = "created" if created else "updated"
     changed = None
     if any(h.changed_only for h in registry.hooks_for(sender)):
-        changed = None if created else changed_fields(instance)
-        instance.__dict__[_LOADED] = _snapshot(instance)  # the next save compares to this
+        changed, after = _changes(instance, None if created else kwargs.get("update_fields"))
+        instance.__dict__[_LOADED] = after  # what the next save compares with
+        if created:
+            changed = None  # a new instance is sent whole
     if not _is_silenced(sender):
         _send(sender, instance, action, using, changed)
 

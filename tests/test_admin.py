@@ -12,9 +12,10 @@ from django.contrib.messages import get_messages
 from django.test import Client
 
 from django_sse.models import StoredEvent
+from tests.sse_client import wait_until
 from tests.testapp.models import Note, Ticket
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_db_threads")]
 
 USERS = "/admin/auth/user/"
 TICKETS = "/admin/testapp/ticket/"
@@ -125,3 +126,23 @@ def test_broadcast_state_needs_the_change_permission_and_a_hook() -> None:
         follow=True,
     )
     assert "No hooks are registered for notes: nothing was sent." in messages_of(response)
+
+
+async def test_a_staff_edit_in_the_change_form_reaches_an_open_stream_live() -> None:
+    from asgiref.sync import sync_to_async
+
+    from django_sse.hub import get_hub
+
+    def setup() -> tuple[Client, Ticket]:
+        return staff_client(superuser=True), Ticket.objects.create(title="Printer")
+
+    client, ticket = await sync_to_async(setup)()
+    sub = await get_hub().subscribe((f"ticket:{ticket.pk}",), 10)
+    response = await sync_to_async(client.post)(
+        f"{TICKETS}{ticket.pk}/change/", {"title": "Printer", "status": "fixed", "owner": ""}
+    )
+    assert response.status_code == 302
+    await wait_until(lambda: len(sub) == 1)
+    [event] = sub.drain()
+    assert b"event: testapp.ticket.updated\n" in event.wire
+    assert b'"status":"fixed"' in event.wire

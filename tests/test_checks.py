@@ -111,7 +111,7 @@ def test_e021_hook_names_an_unknown_field_and_w020_an_unreadable_channel(note_ho
 
     assert check_hooks() == []  # the test project's own hooks
     note_hooks(channels="public", fields=["text", "colour"])
-    note_hooks(channels=["news:{slug}", "nowhere:{pk}"])
+    note_hooks(channels=["news:{slug}", "nowhere:{pk}", "news:{text.upper}"])
     note_hooks(channels=lambda note: "anything")  # not checked: computed per instance
     messages = check_hooks()
     assert ids(messages) == ["django_sse.E021", "django_sse.E021", "django_sse.W020"]

@@ -16,7 +16,7 @@ from django_sse import hooks
 from django_sse.models import StoredEvent
 from tests.testapp.models import Comment, Note, Ticket
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_db_threads")]
 
 
 def sent(channel: str) -> list[tuple[str, Any]]:
@@ -153,10 +153,15 @@ def test_changed_only_sends_the_changed_fields_and_nothing_without_a_change(
     loaded = Note.objects.get(pk=note.pk)
     loaded.extra["k"] = "v"  # mutated in place still counts
     loaded.save()
+    loaded.text, loaded.priority = "b", 3
+    loaded.save(update_fields=["priority"])  # only what was saved
+    loaded.save()  # now the text
     assert sent("notes") == [
         ("testapp.note.created", {"pk": note.pk, "text": "a", "priority": 1, "extra": {}}),
         ("testapp.note.updated", {"pk": note.pk, "priority": 2}),
         ("testapp.note.updated", {"pk": note.pk, "extra": {"k": "v"}}),
+        ("testapp.note.updated", {"pk": note.pk, "priority": 3}),
+        ("testapp.note.updated", {"pk": note.pk, "text": "b"}),
     ]
 
 
@@ -222,3 +227,24 @@ def test_registration_errors() -> None:
     with pytest.raises(TypeError, match="list of names"):
         hooks.register(Note, channels="x", fields="text")
     assert hooks.hooks_for(Note) == []
+
+
+async def test_asave_and_adelete_send_their_events() -> None:
+    from asgiref.sync import sync_to_async
+
+    ticket = Ticket(title="async")
+    await ticket.asave()
+    pk = ticket.pk
+    await ticket.adelete()
+    names = [name for name, _ in await sync_to_async(sent)(f"ticket:{pk}")]
+    assert names == ["testapp.ticket.created", "testapp.ticket.deleted"]
+
+
+def test_channel_templates_read_any_attribute(note_hook: Callable[..., hooks.Hook]) -> None:
+    note_hook(channels=["notes:{priority}", "notes:{text}-{pk}"], fields=["text"])
+    note = Note.objects.create(text="hi", priority=5)
+    assert (
+        sent("notes:5")
+        == sent(f"notes:hi-{note.pk}")
+        == [("testapp.note.created", {"pk": note.pk, "text": "hi"})]
+    )

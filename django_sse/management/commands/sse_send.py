@@ -28,9 +28,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         raw: str = options["data"]
         if raw == "-":
-            raw = sys.stdin.read()
-            if not options["text"]:
-                raw = raw.strip()
+            # Drop the newline that ends what echo and most commands print.
+            raw = sys.stdin.read().removesuffix("\n")
         data: Any = raw
         if not options["text"]:
             try:
