@@ -108,7 +108,7 @@ SSE_AUTHENTICATION_CLASSES = [
     "django_sse.auth.SessionAuthentication",
     "rest_framework.authentication.TokenAuthentication",
 ]
-SSE_CORS_ALLOWED_ORIGINS = ["http://allowed.example"]
+SSE_CORS_ALLOWED_ORIGINS = ["http://allowed.example", *os.environ.get("SSE_TEST_CORS", "").split()]
 
 LOGGING = {
     "version": 1,
