@@ -80,11 +80,26 @@ def _drf_request(request: HttpRequest, authenticator: Any) -> Any:
 def _drf_authenticate(authenticator: Any, request: HttpRequest) -> Any:
     from rest_framework import exceptions
 
+    if not hasattr(request, "user") and hasattr(request, "session"):
+        # A door without AuthenticationMiddleware: REST framework's
+        # SessionAuthentication reads ``request.user``. This is a worker thread.
+        from django.contrib.auth import get_user
+
+        request.user = get_user(request)  # type: ignore[arg-type]
     try:
         return authenticator.authenticate(_drf_request(request, authenticator))
     except exceptions.APIException as exc:
         # Any refusal is a 403 here: the stream's errors are 400/403/404/429.
         raise ChannelError(403, f"authentication failed: {exc.detail}") from None
+
+
+def _drf_session(authenticator: Any, request: HttpRequest) -> str | None:
+    """The session behind REST framework's SessionAuthentication, so logout finds it."""
+    from rest_framework.authentication import SessionAuthentication as DRFSession
+
+    if isinstance(authenticator, DRFSession):
+        return getattr(getattr(request, "session", None), "session_key", None)
+    return None
 
 
 async def authenticate_classes(request: HttpRequest) -> Identity:
@@ -98,7 +113,9 @@ async def authenticate_classes(request: HttpRequest) -> Identity:
             continue
         result = await dbthreads.run(_drf_authenticate, authenticator, request)
         if result is not None and result[0] is not None and result[0].is_authenticated:
-            return Identity(result[0], type(authenticator).__name__)
+            return Identity(
+                result[0], type(authenticator).__name__, _drf_session(authenticator, request)
+            )
     return ANONYMOUS
 
 

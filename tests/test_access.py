@@ -233,3 +233,36 @@ async def test_revoke_inside_a_transaction_waits_for_commit() -> None:
         assert await sync_to_async(revoke_in_atomic)() == 1  # not yet: not committed
         await stream.wait_for(b"event: stream-closed\n")
         assert b'"reason":"revoked","reconnect":false' in stream.body
+
+
+async def test_drf_session_authentication_works_without_middleware() -> None:
+    """The fast path has no AuthenticationMiddleware; DRF's class still finds the user."""
+    import io
+
+    from django.core.handlers.asgi import ASGIRequest
+
+    from django_sse.auth import authenticate_classes
+
+    user = await sync_to_async(make_user)("drf-session")
+    client = Client()
+    await sync_to_async(client.force_login)(user)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/sse/",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"cookie", cookie)],
+    }
+    request = ASGIRequest(scope, io.BytesIO())
+    from importlib import import_module
+
+    from django.conf import settings
+
+    engine = import_module(settings.SESSION_ENGINE)
+    request.session = engine.SessionStore(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
+    classes = ["rest_framework.authentication.SessionAuthentication"]
+    with override_settings(SSE_AUTHENTICATION_CLASSES=classes):
+        identity = await authenticate_classes(request)
+    assert identity.user.pk == user.pk and identity.via == "SessionAuthentication"
+    assert identity.session_key == request.session.session_key  # logout finds the stream
