@@ -115,7 +115,7 @@ async def test_anonymous_flood_is_refused_cheaply(server: Server) -> None:
     assert {r.status_code for r in responses} == {403}
     assert all(r.text.startswith("anonymous users are not allowed") for r in responses)
     print(f"{count} anonymous refusals in {elapsed:.2f}s ({elapsed / count * 1000:.1f} ms each)")
-    assert stats["streams"] == 0
+    assert stats.get("streams", 0) == 0  # no hub at all if nothing ever streamed
     assert elapsed < 60  # bounded, generous for a shared 2-core machine
 
 
