@@ -9,11 +9,13 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "acurrent_position",
     "anotify",
+    "arevoke",
     "asend_event",
     "channels",
     "current_position",
     "hooks",
     "notify",
+    "revoke",
     "send_event",
     "user_channel",
 ]
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from .notifications import anotify, notify
     from .position import acurrent_position, current_position
     from .publish import asend_event, send_event
+    from .revocation import arevoke, revoke
 
 # Lazy, so that ``import django_sse`` needs no configured settings.
 _LAZY = {
@@ -34,6 +37,8 @@ _LAZY = {
     "user_channel": "channels",
     "notify": "notifications",
     "anotify": "notifications",
+    "revoke": "revocation",
+    "arevoke": "revocation",
 }
 _MODULES = ("channels", "hooks")
 

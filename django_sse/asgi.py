@@ -108,6 +108,7 @@ async def _pump(chunks: AsyncIterator[bytes], send: Send) -> None:
 async def serve(scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one stream request, from the first byte to the client's going."""
     from .channels import ChannelError
+    from .cors import response_headers
     from .request import accept
     from .stream import event_stream
 
@@ -118,9 +119,16 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
     except ChannelError as exc:
         await _error(send, exc.status, exc.reason)
         return
-    await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+    cors_headers = [
+        (name.lower().encode(), value.encode())
+        for name, value in response_headers(request.headers.get("Origin")).items()
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": _HEADERS + cors_headers})
     chunks = event_stream(
-        accepted.channels, last_event_id=accepted.last_event_id, user=accepted.user
+        accepted.channels,
+        last_event_id=accepted.last_event_id,
+        identity=accepted.identity,
+        slot=accepted.slot,
     )
     del request, accepted
     pump = asyncio.ensure_future(_pump(chunks, send))

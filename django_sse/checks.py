@@ -163,24 +163,19 @@ def check_fast_path(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
 def check_publish_permissions(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     from importlib.util import find_spec
 
-    from django.utils.module_loading import import_string
-
     if find_spec("rest_framework") is None or check_settings():
         return []  # no endpoint, or E003 already says what is wrong
     messages: list[CheckMessage] = []
-    for path in conf.SSE_PUBLISH_PERMISSION_CLASSES:
-        try:
-            import_string(path)
-        except ImportError as exc:
-            messages.append(
-                Error(
-                    f"SSE_PUBLISH_PERMISSION_CLASSES: {path!r} cannot be imported: {exc}",
-                    hint="List Django REST framework permission classes by dotted path, such "
-                    "as 'rest_framework.permissions.IsAuthenticated'.",
-                    obj="SSE_PUBLISH_PERMISSION_CLASSES",
-                    id="django_sse.E020",
-                )
+    for path, exc in _unimportable(conf.SSE_PUBLISH_PERMISSION_CLASSES):
+        messages.append(
+            Error(
+                f"SSE_PUBLISH_PERMISSION_CLASSES: {path!r} cannot be imported: {exc}",
+                hint="List Django REST framework permission classes by dotted path, such "
+                "as 'rest_framework.permissions.IsAuthenticated'.",
+                obj="SSE_PUBLISH_PERMISSION_CLASSES",
+                id="django_sse.E020",
             )
+        )
     return messages
 
 
@@ -243,4 +238,47 @@ def check_hooks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                         id="django_sse.W020",
                     )
                 )
+    return messages
+
+
+def _unimportable(paths: tuple[str, ...]) -> list[tuple[str, ImportError]]:
+    """The dotted paths that cannot be imported, with the error of each."""
+    from django.utils.module_loading import import_string
+
+    failed = []
+    for path in paths:
+        try:
+            import_string(path)
+        except ImportError as exc:
+            failed.append((path, exc))
+    return failed
+
+
+@register(Tags.security)
+def check_access(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+
+    from .cors import ORIGIN_RE
+
+    if check_settings():
+        return []  # E003 already says what is wrong
+    messages: list[CheckMessage] = []
+    for path, exc in _unimportable(conf.SSE_AUTHENTICATION_CLASSES):
+        messages.append(
+            Error(
+                f"SSE_AUTHENTICATION_CLASSES names {path!r}, which cannot be imported: {exc}",
+                hint="Use 'django_sse.auth.SessionAuthentication' or a Django REST framework "
+                "authentication class (pip install djangorestframework).",
+                id="django_sse.E010",
+            )
+        )
+    for origin in conf.SSE_CORS_ALLOWED_ORIGINS:
+        if not ORIGIN_RE.fullmatch(origin):
+            messages.append(
+                Error(
+                    f"SSE_CORS_ALLOWED_ORIGINS holds {origin!r}, which is not an origin.",
+                    hint="List each origin as scheme://host[:port], with no path and no '*': "
+                    "a wildcard cannot be used with credentials.",
+                    id="django_sse.E011",
+                )
+            )
     return messages

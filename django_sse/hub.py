@@ -25,6 +25,10 @@ from .names import group_name
 logger = logging.getLogger("django_sse")
 
 MESSAGE_TYPE = "sse.event"
+#: Revocations reach every process's hub through this group (see revocation.py).
+REVOKE_TYPE = "sse.revoke"
+# Channel names start with a letter or digit, so no channel's group is this.
+CONTROL_GROUP = "sse._control"
 #: Seconds between retries while the layer fails, doubling up to the maximum.
 BACKOFF_INITIAL = 0.1
 BACKOFF_MAX = 5.0
@@ -65,11 +69,14 @@ class Subscription:
         "_waiter",
         "channels",
         "close_reason",
+        "deadline",
         "keepalive",
         "keepalive_due",
         "last_write",
         "maxsize",
+        "owner",
         "positions",
+        "session_key",
     )
 
     def __init__(
@@ -90,6 +97,12 @@ class Subscription:
         self.last_write = loop.time()
         #: The stream's position per stored channel, read by the catch-up poll.
         self.positions: dict[str, int] | None = None
+        #: Who reads the stream (a user pk as text) and through which session,
+        #: so that a revocation finds it.
+        self.owner: str | None = None
+        self.session_key: str | None = None
+        #: Loop time at which the stream is closed (session expiry, maximum age).
+        self.deadline: tuple[float, str] | None = None
 
     @property
     def closed(self) -> bool:
@@ -129,6 +142,8 @@ class Subscription:
         self.keepalive_due = False
 
     def check_keepalive(self, now: float) -> None:
+        if self.deadline is not None and now >= self.deadline[0]:
+            self.close(self.deadline[1])
         if now - self.last_write >= self.keepalive:
             self.keepalive_due = True
             self._wake()
@@ -181,6 +196,14 @@ class Hub:
                 self._spawn(self._catch_up_loop())
                 if self.layer is not None and not is_in_memory(self.layer):
                     self.channel_name = await self.layer.new_channel("sse.hub.")
+                    try:
+                        await self.layer.group_add(CONTROL_GROUP, self.channel_name)
+                    except Exception:
+                        # Streams still open; the maintenance loop joins later.
+                        logger.warning(
+                            "Channel layer error joining the control group", exc_info=True
+                        )
+                        self._rejoin.set()
                     self._spawn(self._receive_loop())
                     self._spawn(self._maintain_loop())
                 self._started.set_result(None)
@@ -208,10 +231,18 @@ class Hub:
     # -- subscriptions -----------------------------------------------------
 
     async def subscribe(
-        self, channels: tuple[str, ...] | list[str], maxsize: int, keepalive: float = 15.0
+        self,
+        channels: tuple[str, ...] | list[str],
+        maxsize: int,
+        keepalive: float = 15.0,
+        *,
+        owner: str | None = None,
+        session_key: str | None = None,
     ) -> Subscription:
         await self.start()
         sub = Subscription(tuple(channels), maxsize, self.loop, keepalive)
+        sub.owner = owner
+        sub.session_key = session_key
         self._subscriptions.add(sub)
         try:
             for channel in sub.channels:
@@ -285,6 +316,27 @@ class Hub:
             sub.deliver(event)
         self.delivered += 1
 
+    def revoke(self, owner: str, channel: str | None = None, session: str | None = None) -> int:
+        """Close the streams of ``owner`` (on ``channel``, or of ``session``, if given)."""
+        closed = 0
+        for sub in self._subscriptions:
+            if sub.owner != owner or sub.closed:
+                continue
+            if channel is not None and channel not in sub.channels:
+                continue
+            if session is not None and sub.session_key != session:
+                continue
+            sub.close("revoked")
+            closed += 1
+        return closed
+
+    def handle_control(self, message: dict[str, Any]) -> None:
+        if message.get("type") == REVOKE_TYPE:
+            self.revoke(str(message["owner"]), message.get("channel"), message.get("session"))
+
+    def streams_of(self, owner: str) -> int:
+        return sum(1 for s in self._subscriptions if s.owner == owner and not s.closed)
+
     async def _receive_loop(self) -> None:
         backoff = BACKOFF_INITIAL
         count = 0
@@ -303,6 +355,11 @@ class Hub:
             if message.get("type") == MESSAGE_TYPE:
                 try:
                     self.dispatch(from_message(message))
+                except (KeyError, TypeError):
+                    logger.warning("Ignoring a malformed hub message: %r", message)
+            elif message.get("type") == REVOKE_TYPE:
+                try:
+                    self.handle_control(message)
                 except (KeyError, TypeError):
                     logger.warning("Ignoring a malformed hub message: %r", message)
             count += 1
@@ -384,7 +441,12 @@ class Hub:
                 pass
             self._rejoin.clear()
             failed = False
-            for channel, group in list(self._groups.items()):
+            try:
+                await self.layer.group_add(CONTROL_GROUP, self.channel_name)
+            except Exception:
+                failed = True
+                logger.warning("Channel layer error re-joining the control group", exc_info=True)
+            for channel, group in [] if failed else list(self._groups.items()):
                 if not group.members:
                     continue
                 try:
@@ -440,17 +502,26 @@ def local_hubs() -> list[Hub]:
     return list(_hubs.values())
 
 
+def control_locally(message: dict[str, Any]) -> None:
+    """Hand a control message to every hub of this process, from any thread."""
+    _call_hubs(Hub.handle_control, message)
+
+
 def deliver_locally(event: Event) -> None:
     """Hand ``event`` to every hub of this process, from any thread.
 
     Used with ``InMemoryChannelLayer``, which is single-process anyway and whose
     ``group_send`` drops messages silently past its capacity."""
+    _call_hubs(Hub.dispatch, event)
+
+
+def _call_hubs(method: Any, arg: Any) -> None:
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
         running = None
     for hub in local_hubs():
         if hub.loop is running:
-            hub.dispatch(event)
+            method(hub, arg)
         elif not hub.loop.is_closed():
-            hub.loop.call_soon_threadsafe(hub.dispatch, event)
+            hub.loop.call_soon_threadsafe(method, hub, arg)

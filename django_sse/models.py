@@ -42,3 +42,18 @@ class StoredEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel}#{self.seq} {self.name}"
+
+
+class StreamToken(models.Model):
+    """A stream token that has been used, kept until it expires so it is used once.
+
+    A database row, so that every server process sees it, on any deployment."""
+
+    nonce = models.CharField(max_length=32, primary_key=True)
+    expires = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "used stream token"
+
+    def __str__(self) -> str:
+        return f"used token until {self.expires:%Y-%m-%d %H:%M:%S}"

@@ -1,14 +1,20 @@
-"""What both doors do with a stream request before streaming: authenticate,
-check the channels, read the resume position. The Django view and the ASGI
-fast path call :func:`accept` with the same kind of request, so they refuse
-and accept exactly the same requests."""
+"""What both doors do with a stream request before streaming: check the
+origin, authenticate, check the channels and limits, read the resume position.
+The Django view and the ASGI fast path call :func:`accept` with the same kind
+of request, so they refuse and accept exactly the same requests."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.http import HttpRequest
+
+from .channels import ChannelError
+
+if TYPE_CHECKING:
+    from .auth import Identity
+    from .limits import StreamSlot
 
 CONTENT_TYPE = "text/event-stream; charset=utf-8"
 STREAM_HEADERS = {
@@ -28,19 +34,39 @@ class Accepted:
     channels: tuple[str, ...]
     user: Any
     last_event_id: str | None
+    identity: Identity | None = None
+    #: The stream's place under ``SSE_MAX_STREAMS_PER_USER``, released when it ends.
+    slot: StreamSlot | None = None
 
 
 def last_event_id(request: HttpRequest) -> str | None:
     return request.headers.get("Last-Event-ID") or request.GET.get("lastEventId") or None
 
 
+def own_origin(request: HttpRequest) -> str:
+    try:
+        return f"{request.scheme}://{request.get_host()}"
+    except Exception:  # DisallowedHost: then no origin is our own
+        return ""
+
+
 async def accept(request: HttpRequest) -> Accepted:
-    """Authenticate ``request`` and check its channels, or raise ``ChannelError``.
+    """Check the origin, authenticate ``request``, check its channels and the
+    per-user limit, or raise ``ChannelError``.
 
-    ``request.auser`` must be set (Django's ``AuthenticationMiddleware`` sets it
-    for the view; the fast path sets its own)."""
-    from .stream import authorize
+    ``request.auser`` is used when set (Django's ``AuthenticationMiddleware``
+    sets it for the view; the fast path sets its own)."""
+    from . import cors, limits
+    from .auth import authenticate
+    from .stream import authorize, parse_channels
 
-    user = await request.auser()
-    channels = await authorize(user, request.GET.getlist("channel"))
-    return Accepted(channels, user, last_event_id(request))
+    error = cors.origin_error(request.headers.get("Origin"), own_origin(request))
+    if error is not None:
+        raise ChannelError(403, error)
+    requested = tuple(request.GET.getlist("channel"))
+    if requested or "token" not in request.GET:
+        parse_channels(requested)  # a malformed request costs no query
+    identity = await authenticate(request, requested)
+    channels = await authorize(identity.user, requested or identity.token_channels or ())
+    slot = limits.acquire(identity.owner)
+    return Accepted(channels, identity.user, last_event_id(request), identity, slot)

@@ -14,12 +14,15 @@ never gets an event and later misses an older one of the same channel.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
 
+from . import limits
 from . import store as history
+from .auth import Identity
 from .channels import ChannelError, call_user_code, registry
 from .conf import conf
 from .dbthreads import release_connections
@@ -37,6 +40,10 @@ STREAM_RESET = "stream-reset"
 SNAPSHOT = "snapshot"
 #: Longer ``Last-Event-ID`` values are not ours: treated as unknown.
 MAX_LAST_EVENT_ID = 256
+#: Close reasons after which the client must not reconnect: access is gone.
+FINAL_REASONS = frozenset({"revoked"})
+SESSION_EXPIRED = "session expired"
+MAX_AGE = "max age"
 
 
 def parse_channels(raw: Iterable[str]) -> tuple[str, ...]:
@@ -210,22 +217,51 @@ async def _snapshots(channels: tuple[str, ...], user: Any, cursor: Cursor | None
     return b"".join(out)
 
 
+def _deadline(identity: Identity | None, now: float) -> tuple[float, str] | None:
+    """Loop time and reason at which the stream closes, if it must."""
+    found: list[tuple[float, str]] = []
+    age = limits.max_age()
+    if age is not None:
+        found.append((now + age, MAX_AGE))
+    if identity is not None and identity.expires_at is not None:
+        found.append((now + identity.expires_at - time.time(), SESSION_EXPIRED))
+    return min(found) if found else None
+
+
 async def event_stream(
     channels: tuple[str, ...],
     *,
     last_event_id: str | None = None,
     user: Any = None,
+    identity: Identity | None = None,
+    slot: limits.StreamSlot | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the wire bytes of a stream on ``channels`` until the client goes.
 
     The first chunk (``retry:`` and a comment) is yielded as soon as the
     subscription is in place, so the response head reaches the client at once.
+    ``identity`` lets revocation find the stream and closes it when its session
+    expires; ``slot`` (from ``limits.acquire``) is released when it ends.
     """
+    if identity is not None:
+        user = identity.user
     user = user if user is not None else AnonymousUser()
     hub = get_hub()
     store = history.get_store()
     stored = tuple(sorted(c for c in channels if store and registry.is_stored(c)))
-    sub = await hub.subscribe(channels, conf.SSE_QUEUE_SIZE, conf.SSE_KEEPALIVE)
+    try:
+        sub = await hub.subscribe(
+            channels,
+            conf.SSE_QUEUE_SIZE,
+            conf.SSE_KEEPALIVE,
+            owner=identity.owner if identity else None,
+            session_key=identity.session_key if identity else None,
+        )
+    except BaseException:
+        if slot is not None:
+            slot.release()
+        raise
+    sub.deadline = _deadline(identity, hub.loop.time())
     try:
         cursor: Cursor | None = None
         reset: str | None = None
@@ -254,6 +290,8 @@ async def event_stream(
             yield chunk
     finally:
         hub.unsubscribe(sub)
+        if slot is not None:
+            slot.release()
 
 
 async def _live(state: StreamState) -> AsyncIterator[bytes]:
@@ -273,5 +311,6 @@ async def _live(state: StreamState) -> AsyncIterator[bytes]:
             yield KEEPALIVE
         if reason is not None:
             last = state.last_id.decode() if state.last_id else None
-            yield control(STREAM_CLOSED, {"reason": reason, "reconnect": True}, last)
+            reconnect = reason not in FINAL_REASONS
+            yield control(STREAM_CLOSED, {"reason": reason, "reconnect": reconnect}, last)
             return

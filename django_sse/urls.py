@@ -10,6 +10,7 @@ app_name = "django_sse"
 
 urlpatterns: list[URLPattern] = [
     path("", views.stream, name="stream"),
+    path("token/", views.token, name="token"),
 ]
 
 # The REST publish endpoint, only where Django REST framework is installed.

@@ -3,7 +3,8 @@
 Server processes read their layer and database from the environment:
 ``SSE_TEST_LAYER`` (``memory`` or ``redis``), ``REDIS_URL``, ``SSE_TEST_DB``
 (an SQLite file shared with the test process), ``SSE_KEEPALIVE``,
-``SSE_HISTORY_POLL`` and ``SSE_QUEUE_SIZE``.
+``SSE_HISTORY_POLL``, ``SSE_QUEUE_SIZE``, ``SSE_MAX_STREAMS_PER_USER``,
+``SSE_MAX_STREAM_AGE``, ``SSE_TOKEN_MAX_AGE`` and ``SESSION_COOKIE_AGE``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "channels",
+    "rest_framework.authtoken",
     "django_sse",
     "tests.testapp",
 ]
@@ -88,12 +90,25 @@ if os.environ.get("SSE_TEST_LAYER") == "redis":
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-if os.environ.get("SSE_KEEPALIVE"):
-    SSE_KEEPALIVE = float(os.environ["SSE_KEEPALIVE"])
-if os.environ.get("SSE_HISTORY_POLL"):
-    SSE_HISTORY_POLL = float(os.environ["SSE_HISTORY_POLL"])
-if os.environ.get("SSE_QUEUE_SIZE"):
-    SSE_QUEUE_SIZE = int(os.environ["SSE_QUEUE_SIZE"])
+# Numeric settings a server process takes from its environment.
+_FROM_ENV: dict[str, type] = {
+    "SSE_KEEPALIVE": float,
+    "SSE_HISTORY_POLL": float,
+    "SSE_QUEUE_SIZE": int,
+    "SSE_MAX_STREAMS_PER_USER": int,
+    "SSE_MAX_STREAM_AGE": float,
+    "SSE_TOKEN_MAX_AGE": float,
+    "SESSION_COOKIE_AGE": int,
+}
+for _name, _kind in _FROM_ENV.items():
+    if os.environ.get(_name):
+        globals()[_name] = _kind(os.environ[_name])
+
+SSE_AUTHENTICATION_CLASSES = [
+    "django_sse.auth.SessionAuthentication",
+    "rest_framework.authentication.TokenAuthentication",
+]
+SSE_CORS_ALLOWED_ORIGINS = ["http://allowed.example", *os.environ.get("SSE_TEST_CORS", "").split()]
 
 LOGGING = {
     "version": 1,

@@ -14,4 +14,8 @@ urlpatterns = [
     path("test/stats/", views.stats),
     path("test/page/", views.page),
     path("test/flaky-stream/", views.flaky_stream),
+    path("test/logout/", views.logout_view),
+    path("test/drf-token/", views.drf_token),
+    path("test/deactivate/", views.deactivate),
+    path("test/revoke/", views.revoke_view),
 ]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from django.contrib.auth import get_user_model, login
+from django.contrib.auth import get_user_model, login, logout
 from django.contrib.auth.models import Permission
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 
-from django_sse import asend_event, send_event
+from django_sse import asend_event, revoke, send_event
 from django_sse.hub import local_hubs
 
 
@@ -91,3 +91,31 @@ def flaky_stream(request: HttpRequest) -> HttpResponse:
     for name in ("fail", "key"):
         query.pop(name, None)
     return HttpResponseRedirect("/sse/?" + query.urlencode(), status=307)
+
+
+def logout_view(request: HttpRequest) -> HttpResponse:
+    logout(request)
+    return JsonResponse({"ok": True})
+
+
+def drf_token(request: HttpRequest) -> HttpResponse:
+    """A REST framework token for ``?username=x`` (created with the user if needed)."""
+    from rest_framework.authtoken.models import Token
+
+    user, _ = get_user_model().objects.get_or_create(username=request.GET["username"])
+    token, _ = Token.objects.get_or_create(user=user)
+    return JsonResponse({"key": token.key, "pk": user.pk})
+
+
+def deactivate(request: HttpRequest) -> HttpResponse:
+    user = get_user_model().objects.get(username=request.GET["username"])
+    user.is_active = False
+    user.save()
+    return JsonResponse({"ok": True})
+
+
+def revoke_view(request: HttpRequest) -> HttpResponse:
+    """``?username=x&channel=c``: revoke from inside this server process."""
+    user = get_user_model().objects.get(username=request.GET["username"])
+    revoke(user, request.GET.get("channel"))
+    return JsonResponse({"ok": True})

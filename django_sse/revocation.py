@@ -1,0 +1,92 @@
+"""Close open streams when access changes, in every server process.
+
+A revocation is a message to a channel-layer group that every process's hub
+joins (``hub.CONTROL_GROUP``); each hub closes the matching streams with a
+``stream-closed`` event ``{"reason": "revoked", "reconnect": false}``. Sent on
+logout (the streams of that session), when a user is saved inactive, and by
+:func:`revoke` when the application changes a permission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.db import DEFAULT_DB_ALIAS, transaction
+
+from .hub import CONTROL_GROUP, REVOKE_TYPE, control_locally, is_in_memory
+
+
+def _message(user: Any, channel: str | None, session: str | None) -> dict[str, Any]:
+    pk = getattr(user, "pk", user)
+    if pk is None:
+        raise ValueError("revoke() needs a saved user or its primary key")
+    message: dict[str, Any] = {"type": REVOKE_TYPE, "owner": str(pk)}
+    if channel is not None:
+        message["channel"] = channel
+    if session is not None:
+        message["session"] = session
+    return message
+
+
+async def _send(message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None or is_in_memory(layer):
+        control_locally(message)
+        return
+    await layer.group_send(CONTROL_GROUP, message)
+
+
+async def arevoke(user: Any, channel: str | None = None, *, session: str | None = None) -> None:
+    """Close ``user``'s open streams (those on ``channel`` if given), everywhere, now."""
+    await _send(_message(user, channel, session))
+
+
+def revoke(
+    user: Any, channel: str | None = None, *, session: str | None = None, using: str | None = None
+) -> None:
+    """Close ``user``'s open streams (those on ``channel`` if given), in every process.
+
+    ``user`` is a user or its primary key. Call it after taking a permission
+    away: the closed streams do not reconnect, and a new stream is checked
+    again. Inside ``transaction.atomic()`` it is sent when the transaction
+    commits, so a reconnecting client never sees the old permission."""
+    message = _message(user, channel, session)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("revoke() was called from async code; use 'await arevoke(...)'")
+    alias = using or DEFAULT_DB_ALIAS
+    if transaction.get_connection(alias).in_atomic_block:
+        transaction.on_commit(lambda: _send_sync(message), using=alias, robust=True)
+    else:
+        _send_sync(message)
+
+
+def _send_sync(message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None or is_in_memory(layer):
+        control_locally(message)
+        return
+    from .publish import _runner
+
+    _runner().run(_send(message))
+
+
+def on_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    """``user_logged_out``: close the streams of the session being ended."""
+    if user is None or getattr(user, "pk", None) is None:
+        return
+    session = getattr(request, "session", None)
+    key = getattr(session, "session_key", None)
+    if key:
+        revoke(user, session=key)
+
+
+def on_user_saved(sender: Any, instance: Any, created: bool = False, **kwargs: Any) -> None:
+    """``post_save`` of the user model: a deactivated user's streams close."""
+    if not created and getattr(instance, "is_active", True) is False:
+        revoke(instance)
