@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, requires_chromium
 from tests.servers import running_server
 from tests.sse_client import publish, unique
-from tests.test_example_browser import CHROMIUM, CHROMIUM_ARGS
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
 pytestmark = [
     pytest.mark.server,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM), reason=f"Chromium is not installed at {CHROMIUM}"
-    ),
+    requires_chromium,
 ]
 
 PAGE = """<!doctype html><title>x</title><script>
