@@ -14,6 +14,7 @@ help:
 	@echo "make lint   - ruff and mypy"
 	@echo "make docs   - build the Sphinx docs with warnings as errors"
 	@echo "make bench  - run the fan-out benchmark"
+	@echo "make bench-compare - django_sse against django-eventstream (installs the bench extra)"
 	@echo "make scale-out - the example on 3 processes behind nginx, sharing Redis"
 
 $(STAMP): pyproject.toml
@@ -48,6 +49,10 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/fanout.py
+
+bench-compare: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	$(PY) benchmarks/compare.py
 
 # Refresh the docs' screenshots of the example (taken by its browser tests).
 screenshots: $(STAMP)

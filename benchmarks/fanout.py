@@ -489,13 +489,14 @@ class Context:
     concurrency: int
     pin: bool
     results: list[dict[str, Any]] = field(default_factory=list)
+    app: str = "tests.asgi:application"
 
 
 @contextmanager
 def server_for(ctx: Context) -> Iterator[Any]:
     from tests.servers import running_server
 
-    with running_server(ctx.server_kind, **ctx.env) as server:
+    with running_server(ctx.server_kind, app=ctx.app, **ctx.env) as server:
         if ctx.pin and (os.cpu_count() or 1) >= 2:
             os.sched_setaffinity(server.proc.pid, {0})
             os.sched_setaffinity(0, {1})

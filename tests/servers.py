@@ -123,12 +123,14 @@ def base_env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def running_server(kind: str, **env: str) -> Iterator[Server]:
+def running_server(
+    kind: str, *, app: str = "tests.asgi:application", **env: str
+) -> Iterator[Server]:
     port = free_port()
     full_env = base_env(**env)
     with tempfile.NamedTemporaryFile(prefix=f"{kind}-", suffix=".log", delete=False) as f:
         log = Path(f.name)
-    server = Server(kind, port, spawn_server(kind, port, full_env, log), full_env, log)
+    server = Server(kind, port, spawn_server(kind, port, full_env, log, app=app), full_env, log)
     try:
         yield server
     finally:
