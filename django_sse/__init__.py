@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0.dev0"
 __all__ = [
     "acurrent_position",
+    "arevoke",
     "asend_event",
     "channels",
     "current_position",
+    "revoke",
     "send_event",
     "user_channel",
 ]
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from .channels import user_channel
     from .position import acurrent_position, current_position
     from .publish import asend_event, send_event
+    from .revocation import arevoke, revoke
 
 # Lazy, so that ``import django_sse`` needs no configured settings.
 _LAZY = {
@@ -28,6 +31,8 @@ _LAZY = {
     "current_position": "position",
     "acurrent_position": "position",
     "user_channel": "channels",
+    "revoke": "revocation",
+    "arevoke": "revocation",
 }
 
 

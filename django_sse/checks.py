@@ -157,3 +157,55 @@ def check_fast_path(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
             id="django_sse.W003",
         )
     ]
+
+
+@register(Tags.security)
+def check_access(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from django.utils.module_loading import import_string
+
+    if check_settings():
+        return []  # E003 already says what is wrong
+    messages: list[CheckMessage] = []
+    for path in conf.SSE_AUTHENTICATION_CLASSES:
+        try:
+            cls = import_string(path)
+        except ImportError as exc:
+            error = str(exc)
+        else:
+            has = hasattr(cls, "aauthenticate") or hasattr(cls, "authenticate")
+            error = "" if has else "it has neither authenticate() nor aauthenticate()"
+        if error:
+            messages.append(
+                Error(
+                    f"SSE_AUTHENTICATION_CLASSES entry {path!r} cannot authenticate: {error}",
+                    hint="Use 'django_sse.auth.SessionAuthentication' or a Django REST "
+                    "framework authentication class (pip install djangorestframework).",
+                    obj="SSE_AUTHENTICATION_CLASSES",
+                    id="django_sse.E010",
+                )
+            )
+    for origin in conf.SSE_CORS_ALLOWED_ORIGINS:
+        if not is_origin(origin):
+            messages.append(
+                Error(
+                    f"SSE_CORS_ALLOWED_ORIGINS entry {origin!r} is not an origin: browsers "
+                    "send 'scheme://host[:port]', with no path, and it never matches.",
+                    hint="List exact origins such as 'https://app.example.com'; '*' and "
+                    "'null' are never allowed with credentials.",
+                    obj="SSE_CORS_ALLOWED_ORIGINS",
+                    id="django_sse.E011",
+                )
+            )
+    return messages
+
+
+def is_origin(value: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.netloc)
+        and value == f"{parts.scheme}://{parts.netloc}"
+        and "@" not in parts.netloc
+    )

@@ -107,6 +107,48 @@ SETTINGS: tuple[Setting, ...] = (
         "Threads per process that run store reads and writes for async code, each "
         "keeping one database connection.",
     ),
+    Setting(
+        "SSE_AUTHENTICATION_CLASSES",
+        ("django_sse.auth.SessionAuthentication",),
+        tuple,
+        None,
+        "Dotted paths of the classes that authenticate a stream request, tried in "
+        "order: the Django session, or any Django REST framework authentication class.",
+    ),
+    Setting(
+        "SSE_TOKEN_MAX_AGE",
+        60.0,
+        float,
+        1,
+        "Seconds a stream token from the token endpoint may be used to start a stream.",
+    ),
+    Setting(
+        "SSE_MAX_STREAMS_PER_USER",
+        None,
+        int,
+        1,
+        "Most streams one authenticated user may hold open in one server process; "
+        "more is a 429. None for no limit.",
+        nullable=True,
+    ),
+    Setting(
+        "SSE_MAX_STREAM_AGE",
+        None,
+        float,
+        1,
+        "Seconds after which an open stream is closed (at a random point in the last "
+        "tenth), so clients reconnect and resume and load balancers rebalance. None "
+        "keeps streams open.",
+        nullable=True,
+    ),
+    Setting(
+        "SSE_CORS_ALLOWED_ORIGINS",
+        (),
+        tuple,
+        None,
+        "Origins (``https://app.example.com``) whose pages may open streams across "
+        "origins, with credentials.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -120,6 +162,10 @@ def setting_error(s: Setting, value: Any) -> str | None:
     """Return why ``value`` is not acceptable for ``s``, or ``None``."""
     if value is None and s.nullable:
         return None
+    if s.kind is tuple:
+        if isinstance(value, list | tuple) and all(isinstance(v, str) and v for v in value):
+            return None
+        return f"{s.name} must be a list of non-empty strings, got {value!r}"
     if s.kind is str:
         if isinstance(value, str) and value:
             return None
@@ -185,6 +231,28 @@ class Settings:
     @property
     def SSE_STORE_THREADS(self) -> int:
         return int(self._get("SSE_STORE_THREADS"))
+
+    @property
+    def SSE_AUTHENTICATION_CLASSES(self) -> tuple[str, ...]:
+        return tuple(self._get("SSE_AUTHENTICATION_CLASSES"))
+
+    @property
+    def SSE_TOKEN_MAX_AGE(self) -> float:
+        return float(self._get("SSE_TOKEN_MAX_AGE"))
+
+    @property
+    def SSE_MAX_STREAMS_PER_USER(self) -> int | None:
+        value = self._get("SSE_MAX_STREAMS_PER_USER")
+        return None if value is None else int(value)
+
+    @property
+    def SSE_MAX_STREAM_AGE(self) -> float | None:
+        value = self._get("SSE_MAX_STREAM_AGE")
+        return None if value is None else float(value)
+
+    @property
+    def SSE_CORS_ALLOWED_ORIGINS(self) -> tuple[str, ...]:
+        return tuple(self._get("SSE_CORS_ALLOWED_ORIGINS"))
 
 
 conf = Settings()

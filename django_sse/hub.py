@@ -25,6 +25,9 @@ from .names import group_name
 logger = logging.getLogger("django_sse")
 
 MESSAGE_TYPE = "sse.event"
+#: Revocations go to one group every hub joins; "sse-" never starts a channel's group.
+REVOKE_TYPE = "sse.revoke"
+REVOKE_GROUP = "sse-revoke"
 #: Seconds between retries while the layer fails, doubling up to the maximum.
 BACKOFF_INITIAL = 0.1
 BACKOFF_MAX = 5.0
@@ -65,11 +68,15 @@ class Subscription:
         "_waiter",
         "channels",
         "close_reason",
+        "deadline",
+        "deadline_reason",
         "keepalive",
         "keepalive_due",
         "last_write",
         "maxsize",
+        "owner",
         "positions",
+        "session",
     )
 
     def __init__(
@@ -90,6 +97,12 @@ class Subscription:
         self.last_write = loop.time()
         #: The stream's position per stored channel, read by the catch-up poll.
         self.positions: dict[str, int] | None = None
+        #: Whose stream it is (user pk) and the session that opened it, for revocation.
+        self.owner: str | None = None
+        self.session: str | None = None
+        #: Loop time at which the stream is closed with ``deadline_reason``.
+        self.deadline: float | None = None
+        self.deadline_reason = "expired"
 
     @property
     def closed(self) -> bool:
@@ -129,7 +142,9 @@ class Subscription:
         self.keepalive_due = False
 
     def check_keepalive(self, now: float) -> None:
-        if now - self.last_write >= self.keepalive:
+        if self.deadline is not None and now >= self.deadline:
+            self.close(self.deadline_reason)
+        elif now - self.last_write >= self.keepalive:
             self.keepalive_due = True
             self._wake()
 
@@ -183,12 +198,21 @@ class Hub:
                     self.channel_name = await self.layer.new_channel("sse.hub.")
                     self._spawn(self._receive_loop())
                     self._spawn(self._maintain_loop())
+                    await self._join_revocations()
                 self._started.set_result(None)
             except BaseException as exc:
                 self._started.set_exception(exc)
                 self._started = None
                 raise
         await asyncio.shield(self._started)
+
+    async def _join_revocations(self) -> None:
+        try:
+            await self.layer.group_add(REVOKE_GROUP, self.channel_name)
+        except Exception:
+            # Streams still open while the layer is down; the maintenance loop retries.
+            logger.warning("Channel layer error joining the revocation group", exc_info=True)
+            self._rejoin.set()
 
     def _spawn(self, coro: Any) -> None:
         # An empty context: the hub outlives the request that happened to start
@@ -271,6 +295,21 @@ class Hub:
             elif self._groups.get(channel) is group:
                 del self._groups[channel]
 
+    def revoke(self, user: str, session: str | None = None, channel: str | None = None) -> int:
+        """Close the streams of ``user`` (of one session, or on one channel)."""
+        closed = 0
+        for sub in self._subscriptions:
+            if sub.owner != user or (session is not None and sub.session != session):
+                continue
+            if channel is not None and channel not in sub.channels:
+                continue
+            sub.close("revoked")
+            closed += 1
+        return closed
+
+    def streams_of(self, user: str) -> int:
+        return sum(1 for sub in self._subscriptions if sub.owner == user and not sub.closed)
+
     # -- delivery ----------------------------------------------------------
 
     def dispatch(self, event: Event) -> None:
@@ -300,11 +339,13 @@ class Hub:
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = BACKOFF_INITIAL
-            if message.get("type") == MESSAGE_TYPE:
-                try:
+            try:
+                if message.get("type") == MESSAGE_TYPE:
                     self.dispatch(from_message(message))
-                except (KeyError, TypeError):
-                    logger.warning("Ignoring a malformed hub message: %r", message)
+                elif message.get("type") == REVOKE_TYPE:
+                    self.revoke(message["user"], message.get("session"), message.get("channel"))
+            except (KeyError, TypeError):
+                logger.warning("Ignoring a malformed hub message: %r", message)
             count += 1
             if count % DISPATCH_BATCH == 0:
                 await asyncio.sleep(0)
@@ -384,7 +425,12 @@ class Hub:
                 pass
             self._rejoin.clear()
             failed = False
-            for channel, group in list(self._groups.items()):
+            try:
+                await self.layer.group_add(REVOKE_GROUP, self.channel_name)
+            except Exception:
+                failed = True
+                logger.warning("Channel layer error re-joining the revocation group", exc_info=True)
+            for channel, group in list(self._groups.items()) if not failed else ():
                 if not group.members:
                     continue
                 try:

@@ -40,3 +40,19 @@ class StoredEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel}#{self.seq} {self.name}"
+
+
+class UsedStreamToken(models.Model):
+    """A stream token that has started a stream, so it cannot start another.
+
+    Kept until the token expires; any process checks it here, so a token is
+    used once across every server process."""
+
+    nonce = models.CharField(max_length=32, primary_key=True)
+    expires = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "used stream token"
+
+    def __str__(self) -> str:
+        return f"token used until {self.expires:%Y-%m-%d %H:%M:%S}"

@@ -35,6 +35,8 @@ KEEPALIVE = comment("keepalive")
 STREAM_CLOSED = "stream-closed"
 STREAM_RESET = "stream-reset"
 SNAPSHOT = "snapshot"
+#: Close reasons after which the client should not reconnect on its own.
+FINAL_REASONS = frozenset({"revoked"})
 #: Longer ``Last-Event-ID`` values are not ours: treated as unknown.
 MAX_LAST_EVENT_ID = 256
 
@@ -215,17 +217,32 @@ async def event_stream(
     *,
     last_event_id: str | None = None,
     user: Any = None,
+    owner: str | None = None,
+    session: str | None = None,
+    lifetime: tuple[float, str] | None = None,
+    slot: Any = None,
 ) -> AsyncIterator[bytes]:
     """Yield the wire bytes of a stream on ``channels`` until the client goes.
 
     The first chunk (``retry:`` and a comment) is yielded as soon as the
     subscription is in place, so the response head reaches the client at once.
+    ``owner`` and ``session`` let revocation find the stream; ``lifetime`` is
+    ``(seconds, reason)`` after which it closes; ``slot`` is released at the end.
     """
     user = user if user is not None else AnonymousUser()
     hub = get_hub()
     store = history.get_store()
     stored = tuple(sorted(c for c in channels if store and registry.is_stored(c)))
-    sub = await hub.subscribe(channels, conf.SSE_QUEUE_SIZE, conf.SSE_KEEPALIVE)
+    try:
+        sub = await hub.subscribe(channels, conf.SSE_QUEUE_SIZE, conf.SSE_KEEPALIVE)
+    except BaseException:
+        if slot is not None:
+            slot.release()
+        raise
+    sub.owner, sub.session = owner, session
+    if lifetime is not None:
+        sub.deadline = hub.loop.time() + lifetime[0]
+        sub.deadline_reason = lifetime[1]
     try:
         cursor: Cursor | None = None
         reset: str | None = None
@@ -251,6 +268,8 @@ async def event_stream(
             yield chunk
     finally:
         hub.unsubscribe(sub)
+        if slot is not None:
+            slot.release()
 
 
 async def _live(state: StreamState) -> AsyncIterator[bytes]:
@@ -270,5 +289,6 @@ async def _live(state: StreamState) -> AsyncIterator[bytes]:
             yield KEEPALIVE
         if reason is not None:
             last = state.last_id.decode() if state.last_id else None
-            yield control(STREAM_CLOSED, {"reason": reason, "reconnect": True}, last)
+            closing = {"reason": reason, "reconnect": reason not in FINAL_REASONS}
+            yield control(STREAM_CLOSED, closing, last)
             return

@@ -8,4 +8,5 @@ app_name = "django_sse"
 
 urlpatterns = [
     path("", views.stream, name="stream"),
+    path("token/", views.token, name="token"),
 ]

@@ -3,7 +3,8 @@
 Server processes read their layer and database from the environment:
 ``SSE_TEST_LAYER`` (``memory`` or ``redis``), ``REDIS_URL``, ``SSE_TEST_DB``
 (an SQLite file shared with the test process), ``SSE_KEEPALIVE``,
-``SSE_HISTORY_POLL`` and ``SSE_QUEUE_SIZE``.
+``SSE_HISTORY_POLL``, ``SSE_QUEUE_SIZE``, ``SSE_MAX_STREAMS_PER_USER`` and
+``SSE_MAX_STREAM_AGE``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.staticfiles",
     "channels",
+    "rest_framework",
+    "rest_framework.authtoken",
     "django_sse",
     "tests.testapp",
 ]
@@ -78,6 +81,17 @@ if os.environ.get("SSE_HISTORY_POLL"):
     SSE_HISTORY_POLL = float(os.environ["SSE_HISTORY_POLL"])
 if os.environ.get("SSE_QUEUE_SIZE"):
     SSE_QUEUE_SIZE = int(os.environ["SSE_QUEUE_SIZE"])
+if os.environ.get("SSE_MAX_STREAMS_PER_USER"):
+    SSE_MAX_STREAMS_PER_USER = int(os.environ["SSE_MAX_STREAMS_PER_USER"])
+if os.environ.get("SSE_MAX_STREAM_AGE"):
+    SSE_MAX_STREAM_AGE = float(os.environ["SSE_MAX_STREAM_AGE"])
+
+SSE_AUTHENTICATION_CLASSES = [
+    "django_sse.auth.SessionAuthentication",
+    "rest_framework.authentication.TokenAuthentication",
+]
+#: A foreign origin allowed to open streams; every other one is refused.
+SSE_CORS_ALLOWED_ORIGINS = ["https://app.example.test"]
 
 LOGGING = {
     "version": 1,

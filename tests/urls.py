@@ -7,6 +7,9 @@ from tests.testapp import views
 urlpatterns = [
     path("sse/", include("django_sse.urls")),
     path("test/login/", views.login_as),
+    path("test/logout/", views.logout_view),
+    path("test/csrf/", views.csrf),
+    path("test/account/", views.account),
     path("test/publish/", views.publish),
     path("test/publish-sync/", views.publish_sync),
     path("test/stats/", views.stats),

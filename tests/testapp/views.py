@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
-from django.contrib.auth import get_user_model, login
+from django.contrib.auth import get_user_model, login, logout
 from django.contrib.auth.models import Permission
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import get_token
 from django.views.decorators.csrf import csrf_exempt
 
-from django_sse import asend_event, send_event
+from django_sse import asend_event, revoke, send_event
 from django_sse.hub import local_hubs
 
 
@@ -25,7 +26,35 @@ def login_as(request: HttpRequest) -> HttpResponse:
             Permission.objects.get(content_type__app_label=app_label, codename=codename)
         )
     login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    if expiry := request.GET.get("expiry"):
+        request.session.set_expiry(int(expiry))
     return JsonResponse({"pk": user.pk})
+
+
+def csrf(request: HttpRequest) -> HttpResponse:
+    """Set the CSRF cookie and return the token a page would embed."""
+    return JsonResponse({"csrftoken": get_token(request)})
+
+
+def logout_view(request: HttpRequest) -> HttpResponse:
+    logout(request)
+    return JsonResponse({"ok": True})
+
+
+@csrf_exempt
+def account(request: HttpRequest) -> HttpResponse:
+    """``?username=x``: a DRF token for the user; ``&active=0`` deactivates it;
+    ``&revoke=<channel or *>`` calls ``revoke()``."""
+    from rest_framework.authtoken.models import Token
+
+    user = get_user_model().objects.get(username=request.GET["username"])
+    if request.GET.get("active") == "0":
+        user.is_active = False
+        user.save()
+    if (channel := request.GET.get("revoke")) is not None:
+        revoke(user, None if channel == "*" else channel)
+    token, _ = Token.objects.get_or_create(user=user)
+    return JsonResponse({"pk": user.pk, "token": token.key})
 
 
 @csrf_exempt
