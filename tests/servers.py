@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,6 +133,19 @@ def running_server(kind: str, **env: str) -> Iterator[Server]:
     finally:
         stop(server.proc)
         log.unlink(missing_ok=True)
+
+
+def memory_server(kind: str, door: str, db: str, **env: str) -> AbstractContextManager[Server]:
+    """A ``kind`` server on the in-memory layer and the SQLite file ``db``,
+    serving streams through ``door`` (``fast`` or ``view``)."""
+    return running_server(
+        kind,
+        SSE_TEST_DB=db,
+        SSE_TEST_LAYER="memory",
+        SSE_KEEPALIVE="0.5",
+        SSE_TEST_DOOR=door,
+        **env,
+    )
 
 
 def migrate(db_path: str) -> None:

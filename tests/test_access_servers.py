@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests.servers import ROOT, Server, base_env, running_server
+from tests.servers import ROOT, Server, base_env, memory_server
 from tests.sse_client import Stream, login, open_stream, publish, unique, wait_until
 
 pytestmark = pytest.mark.server
@@ -32,6 +32,13 @@ async def account(client: httpx.AsyncClient, server: Server, username: str, **pa
     )
     response.raise_for_status()
     return dict(response.json())
+
+
+async def drf_user(client: httpx.AsyncClient, server: Server) -> tuple[int, str]:
+    """A logged-in user's pk and DRF token key."""
+    name = unique("drf")
+    pk = await login(client, server.url, name)
+    return pk, str((await account(client, server, name))["token"])
 
 
 async def stream_token(
@@ -67,9 +74,7 @@ async def closing_event(stream: Stream, timeout: float = 10.0) -> dict:
 async def test_drf_token_header_authenticates_the_stream(
     server: Server, client: httpx.AsyncClient
 ) -> None:
-    name = unique("drf")
-    pk = await login(client, server.url, name)
-    key = (await account(client, server, name))["token"]
+    pk, key = await drf_user(client, server)
     async with httpx.AsyncClient(timeout=15.0) as bare:  # no session cookie
         url = f"{server.url}/sse/?channel=user:{pk}"
         assert (await status_and_body(bare, url))[0] == 403
@@ -147,9 +152,7 @@ async def test_token_endpoint_enforces_csrf_and_authentication(
 async def test_token_endpoint_takes_drf_credentials_without_csrf(
     server: Server, client: httpx.AsyncClient
 ) -> None:
-    name = unique("drf")
-    pk = await login(client, server.url, name)
-    key = (await account(client, server, name))["token"]
+    pk, key = await drf_user(client, server)
     async with httpx.AsyncClient(timeout=15.0) as bare:
         response = await bare.post(
             f"{server.url}/sse/token/",
@@ -300,15 +303,8 @@ LIMITED = [("uvicorn", "fast"), ("daphne", "view")]
 @pytest.fixture(scope="module", params=LIMITED, ids=["-".join(p) for p in LIMITED])
 def limited_server(request: pytest.FixtureRequest, server_db: str) -> Iterator[Server]:
     kind, door = request.param
-    with running_server(
-        kind,
-        SSE_TEST_DB=server_db,
-        SSE_TEST_LAYER="memory",
-        SSE_KEEPALIVE="0.5",
-        SSE_TEST_DOOR=door,
-        SSE_MAX_STREAMS_PER_USER="2",
-        SSE_MAX_STREAM_AGE="2",
-    ) as srv:
+    limits = {"SSE_MAX_STREAMS_PER_USER": "2", "SSE_MAX_STREAM_AGE": "2"}
+    with memory_server(kind, door, server_db, **limits) as srv:
         yield srv
 
 
