@@ -91,7 +91,10 @@ SSE_AUTHENTICATION_CLASSES = [
     "rest_framework.authentication.TokenAuthentication",
 ]
 #: A foreign origin allowed to open streams; every other one is refused.
-SSE_CORS_ALLOWED_ORIGINS = ["https://app.example.test"]
+#: ``SSE_TEST_CORS_ORIGINS`` (comma-separated) adds more, for browser tests.
+SSE_CORS_ALLOWED_ORIGINS = ["https://app.example.test"] + [
+    o for o in os.environ.get("SSE_TEST_CORS_ORIGINS", "").split(",") if o
+]
 
 LOGGING = {
     "version": 1,

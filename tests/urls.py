@@ -9,6 +9,7 @@ urlpatterns = [
     path("test/login/", views.login_as),
     path("test/logout/", views.logout_view),
     path("test/csrf/", views.csrf),
+    path("test/page/", views.page),
     path("test/account/", views.account),
     path("test/publish/", views.publish),
     path("test/publish-sync/", views.publish_sync),

@@ -31,6 +31,11 @@ def login_as(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"pk": user.pk})
 
 
+def page(request: HttpRequest) -> HttpResponse:
+    """An empty page, for browser tests to run scripts in."""
+    return HttpResponse("<!doctype html><title>test</title>")
+
+
 def csrf(request: HttpRequest) -> HttpResponse:
     """Set the CSRF cookie and return the token a page would embed."""
     return JsonResponse({"csrftoken": get_token(request)})
