@@ -96,9 +96,19 @@ SSE_CORS_ALLOWED_ORIGINS = ["https://app.example.test"] + [
     o for o in os.environ.get("SSE_TEST_CORS_ORIGINS", "").split(",") if o
 ]
 
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django_sse": {"handlers": ["console"], "level": "INFO"}},
 }
+
+if os.environ.get("SSE_TEST_ACCESS_LOG"):
+    # The recipe of docs/security.rst: uvicorn's access log without stream tokens.
+    LOGGING["filters"] = {"sse_tokens": {"()": "django_sse.logs.RedactStreamTokens"}}
+    LOGGING["handlers"]["access"] = {"class": "logging.StreamHandler", "filters": ["sse_tokens"]}
+    LOGGING["loggers"]["uvicorn.access"] = {
+        "handlers": ["access"],
+        "level": "INFO",
+        "propagate": False,
+    }

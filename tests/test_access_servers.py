@@ -351,3 +351,18 @@ async def test_max_stream_age_closes_and_the_client_resumes_without_loss(
         resumed = await again.collect(2)
     assert [json.loads(e.data) for e in resumed] == [{"later": True}] * 2
     assert not any(e.event == "stream-reset" for e in again.events)
+
+
+async def test_uvicorn_access_log_redacts_stream_tokens(
+    server_db: str, client: httpx.AsyncClient
+) -> None:
+    with memory_server("uvicorn", "fast", server_db, SSE_TEST_ACCESS_LOG="1") as server:
+        pk = await login(client, server.url, unique("log"))
+        token = (await stream_token(client, server, f"user:{pk}")).json()["token"]
+        url = f"{server.url}/sse/?channel=user:{pk}&token={token}"
+        async with open_stream(client, url) as stream:
+            assert stream.response.status_code == 200
+        assert (await status_and_body(client, url))[0] == 403  # used: logged too
+        await wait_until(lambda: server.output().count("token=[redacted]") >= 2, timeout=5)
+        assert token not in server.output()
+        assert token.split(":")[0] not in server.output()
