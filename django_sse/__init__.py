@@ -8,18 +8,22 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0.dev0"
 __all__ = [
     "acurrent_position",
+    "anotify",
     "arevoke",
     "asend_event",
     "channels",
     "current_position",
+    "hooks",
+    "notify",
     "revoke",
     "send_event",
     "user_channel",
 ]
 
 if TYPE_CHECKING:
-    from . import channels
+    from . import channels, hooks
     from .channels import user_channel
+    from .notifications import anotify, notify
     from .position import acurrent_position, current_position
     from .publish import asend_event, send_event
     from .revocation import arevoke, revoke
@@ -33,12 +37,15 @@ _LAZY = {
     "user_channel": "channels",
     "revoke": "revocation",
     "arevoke": "revocation",
+    "notify": "notifications",
+    "anotify": "notifications",
 }
+_MODULES = ("channels", "hooks")
 
 
 def __getattr__(name: str) -> Any:
-    if name == "channels":
-        return importlib.import_module(".channels", __name__)
+    if name in _MODULES:
+        return importlib.import_module(f".{name}", __name__)
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'django_sse' has no attribute {name!r}")

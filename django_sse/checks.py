@@ -209,3 +209,90 @@ def is_origin(value: str) -> bool:
         and value == f"{parts.scheme}://{parts.netloc}"
         and "@" not in parts.netloc
     )
+
+
+@register(Tags.compatibility)
+def check_publish_permissions(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from importlib.util import find_spec
+
+    from django.utils.module_loading import import_string
+
+    if find_spec("rest_framework") is None or check_settings():
+        return []  # no endpoint, or E003 already says what is wrong
+    messages: list[CheckMessage] = []
+    for path in conf.SSE_PUBLISH_PERMISSION_CLASSES:
+        try:
+            import_string(path)
+        except ImportError as exc:
+            messages.append(
+                Error(
+                    f"SSE_PUBLISH_PERMISSION_CLASSES: {path!r} cannot be imported: {exc}",
+                    hint="List Django REST framework permission classes by dotted path, such "
+                    "as 'rest_framework.permissions.IsAuthenticated'.",
+                    obj="SSE_PUBLISH_PERMISSION_CLASSES",
+                    id="django_sse.E020",
+                )
+            )
+    return messages
+
+
+class _SampleValue:
+    """Stands for any attribute in a channel template: ``{owner.pk}`` becomes ``1``."""
+
+    def __getattr__(self, name: str) -> _SampleValue:
+        return self
+
+    def __getitem__(self, key: object) -> _SampleValue:
+        return self
+
+    def __format__(self, spec: str) -> str:
+        return "1"
+
+
+class _SampleValues(dict[str, Any]):
+    def __missing__(self, key: str) -> _SampleValue:
+        return _SampleValue()
+
+
+@register(Tags.models)
+def check_hooks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from .channels import registry as channel_registry
+    from .hooks import placeholders
+    from .hooks import registry as hook_registry
+
+    messages: list[CheckMessage] = []
+    for hook in hook_registry:
+        model = hook.model
+        label = model._meta.label
+        templates = [] if callable(hook.channels) else list(hook.channels)
+        if isinstance(hook.channels, str):
+            templates = [hook.channels]
+        names = [*(hook.fields or ()), *(p for t in templates for p in placeholders(t))]
+        for name in names:
+            if not hasattr(model, name):
+                messages.append(
+                    Error(
+                        f"The hook of {label} names {name!r}, which is neither a field nor "
+                        "an attribute of the model.",
+                        hint="Check the spelling in fields= and in the channel templates "
+                        "(placeholders such as {pk} or {owner_id}).",
+                        obj=model,
+                        id="django_sse.E021",
+                    )
+                )
+        for template in templates:
+            try:
+                sample = template.format_map(_SampleValues())
+            except (TypeError, ValueError):
+                continue  # a format spec that the sample cannot take
+            if channel_registry.resolve(sample) is None:
+                messages.append(
+                    Warning(
+                        f"The hook of {label} sends to {template!r}, which matches no "
+                        "registered channel: nobody can read its events.",
+                        hint="Register the channel in <app>/sse.py with channels.register().",
+                        obj=model,
+                        id="django_sse.W020",
+                    )
+                )
+    return messages

@@ -149,6 +149,17 @@ SETTINGS: tuple[Setting, ...] = (
         "Origins (``https://app.example.com``) whose pages may open streams across "
         "origins, with credentials.",
     ),
+    Setting(
+        "SSE_PUBLISH_PERMISSION_CLASSES",
+        (
+            "rest_framework.permissions.IsAuthenticated",
+            "django_sse.api.CanPublishEvents",
+        ),
+        tuple,
+        None,
+        "Dotted paths of the Django REST framework permission classes guarding the "
+        "publish endpoint.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -253,6 +264,10 @@ class Settings:
     @property
     def SSE_CORS_ALLOWED_ORIGINS(self) -> tuple[str, ...]:
         return tuple(self._get("SSE_CORS_ALLOWED_ORIGINS"))
+
+    @property
+    def SSE_PUBLISH_PERMISSION_CLASSES(self) -> tuple[str, ...]:
+        return tuple(self._get("SSE_PUBLISH_PERMISSION_CLASSES"))
 
 
 conf = Settings()

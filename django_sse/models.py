@@ -34,6 +34,8 @@ class StoredEvent(models.Model):
 
     class Meta:
         verbose_name = "stored event"
+        # Guards the REST publish endpoint (django_sse.api).
+        permissions = [("publish_event", "Can publish events")]
         constraints = [
             models.UniqueConstraint(fields=["channel", "seq"], name="django_sse_channel_seq")
         ]

@@ -5,6 +5,7 @@ Everything binds 127.0.0.1 on a free port and is stopped by PID.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -222,3 +223,92 @@ def private_redis() -> Iterator[RedisServer]:
         finally:
             if server.proc is not None and server.proc.poll() is None:
                 stop(server.proc)
+
+
+async def publish_from_another_process(
+    redis_url: str, db: str, channel: str, count: int, event: str = "message"
+) -> None:
+    """``python -m tests.publisher`` over Redis, as a worker would publish."""
+    env = {"SSE_TEST_LAYER": "redis", "REDIS_URL": redis_url, "SSE_TEST_DB": db}
+    status, out, err = await run_python(
+        "-m", "tests.publisher", channel, str(count), event, env=env
+    )
+    assert status == 0, out + err
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None
+    )
+
+
+DEPLOY = ROOT / "example_project" / "deploy"
+
+
+def render_nginx_conf(prefix: Path, listen: str, upstream_ports: list[int]) -> str:
+    """The deployment's nginx.conf, rendered by ``example_project/deploy/scale_out.py``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("scale_out", DEPLOY / "scale_out.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return str(module.render(prefix, listen, upstream_ports))
+
+
+@contextmanager
+def running_nginx(upstream_ports: list[int]) -> Iterator[int]:
+    """nginx from the deployment template in front of ``upstream_ports``; yields its port."""
+    binary = nginx_binary()
+    if binary is None:
+        raise RuntimeError("nginx is not installed (apt-get install nginx)")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="nginx-") as tmp:
+        prefix = Path(tmp)
+        conf = prefix / "nginx.conf"
+        conf.write_text(render_nginx_conf(prefix, f"127.0.0.1:{port}", upstream_ports))
+        log = prefix / "stdout.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [binary, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_for_port(port, proc, START_TIMEOUT)
+        except Exception:
+            stop(proc)
+            errors = (
+                (prefix / "error.log").read_text(errors="replace")
+                if (prefix / "error.log").exists()
+                else ""
+            )
+            raise RuntimeError(f"nginx did not start:\n{log.read_text()}\n{errors}") from None
+        try:
+            yield port
+        finally:
+            stop(proc)
+
+
+async def run_python(
+    *args: str, env: dict[str, str], stdin: str = "", timeout: float = 60.0
+) -> tuple[int, str, str]:
+    """Run ``python ARGS`` from the repository root; return (status, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        cwd=ROOT,
+        env=base_env(**env),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout)
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")

@@ -82,3 +82,38 @@ def test_checks_run_through_manage_check() -> None:
 
     with override_settings(SSE_QUEUE_SIZE="big"), pytest.raises(SystemCheckError, match="E003"):
         call_command("check")
+
+
+def test_e020_publish_permission_class_cannot_be_imported() -> None:
+    from django_sse.checks import check_publish_permissions
+
+    assert check_publish_permissions() == []
+    paths = ["rest_framework.permissions.IsAuthenticated", "myapp.perms.Missing"]
+    with override_settings(SSE_PUBLISH_PERMISSION_CLASSES=paths):
+        [message] = check_publish_permissions()
+    assert message.id == "django_sse.E020" and "myapp.perms.Missing" in message.msg
+    with override_settings(SSE_PUBLISH_PERMISSION_CLASSES="rest_framework.permissions.AllowAny"):
+        assert ids(check_settings()) == ["django_sse.E003"]
+        assert check_publish_permissions() == []
+
+
+@pytest.fixture
+def note_hooks() -> Any:
+    from django_sse import hooks
+    from tests.testapp.models import Note
+
+    yield lambda **options: hooks.register(Note, **options)
+    hooks.unregister(Note)
+
+
+def test_e021_hook_names_an_unknown_field_and_w020_an_unreadable_channel(note_hooks: Any) -> None:
+    from django_sse.checks import check_hooks
+
+    assert check_hooks() == []  # the test project's own hooks
+    note_hooks(channels="public", fields=["text", "colour"])
+    note_hooks(channels=["news:{slug}", "nowhere:{pk}", "news:{text.upper}"])
+    note_hooks(channels=lambda note: "anything")  # not checked: computed per instance
+    messages = check_hooks()
+    assert ids(messages) == ["django_sse.E021", "django_sse.E021", "django_sse.W020"]
+    assert "'colour'" in messages[0].msg and "'slug'" in messages[1].msg
+    assert "'nowhere:{pk}'" in messages[2].msg

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 
 import httpx
@@ -13,7 +11,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from django_sse.names import group_name
-from tests.servers import ROOT, RedisServer, Server, base_env, running_server
+from tests.servers import (
+    RedisServer,
+    Server,
+    publish_from_another_process,
+    running_server,
+)
 from tests.sse_client import open_stream, unique, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.server]
@@ -23,26 +26,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.server]
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=30.0, limits=httpx.Limits(max_connections=50)) as c:
         yield c
-
-
-async def publish_from_another_process(
-    redis_url: str, db: str, channel: str, count: int, event: str = "message"
-) -> None:
-    env = base_env(SSE_TEST_LAYER="redis", REDIS_URL=redis_url, SSE_TEST_DB=db)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.publisher",
-        channel,
-        str(count),
-        event,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    output, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, output.decode()
 
 
 async def test_publish_from_a_third_process_reaches_both_servers(

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("django_sse", "0001_initial"),
+        ("django_sse", "0002_publish_event_permission"),
     ]
 
     operations = [

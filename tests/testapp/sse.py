@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django_sse import channels
+from django_sse import channels, hooks
+from tests.testapp.models import Comment, Ticket
 
 channels.register("public", channels.PUBLIC)
+channels.register("comments", channels.PUBLIC)
 channels.register("news:{topic}", channels.PUBLIC)
 channels.register("members", channels.AUTHENTICATED)
 channels.register("staff", channels.STAFF)
@@ -32,3 +34,11 @@ def count_for(user: Any, name: str) -> dict[str, Any]:
 
 channels.register("counter:{name}", channels.PUBLIC, snapshot=count_for)
 channels.register("typing:{room}", channels.PUBLIC, ephemeral=True)
+
+
+hooks.register(Ticket, channels="ticket:{pk}", fields=["title", "status", "owner"])
+
+
+@hooks.register(Comment, channels=["ticket:{ticket_id}", "comments"], actions=["created"])
+def comment_payload(comment: Comment, action: str) -> dict[str, Any]:
+    return {"text": comment.text, "ticket": comment.ticket_id}

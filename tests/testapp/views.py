@@ -15,12 +15,13 @@ from django_sse.hub import local_hubs
 
 
 def login_as(request: HttpRequest) -> HttpResponse:
-    """Create (or reuse) a user and log in: ``?username=x&staff=1&perm=app.code``."""
+    """Create (or reuse) a user and log in: ``?username=x&staff=1&perm=app.code``
+    (``perm`` may be repeated)."""
     User = get_user_model()
     user, _ = User.objects.get_or_create(username=request.GET["username"])
     user.is_staff = request.GET.get("staff") == "1"
     user.save()
-    if perm := request.GET.get("perm"):
+    for perm in request.GET.getlist("perm"):
         app_label, codename = perm.split(".")
         user.user_permissions.add(
             Permission.objects.get(content_type__app_label=app_label, codename=codename)

@@ -1,0 +1,162 @@
+"""Serve the example project from several processes behind one nginx port.
+
+From the repository root, with Redis running and nginx installed
+(``apt-get install nginx``)::
+
+    REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python example_project/deploy/scale_out.py
+    .venv/bin/python example_project/deploy/scale_out.py --processes 4 --server daphne --port 8080
+
+``make scale-out`` runs the first. It migrates the example's database, starts
+``--processes`` server processes (uvicorn or daphne, each on its own port on
+127.0.0.1, all on ``RedisPubSubChannelLayer``), then nginx in the foreground
+with ``nginx.conf.template`` (beside this file) in front of them on
+``--port``. An event sent from any process (``manage.py shell``, a worker, a
+view on any of the servers) reaches every stream on every process. Ctrl-C
+stops everything, by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+EXAMPLE = HERE.parent
+TEMPLATE = HERE / "nginx.conf.template"
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"a process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listened on {HOST}:{port} within {timeout:g}s")
+
+
+def server_command(kind: str, port: int) -> list[str]:
+    app = "example_project.asgi:application"
+    if kind == "daphne":
+        return [sys.executable, "-m", "daphne", "-b", HOST, "-p", str(port), app]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--lifespan",
+        "off",
+        app,
+    ]
+
+
+def render(prefix: Path, listen: str, ports: list[int]) -> str:
+    upstreams = "\n".join(f"        server {HOST}:{port};" for port in ports)
+    text = TEMPLATE.read_text()
+    return (
+        text.replace("@PREFIX@", str(prefix))
+        .replace("@LISTEN@", listen)
+        .replace("@UPSTREAMS@", upstreams)
+    )
+
+
+def redis_reachable(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or HOST, parts.port or 6379), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--processes", type=int, default=3)
+    parser.add_argument("--server", choices=("uvicorn", "daphne"), default="uvicorn")
+    parser.add_argument("--port", type=int, default=8000, help="nginx listens here")
+    args = parser.parse_args(argv)
+
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if nginx is None:
+        print("nginx is not installed: apt-get install nginx", file=sys.stderr)
+        return 2
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    if not redis_reachable(redis_url):
+        print(f"Redis at {redis_url} does not answer: start it or set REDIS_URL", file=sys.stderr)
+        return 2
+    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(EXAMPLE.parent)}
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=EXAMPLE,
+        env=env,
+        check=True,
+    )
+
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def stop_all(*_: object) -> None:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with tempfile.TemporaryDirectory(prefix="django_sse-nginx-") as tmp:
+        try:
+            ports = []
+            for _ in range(args.processes):
+                port = free_port()
+                proc = subprocess.Popen(server_command(args.server, port), cwd=EXAMPLE, env=env)
+                procs.append(proc)
+                wait_for_port(port, proc)
+                ports.append(port)
+            conf = Path(tmp) / "nginx.conf"
+            conf.write_text(render(Path(tmp), f"{HOST}:{args.port}", ports))
+            front = subprocess.Popen([nginx, "-p", tmp, "-c", str(conf), "-g", "daemon off;"])
+            procs.append(front)
+            wait_for_port(args.port, front)
+            print(
+                f"{args.processes} {args.server} processes on ports {', '.join(map(str, ports))}, "
+                f"behind nginx at http://{HOST}:{args.port}/ (Ctrl-C to stop)",
+                flush=True,
+            )
+            front.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stop_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

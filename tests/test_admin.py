@@ -1,0 +1,148 @@
+"""Admin actions through the Django test client: notify users, broadcast objects."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.contrib.messages import get_messages
+from django.test import Client
+
+from django_sse.models import StoredEvent
+from tests.sse_client import wait_until
+from tests.testapp.models import Note, Ticket
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_db_threads")]
+
+USERS = "/admin/auth/user/"
+TICKETS = "/admin/testapp/ticket/"
+
+
+def payloads(channel: str) -> list[tuple[str, Any]]:
+    rows = StoredEvent.objects.filter(channel=channel).order_by("seq")
+    return [(row.name, json.loads(row.payload)) for row in rows]
+
+
+def staff_client(*perms: str, superuser: bool = False, username: str = "admin") -> Client:
+    User = get_user_model()
+    user = User.objects.create(username=username, is_staff=True, is_superuser=superuser)
+    for perm in perms:
+        app_label, codename = perm.split(".")
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def messages_of(response: Any) -> list[str]:
+    return [str(m) for m in get_messages(response.wsgi_request)]
+
+
+def test_send_notification_shows_a_form_then_notifies_each_selected_user() -> None:
+    client = staff_client(superuser=True)
+    ann, bob = (get_user_model().objects.create(username=n) for n in ("ann", "bob"))
+    selected = {"action": "send_notification", "_selected_action": [ann.pk, bob.pk]}
+    form = client.post(USERS, selected)
+    assert form.status_code == 200
+    assert b'name="message"' in form.content and b"goes to 2 users" in form.content
+    assert StoredEvent.objects.count() == 0
+
+    invalid = client.post(USERS, {**selected, "apply": "Send", "level": "info"})
+    assert invalid.status_code == 200 and b"This field is required" in invalid.content
+
+    done = client.post(
+        USERS,
+        {
+            **selected,
+            "apply": "Send",
+            "message": "Maintenance at 18:00",
+            "level": "warning",
+            "url": "/status/",
+        },
+        follow=True,
+    )
+    assert done.status_code == 200
+    assert "Sent a notification to 2 users." in messages_of(done)
+    expected = {"message": "Maintenance at 18:00", "level": "warning", "url": "/status/"}
+    for user in (ann, bob):
+        assert payloads(f"user:{user.pk}") == [("notification", expected)]
+
+
+def test_send_notification_needs_the_change_permission() -> None:
+    client = staff_client("auth.view_user")
+    ann = get_user_model().objects.create(username="ann")
+    page = client.get(USERS)
+    assert page.status_code == 200 and b"send_notification" not in page.content
+    client.post(
+        USERS,
+        {
+            "action": "send_notification",
+            "_selected_action": [ann.pk],
+            "apply": "Send",
+            "message": "x",
+            "level": "info",
+        },
+    )
+    assert StoredEvent.objects.filter(channel=f"user:{ann.pk}").count() == 0
+
+    allowed = staff_client("auth.view_user", "auth.change_user", username="editor")
+    assert b"send_notification" in allowed.get(USERS).content
+
+
+def test_broadcast_state_sends_each_selected_object_through_its_hooks() -> None:
+    client = staff_client("testapp.view_ticket", "testapp.change_ticket")
+    a, b = Ticket.objects.create(title="a"), Ticket.objects.create(title="b")
+    Ticket.objects.filter(pk=a.pk).update(status="closed")  # no signal, no event
+    response = client.post(
+        TICKETS, {"action": "broadcast_state", "_selected_action": [a.pk, b.pk]}, follow=True
+    )
+    assert "Broadcast 2 tickets as 2 event(s)." in messages_of(response)
+    assert payloads(f"ticket:{a.pk}")[-1] == (
+        "testapp.ticket.updated",
+        {"pk": a.pk, "title": "a", "status": "closed", "owner": None},
+    )
+    assert [name for name, _ in payloads(f"ticket:{b.pk}")] == [
+        "testapp.ticket.created",
+        "testapp.ticket.updated",
+    ]
+
+
+def test_broadcast_state_needs_the_change_permission_and_a_hook() -> None:
+    viewer = staff_client("testapp.view_ticket", "testapp.view_note", "testapp.change_note")
+    ticket = Ticket.objects.create(title="a")
+    assert b"broadcast_state" not in viewer.get(TICKETS).content
+    viewer.post(TICKETS, {"action": "broadcast_state", "_selected_action": [ticket.pk]})
+    assert len(payloads(f"ticket:{ticket.pk}")) == 1  # only "created"
+
+    note = Note.objects.create(text="unhooked")
+    response = viewer.post(
+        "/admin/testapp/note/",
+        {"action": "broadcast_state", "_selected_action": [note.pk]},
+        follow=True,
+    )
+    assert "No hooks are registered for notes: nothing was sent." in messages_of(response)
+
+
+async def test_a_staff_edit_in_the_change_form_reaches_an_open_stream_live() -> None:
+    from asgiref.sync import sync_to_async
+
+    from django_sse.hub import get_hub
+
+    def setup() -> tuple[Client, Ticket]:
+        return staff_client(superuser=True), Ticket.objects.create(title="Printer")
+
+    client, ticket = await sync_to_async(setup)()
+    sub = await get_hub().subscribe((f"ticket:{ticket.pk}",), 10)
+    response = await sync_to_async(client.post)(
+        f"{TICKETS}{ticket.pk}/change/", {"title": "Printer", "status": "fixed", "owner": ""}
+    )
+    assert response.status_code == 302
+    await wait_until(lambda: len(sub) == 1)
+    [event] = sub.drain()
+    assert b"event: testapp.ticket.updated\n" in event.wire
+    assert b'"status":"fixed"' in event.wire

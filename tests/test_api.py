@@ -1,0 +1,128 @@
+"""The REST publish endpoint: allowed, denied, invalid, and the browsable API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.test import override_settings
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from django_sse.models import StoredEvent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def client_for(username: str | None, *, publisher: bool = False) -> APIClient:
+    client = APIClient()
+    if username is not None:
+        user = get_user_model().objects.create(username=username)
+        if publisher:
+            user.user_permissions.add(
+                Permission.objects.get(
+                    content_type__app_label="django_sse", codename="publish_event"
+                )
+            )
+        client.force_authenticate(user)
+    return client
+
+
+def publish(client: APIClient, body: dict[str, Any]) -> Any:
+    return client.post(reverse("django_sse:publish"), body, format="json")
+
+
+def test_a_publisher_gets_201_with_the_stored_event() -> None:
+    response = publish(
+        client_for("ann", publisher=True), {"channel": "public", "event": "e", "data": {"n": 1}}
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    row = StoredEvent.objects.get(channel="public")
+    assert body == {"id": body["id"], "channel": "public", "event": "e", "seq": row.seq}
+    assert row.seq == 1 and row.payload == '{"n":1}' and body["id"]
+
+
+def test_str_data_is_sent_verbatim_and_data_may_be_omitted() -> None:
+    client = client_for("ann", publisher=True)
+    assert (
+        publish(client, {"channel": "public", "event": "html", "data": "<b>hi</b>"}).status_code
+        == 201
+    )
+    assert publish(client, {"channel": "public", "event": "ping"}).status_code == 201
+    assert list(StoredEvent.objects.order_by("seq").values_list("payload", flat=True)) == [
+        "<b>hi</b>",
+        "null",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("username", "publisher", "detail"),
+    [
+        (None, False, "Authentication credentials were not provided."),
+        ("bob", False, "You need the permission 'django_sse.publish_event' to publish events."),
+    ],
+)
+def test_denied_without_login_or_permission(
+    username: str | None, publisher: bool, detail: str
+) -> None:
+    response = publish(
+        client_for(username, publisher=publisher), {"channel": "public", "event": "e", "data": 1}
+    )
+    assert response.status_code == 403
+    assert response.json() == {"detail": detail}
+    assert not StoredEvent.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"channel": "bad name", "event": "e"}, "channel", "is malformed"),
+        ({"channel": "public"}, "event", "This field is required."),
+        ({"channel": "public", "event": "a\nb"}, "non_field_errors", "control character"),
+        (
+            {"channel": "public", "event": "e", "data": "x" * 70_000},
+            "non_field_errors",
+            "more than SSE_MAX_EVENT_BYTES",
+        ),
+    ],
+)
+def test_invalid_input_is_a_400_naming_the_field(
+    body: dict[str, Any], field: str, message: str
+) -> None:
+    response = publish(client_for("ann", publisher=True), body)
+    assert response.status_code == 400
+    assert message in response.json()[field][0]
+    assert not StoredEvent.objects.exists()
+
+
+def test_the_permission_classes_come_from_the_setting() -> None:
+    with override_settings(SSE_PUBLISH_PERMISSION_CLASSES=["rest_framework.permissions.AllowAny"]):
+        assert publish(client_for(None), {"channel": "public", "event": "e"}).status_code == 201
+    with override_settings(
+        SSE_PUBLISH_PERMISSION_CLASSES=["rest_framework.permissions.IsAdminUser"]
+    ):
+        assert (
+            publish(
+                client_for("ann", publisher=True), {"channel": "public", "event": "e"}
+            ).status_code
+            == 403
+        )
+
+
+def test_the_browsable_api_shows_a_form_and_publishes_from_it() -> None:
+    client = client_for("ann", publisher=True)
+    page = client.get(reverse("django_sse:publish"), HTTP_ACCEPT="text/html")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'name="channel"' in html and 'name="event"' in html and 'name="data"' in html
+    # The HTML form posts data as a JSON string.
+    response = client.post(
+        reverse("django_sse:publish"),
+        {"channel": "public", "event": "form", "data": '{"from": "form"}'},
+        HTTP_ACCEPT="text/html",
+    )
+    assert response.status_code == 201
+    assert StoredEvent.objects.get(name="form").payload == '{"from":"form"}'

@@ -1,0 +1,250 @@
+"""Model hooks: events on save and delete, sent on commit (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.db import transaction
+from django.test import override_settings
+from rest_framework import serializers
+
+from django_sse import hooks
+from django_sse.models import StoredEvent
+from tests.testapp.models import Comment, Note, Ticket
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_db_threads")]
+
+
+def sent(channel: str) -> list[tuple[str, Any]]:
+    """The events stored on ``channel``, oldest first, as (name, data)."""
+    rows = StoredEvent.objects.filter(channel=channel).order_by("seq")
+    return [(row.name, json.loads(row.payload)) for row in rows]
+
+
+@pytest.fixture
+def note_hook() -> Iterator[Callable[..., hooks.Hook]]:
+    """Register hooks on Note for one test; all are removed afterwards."""
+
+    def register(**options: Any) -> hooks.Hook:
+        options.setdefault("channels", "notes")
+        return hooks.register(Note, **options)
+
+    yield register
+    hooks.unregister(Note)
+
+
+def test_created_updated_deleted_with_default_names_and_the_listed_fields() -> None:
+    ticket = Ticket.objects.create(title="Printer")
+    ticket.status = "closed"
+    ticket.save()
+    pk = ticket.pk
+    ticket.delete()
+    fields = {"pk": pk, "title": "Printer", "owner": None}
+    assert sent(f"ticket:{pk}") == [
+        ("testapp.ticket.created", {**fields, "status": "open"}),
+        ("testapp.ticket.updated", {**fields, "status": "closed"}),
+        ("testapp.ticket.deleted", {**fields, "status": "closed"}),
+    ]
+
+
+def test_rollback_sends_nothing() -> None:
+    with pytest.raises(RuntimeError), transaction.atomic():
+        ticket = Ticket.objects.create(title="Never")
+        raise RuntimeError
+    assert sent(f"ticket:{ticket.pk}") == []
+
+
+def test_nested_atomic_blocks_send_once_after_the_outer_commit() -> None:
+    with transaction.atomic():
+        with transaction.atomic():
+            ticket = Ticket.objects.create(title="Nested")
+        with transaction.atomic():
+            ticket.status = "pending"
+            ticket.save()
+        try:
+            with transaction.atomic():
+                ticket.status = "rolled back"
+                ticket.save()
+                raise ValueError
+        except ValueError:
+            pass
+        assert StoredEvent.objects.count() == 0  # nothing before the outer commit
+    assert [(name, data["status"]) for name, data in sent(f"ticket:{ticket.pk}")] == [
+        ("testapp.ticket.created", "open"),
+        ("testapp.ticket.updated", "pending"),
+    ]
+
+
+def test_queryset_delete_sends_one_deleted_event_per_object() -> None:
+    a, b = Ticket.objects.create(title="a"), Ticket.objects.create(title="b")
+    Ticket.objects.filter(pk__in=[a.pk, b.pk]).delete()
+    for ticket in (a, b):
+        assert sent(f"ticket:{ticket.pk}")[-1] == (
+            "testapp.ticket.deleted",
+            {"pk": ticket.pk, "title": ticket.title, "status": "open", "owner": None},
+        )
+
+
+def test_decorated_payload_several_channels_and_only_the_chosen_actions() -> None:
+    ticket = Ticket.objects.create(title="t")
+    comment = Comment.objects.create(ticket=ticket, text="first")
+    comment.text = "edited"
+    comment.save()  # the hook only sends "created"
+    expected = ("testapp.comment.created", {"pk": comment.pk, "text": "first", "ticket": ticket.pk})
+    assert sent(f"ticket:{ticket.pk}")[-1] == expected
+    assert sent("comments") == [expected]
+
+
+def test_serializer_payload(note_hook: Callable[..., hooks.Hook]) -> None:
+    class NoteSerializer(serializers.ModelSerializer[Note]):
+        class Meta:
+            model = Note
+            fields = ["text", "priority"]
+
+    note_hook(serializer=NoteSerializer)
+    note = Note.objects.create(text="hello", priority=2)
+    assert sent("notes") == [
+        ("testapp.note.created", {"pk": note.pk, "text": "hello", "priority": 2})
+    ]
+
+
+def test_all_fields_by_default_and_a_callable_for_channels(
+    note_hook: Callable[..., hooks.Hook],
+) -> None:
+    note_hook(channels=lambda note: [f"notes-{note.priority}", "notes"], actions=["created"])
+    note = Note.objects.create(text="x", priority=7, extra={"a": [1]})
+    data = {"pk": note.pk, "id": note.pk, "text": "x", "priority": 7, "extra": {"a": [1]}}
+    assert sent("notes-7") == sent("notes") == [("testapp.note.created", data)]
+
+
+def test_custom_event_name_and_payload_function(note_hook: Callable[..., hooks.Hook]) -> None:
+    note_hook(event="note-{action}", payload=lambda note, action: {"action": action})
+    note = Note.objects.create(text="x")
+    pk = note.pk
+    note.delete()
+    assert sent("notes") == [
+        ("note-created", {"pk": pk, "action": "created"}),
+        ("note-deleted", {"pk": pk, "action": "deleted"}),
+    ]
+
+
+def test_a_str_payload_is_sent_verbatim(note_hook: Callable[..., hooks.Hook]) -> None:
+    @note_hook(actions=["created"])
+    def fragment(note: Note, action: str) -> str:
+        return f"<li id='note-{note.pk}'>{note.text}</li>"
+
+    note = Note.objects.create(text="x")
+    row = StoredEvent.objects.get(channel="notes")
+    assert row.payload == f"<li id='note-{note.pk}'>x</li>"
+
+
+def test_changed_only_sends_the_changed_fields_and_nothing_without_a_change(
+    note_hook: Callable[..., hooks.Hook],
+) -> None:
+    note_hook(fields=["text", "priority", "extra"], changed_only=True)
+    note = Note.objects.create(text="a", priority=1)
+    note.priority = 2
+    note.save()
+    note.save()  # no change: no event
+    loaded = Note.objects.get(pk=note.pk)
+    loaded.extra["k"] = "v"  # mutated in place still counts
+    loaded.save()
+    loaded.text, loaded.priority = "b", 3
+    loaded.save(update_fields=["priority"])  # only what was saved
+    loaded.save()  # now the text
+    assert sent("notes") == [
+        ("testapp.note.created", {"pk": note.pk, "text": "a", "priority": 1, "extra": {}}),
+        ("testapp.note.updated", {"pk": note.pk, "priority": 2}),
+        ("testapp.note.updated", {"pk": note.pk, "extra": {"k": "v"}}),
+        ("testapp.note.updated", {"pk": note.pk, "priority": 3}),
+        ("testapp.note.updated", {"pk": note.pk, "text": "b"}),
+    ]
+
+
+def test_silenced_suppresses_hooks_for_all_or_some_models() -> None:
+    with hooks.silenced():
+        quiet = Ticket.objects.create(title="quiet")
+    with hooks.silenced(Comment):
+        loud = Ticket.objects.create(title="loud")
+        Comment.objects.create(ticket=loud, text="quiet")
+
+    @hooks.silenced()
+    def bulk_import() -> Ticket:
+        return Ticket.objects.create(title="imported")
+
+    imported = bulk_import()
+    assert sent(f"ticket:{quiet.pk}") == []
+    assert sent(f"ticket:{imported.pk}") == []
+    assert [name for name, _ in sent(f"ticket:{loud.pk}")] == ["testapp.ticket.created"]
+    assert sent("comments") == []
+
+
+def test_send_for_after_update_and_bulk_create() -> None:
+    with hooks.silenced():
+        tickets = Ticket.objects.bulk_create([Ticket(title="b1"), Ticket(title="b2")])
+    created = hooks.send_for(tickets, action="created")
+    queryset = Ticket.objects.filter(pk__in=[t.pk for t in tickets])
+    queryset.update(status="closed")
+    updated = hooks.send_for(queryset)
+    assert [e.name for e in created] == ["testapp.ticket.created"] * 2
+    assert [e.name for e in updated] == ["testapp.ticket.updated"] * 2
+    for ticket in tickets:
+        assert [(n, d["status"]) for n, d in sent(f"ticket:{ticket.pk}")] == [
+            ("testapp.ticket.created", "open"),
+            ("testapp.ticket.updated", "closed"),
+        ]
+
+
+def test_unserializable_payload_raises_with_debug(note_hook: Callable[..., hooks.Hook]) -> None:
+    note_hook(payload=lambda note, action: {"bad": object()})
+    with override_settings(DEBUG=True), pytest.raises(TypeError, match="not JSON serializable"):
+        Note.objects.create(text="x")
+
+
+def test_unserializable_payload_is_logged_without_breaking_the_save(
+    note_hook: Callable[..., hooks.Hook], caplog: pytest.LogCaptureFixture
+) -> None:
+    note_hook(payload=lambda note, action: {"bad": object()})
+    with caplog.at_level(logging.ERROR, logger="django_sse"):
+        note = Note.objects.create(text="kept")
+    assert Note.objects.filter(pk=note.pk, text="kept").exists()
+    assert sent("notes") == []
+    [record] = [r for r in caplog.records if r.name == "django_sse"]
+    assert "testapp.Note" in record.getMessage() and f"pk={note.pk}" in record.getMessage()
+
+
+def test_registration_errors() -> None:
+    with pytest.raises(TypeError, match="model class"):
+        hooks.register("testapp.Note", channels="x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="actions"):
+        hooks.register(Note, channels="x", actions=["saved"])
+    with pytest.raises(TypeError, match="only one of fields, serializer"):
+        hooks.register(Note, channels="x", fields=["text"], serializer=object)
+    with pytest.raises(TypeError, match="list of names"):
+        hooks.register(Note, channels="x", fields="text")
+    assert hooks.hooks_for(Note) == []
+
+
+async def test_asave_and_adelete_send_their_events() -> None:
+    from asgiref.sync import sync_to_async
+
+    ticket = Ticket(title="async")
+    await ticket.asave()
+    pk = ticket.pk
+    await ticket.adelete()
+    names = [name for name, _ in await sync_to_async(sent)(f"ticket:{pk}")]
+    assert names == ["testapp.ticket.created", "testapp.ticket.deleted"]
+
+
+def test_channel_templates_read_any_attribute(note_hook: Callable[..., hooks.Hook]) -> None:
+    note_hook(channels=["notes:{priority}", "notes:{text}-{pk}"], fields=["text"])
+    note = Note.objects.create(text="hi", priority=5)
+    assert (
+        sent("notes:5")
+        == sent(f"notes:hi-{note.pk}")
+        == [("testapp.note.created", {"pk": note.pk, "text": "hi"})]
+    )
