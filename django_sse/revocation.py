@@ -10,6 +10,7 @@ streams of that session, deactivating a user closes all of theirs, and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -51,8 +52,14 @@ async def arevoke(user: Any, channel: str | None = None, *, session: str | None 
     await _arevoke(_user_key(user), session, channel)
 
 
+_pending: set[asyncio.Task[None]] = set()
+
+
 def revoke(user: Any, channel: str | None = None, *, session: str | None = None) -> None:
-    """Synchronous twin of :func:`arevoke`, for views, signals and the shell."""
+    """Synchronous twin of :func:`arevoke`, for views, signals and the shell.
+
+    Called on an event loop's thread (a signal sent from async code), it
+    schedules the revocation on that loop instead of blocking it."""
     from .publish import _runner
 
     key = _user_key(user)
@@ -60,7 +67,14 @@ def revoke(user: Any, channel: str | None = None, *, session: str | None = None)
     if layer is None or is_in_memory(layer):
         _local(key, session, channel)
         return
-    _runner().run(_arevoke(key, session, channel))
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        _runner().run(_arevoke(key, session, channel))
+        return
+    task = loop.create_task(_arevoke(key, session, channel))
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
 
 
 def on_logout(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:

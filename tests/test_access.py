@@ -317,3 +317,26 @@ def test_e003_access_settings(name: str, value: Any) -> None:
     with override_settings(**{name: value}):
         [message] = check_settings()
     assert message.id == "django_sse.E003" and message.obj == name
+
+
+@pytest.mark.redis
+async def test_revoke_from_async_code_goes_through_redis_without_blocking(redis_url: str) -> None:
+    layers = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [redis_url]},
+        }
+    }
+    with override_settings(CHANNEL_LAYERS=layers):
+        hub = get_hub()
+        sub = await hub.subscribe(("public",), 10)
+        assert hub.channel_name is not None  # joined the revocation group over Redis
+        sub.owner = "9"
+        try:
+            django_sse.revoke(9)  # on the loop's thread: scheduled, not awaited
+            assert not sub.closed
+            await wait_until(lambda: sub.closed, timeout=5)
+            assert sub.close_reason == "revoked"
+        finally:
+            hub.unsubscribe(sub)
+            await hub.stop()
