@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 import weakref
 from collections import deque
 from typing import Any
@@ -36,6 +37,9 @@ DEFAULT_GROUP_EXPIRY = 86400
 #: Yield to streams after this many messages in a row, so a burst does not
 #: fill queues faster than their writers can drain them.
 DISPATCH_BATCH = 64
+#: Revocations remembered for streams that were starting when they arrived;
+#: a stream starts in well under a second, so this covers bursts of logouts.
+REVOCATIONS_KEPT = 1000
 
 
 def to_message(event: Event) -> dict[str, Any]:
@@ -185,6 +189,10 @@ class Hub:
         self._started: asyncio.Future[None] | None = None
         self._rejoin = asyncio.Event()
         self.delivered = 0
+        #: Recent revocations, for streams still starting when they arrived.
+        self._revocations: deque[tuple[float, str, str | None, str | None]] = deque(
+            maxlen=REVOCATIONS_KEPT
+        )
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -297,18 +305,20 @@ class Hub:
 
     def revoke(self, user: str, session: str | None = None, channel: str | None = None) -> int:
         """Close the streams of ``user`` (of one session, or on one channel)."""
+        revocation = (time.monotonic(), user, session, channel)
+        self._revocations.append(revocation)
         closed = 0
         for sub in self._subscriptions:
-            if sub.owner != user or (session is not None and sub.session != session):
-                continue
-            if channel is not None and channel not in sub.channels:
-                continue
-            sub.close("revoked")
-            closed += 1
+            if _revokes(revocation, sub):
+                sub.close("revoked")
+                closed += 1
         return closed
 
-    def streams_of(self, user: str) -> int:
-        return sum(1 for sub in self._subscriptions if sub.owner == user and not sub.closed)
+    def revoked_since(self, sub: Subscription, since: float) -> bool:
+        """Whether a revocation for ``sub`` arrived after ``since`` (monotonic
+        time): a stream authenticated before a logout but subscribed after it
+        must not stay open."""
+        return any(r[0] >= since and _revokes(r, sub) for r in reversed(self._revocations))
 
     # -- delivery ----------------------------------------------------------
 
@@ -462,6 +472,13 @@ class Hub:
             "joined": sum(1 for g in self._groups.values() if g.joined),
             "delivered": self.delivered,
         }
+
+
+def _revokes(revocation: tuple[float, str, str | None, str | None], sub: Subscription) -> bool:
+    _, user, session, channel = revocation
+    if sub.owner != user or (session is not None and sub.session != session):
+        return False
+    return channel is None or channel in sub.channels
 
 
 def is_in_memory(layer: Any) -> bool:

@@ -6,6 +6,7 @@ kind of request, so they refuse and accept exactly the same requests."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,8 @@ class Accepted:
     slot: limits.Slot | None = None
     #: Seconds until the stream must close, and the reason it then gives.
     lifetime: tuple[float, str] | None = None
+    #: ``time.monotonic()`` before authentication: revocations after it apply.
+    accepted_at: float | None = None
 
     def stream(self) -> AsyncIterator[bytes]:
         from .stream import event_stream
@@ -61,6 +64,7 @@ class Accepted:
             session=identity.session_key if identity else None,
             lifetime=self.lifetime,
             slot=self.slot,
+            accepted_at=self.accepted_at,
         )
 
 
@@ -107,11 +111,18 @@ async def accept(request: HttpRequest) -> Accepted:
     for the view; the fast path sets its own)."""
     from .stream import authorize, parse_channels
 
+    started = time.monotonic()
     check_origin(request)
     requested = parse_channels(request.GET.getlist("channel"))
     identity = await identify(request, requested)
     channels = await authorize(identity.user, requested)
     slot = limits.reserve(identity.user)
     return Accepted(
-        channels, identity.user, last_event_id(request), identity, slot, lifetime(identity)
+        channels,
+        identity.user,
+        last_event_id(request),
+        identity,
+        slot,
+        lifetime(identity),
+        started,
     )

@@ -221,13 +221,15 @@ async def event_stream(
     session: str | None = None,
     lifetime: tuple[float, str] | None = None,
     slot: Any = None,
+    accepted_at: float | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the wire bytes of a stream on ``channels`` until the client goes.
 
     The first chunk (``retry:`` and a comment) is yielded as soon as the
     subscription is in place, so the response head reaches the client at once.
     ``owner`` and ``session`` let revocation find the stream; ``lifetime`` is
-    ``(seconds, reason)`` after which it closes; ``slot`` is released at the end.
+    ``(seconds, reason)`` after which it closes; ``slot`` is released at the end;
+    a revocation since ``accepted_at`` (``time.monotonic()``) closes it at once.
     """
     user = user if user is not None else AnonymousUser()
     hub = get_hub()
@@ -240,6 +242,8 @@ async def event_stream(
             slot.release()
         raise
     sub.owner, sub.session = owner, session
+    if owner is not None and accepted_at is not None and hub.revoked_since(sub, accepted_at):
+        sub.close("revoked")
     if lifetime is not None:
         sub.deadline = hub.loop.time() + lifetime[0]
         sub.deadline_reason = lifetime[1]

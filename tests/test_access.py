@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -252,6 +253,33 @@ async def test_revoke_closes_matching_local_streams() -> None:
     assert not subs[3].closed
     for sub in subs:
         hub.unsubscribe(sub)
+
+
+async def test_a_stream_revoked_while_starting_closes_at_once() -> None:
+    from django_sse.stream import event_stream
+
+    hub = get_hub()
+    authenticated = time.monotonic()  # authenticated, then the user logs out...
+    hub.revoke("5", session="s")
+    # ...before the stream subscribed: it opens, says why, and ends.
+    chunks = [
+        c
+        async for c in event_stream(("public",), owner="5", session="s", accepted_at=authenticated)
+    ]
+    body = b"".join(chunks)
+    assert b": connected" in body and b"event: stream-closed" in body
+    assert b'"reason":"revoked","reconnect":false' in body
+    # A revocation before authentication, or of another session, does not apply.
+    later = time.monotonic()
+    stream = event_stream(("public",), owner="5", session="s", accepted_at=later)
+    await anext(stream)
+    other = event_stream(("public",), owner="5", session="t", accepted_at=authenticated)
+    await anext(other)
+    subs = [s for s in hub._subscriptions if s.owner == "5"]
+    assert len(subs) == 2 and not any(s.closed for s in subs)
+    await stream.aclose()
+    await other.aclose()
+    assert hub.subscribers("public") == 0
 
 
 def test_revoke_needs_a_user() -> None:
