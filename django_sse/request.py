@@ -73,14 +73,15 @@ def last_event_id(request: HttpRequest) -> str | None:
 
 
 def check_origin(request: HttpRequest) -> None:
-    origin = request.headers.get("Origin")
-    if origin is None or cors.allowed(origin):
-        return
+    """Refuse a ``Host`` outside ``ALLOWED_HOSTS`` (400; the fast path runs no
+    middleware that would) and a foreign ``Origin`` (403)."""
     try:
         host = request.get_host()
     except DisallowedHost:
-        raise ChannelError(400, "invalid Host header") from None
-    cors.check_origin(origin, request.scheme or "http", host)
+        raise ChannelError(400, "invalid Host header (ALLOWED_HOSTS)") from None
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        cors.check_origin(origin, request.scheme or "http", host)
 
 
 async def identify(request: HttpRequest, channels: tuple[str, ...]) -> auth.Identity:

@@ -207,3 +207,14 @@ async def test_resume_id_shape_cannot_smuggle_other_channels(
                     pass
             assert all(SECRET not in e.data for e in stream.events)
             assert json.dumps(SECRET) not in " ".join(e.data for e in stream.events)
+
+
+async def test_a_host_outside_allowed_hosts_is_refused(server: Server) -> None:
+    async with httpx.AsyncClient(timeout=15.0) as client:
+        status, body = await status_of(
+            client, f"{server.url}/sse/?channel=public", Host="evil.test"
+        )
+    assert status == 400
+    if server.env["SSE_TEST_DOOR"] == "fast":
+        # The view's 400 is Django's (CommonMiddleware); the fast path says why itself.
+        assert body == b"invalid Host header (ALLOWED_HOSTS)\n"
