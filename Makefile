@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv demo test test-fast lint docs bench scale-out clean
+.PHONY: help venv demo test test-fast lint docs bench scale-out screenshots clean
 
 help:
 	@echo "make demo   - venv, install, migrate, serve the example at http://$(HOST):$(PORT)"
@@ -32,7 +32,7 @@ demo: $(STAMP)
 
 # The whole suite on SQLite, then the database-facing tests again on PostgreSQL
 # (127.0.0.1:5432; they skip with the reason when it is absent).
-PG_TESTS := tests/test_publish.py tests/test_channels.py tests/test_view.py tests/test_store.py tests/test_resume.py tests/test_connections.py tests/test_hooks.py tests/test_notify.py tests/test_admin.py tests/test_api.py tests/test_access.py
+PG_TESTS := tests/test_publish.py tests/test_channels.py tests/test_view.py tests/test_store.py tests/test_resume.py tests/test_connections.py tests/test_hooks.py tests/test_notify.py tests/test_admin.py tests/test_api.py tests/test_templatetags.py tests/test_access.py
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -48,6 +48,10 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/fanout.py
+
+# Refresh the docs' screenshots of the example (taken by its browser tests).
+screenshots: $(STAMP)
+	SSE_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/test_example_browser.py
 
 # Several example processes behind nginx, sharing Redis (REDIS_URL, default :6379).
 scale-out: $(STAMP)

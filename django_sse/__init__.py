@@ -35,10 +35,10 @@ _LAZY = {
     "current_position": "position",
     "acurrent_position": "position",
     "user_channel": "channels",
-    "revoke": "revocation",
-    "arevoke": "revocation",
     "notify": "notifications",
     "anotify": "notifications",
+    "revoke": "revocation",
+    "arevoke": "revocation",
 }
 _MODULES = ("channels", "hooks")
 

@@ -83,17 +83,12 @@ def _prepare(request: ASGIRequest) -> None:
         request.auser = anonymous  # type: ignore[attr-defined]
 
 
-def _encode(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(name.lower().encode(), value.encode("latin-1")) for name, value in headers.items()]
-
-
-async def _error(send: Send, status: int, reason: str, extra: dict[str, str]) -> None:
+async def _error(send: Send, status: int, reason: str) -> None:
     body = (reason + "\n").encode()
     headers = [
         (b"content-type", ERROR_CONTENT_TYPE.encode()),
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"),
-        *_encode(extra),
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -112,21 +107,29 @@ async def _pump(chunks: AsyncIterator[bytes], send: Send) -> None:
 
 async def serve(scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one stream request, from the first byte to the client's going."""
-    from . import cors
     from .channels import ChannelError
+    from .cors import response_headers
     from .request import accept
+    from .stream import event_stream
 
     request = ASGIRequest(scope, io.BytesIO())
     _prepare(request)
-    cors_headers = cors.response_headers(request.headers.get("Origin"))
     try:
         accepted = await accept(request)
     except ChannelError as exc:
-        await _error(send, exc.status, exc.reason, cors_headers)
+        await _error(send, exc.status, exc.reason)
         return
-    headers = _HEADERS + _encode(cors_headers)
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    chunks = accepted.stream()
+    cors_headers = [
+        (name.lower().encode(), value.encode())
+        for name, value in response_headers(request.headers.get("Origin")).items()
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": _HEADERS + cors_headers})
+    chunks = event_stream(
+        accepted.channels,
+        last_event_id=accepted.last_event_id,
+        identity=accepted.identity,
+        slot=accepted.slot,
+    )
     del request, accepted
     pump = asyncio.ensure_future(_pump(chunks, send))
     gone = asyncio.ensure_future(_until_disconnect(receive))

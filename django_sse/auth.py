@@ -1,25 +1,28 @@
-"""Who is asking: the classes of ``SSE_AUTHENTICATION_CLASSES``, tried in order.
+"""Who is reading: the Django session, Django REST framework classes, or a token.
 
-A class is either :class:`SessionAuthentication` (the Django session, the
-default) or any Django REST framework authentication class (``TokenAuthentication``,
-``BasicAuthentication``, a JWT class...). DRF classes are sync: they run on the
-store threads with a DRF ``Request`` wrapping the request. The first class
-that returns a user wins; none means anonymous. Both doors call
-:func:`authenticate` with a plain ``HttpRequest``, so no middleware is needed.
+``SSE_AUTHENTICATION_CLASSES`` lists the classes tried in order; the first that
+names a user wins, else the reader is anonymous. A ``?token=`` from the token
+endpoint is checked before them and names its own user. Whatever the way in,
+the same channel checks follow (``stream.authorize``).
+
+:func:`authenticate` takes a Django ``HttpRequest`` because REST framework's
+classes need one; a door without Django's middleware builds an ``ASGIRequest``
+from its scope, and :class:`SessionAuthentication` loads the session itself.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from functools import cache
+from importlib import import_module
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.utils import timezone
+from django.http import HttpRequest
 from django.utils.module_loading import import_string
 
-from . import dbthreads
+from . import dbthreads, tokens
 from .channels import ChannelError
 from .conf import conf
 
@@ -28,76 +31,118 @@ SESSION = "django_sse.auth.SessionAuthentication"
 
 @dataclass(frozen=True)
 class Identity:
-    """An authenticated (or anonymous) requester and how it was recognised."""
+    """The reader of a stream, and what its access hangs on."""
 
     user: Any
-    #: Dotted path of the class that authenticated, ``"token"``, or ``None``.
-    via: str | None = None
-    #: Set when the session authenticated: streams close when it expires.
-    session_expires: datetime | None = None
+    #: ``"session"``, ``"token"``, or the name of the REST framework class.
+    via: str = "anonymous"
     session_key: str | None = None
+    #: Epoch seconds at which the session expires and the stream closes.
+    expires_at: float | None = None
+    #: The channels a token allows (``None``: not a token).
+    token_channels: tuple[str, ...] | None = None
+
+    @property
+    def owner(self) -> str | None:
+        """The key streams of this user are counted and revoked by."""
+        return str(self.user.pk) if self.user.is_authenticated else None
+
+
+ANONYMOUS = Identity(AnonymousUser())
 
 
 class SessionAuthentication:
-    """The Django session cookie, as ``AuthenticationMiddleware`` reads it."""
+    """The Django session cookie (``SessionMiddleware`` and ``AuthenticationMiddleware``)."""
 
-    async def aauthenticate(self, request: Any) -> tuple[Any, None] | None:
-        auser = getattr(request, "auser", None)
-        if auser is None:
+    async def aauthenticate(self, request: HttpRequest) -> Identity | None:
+        from django.contrib.auth import aget_user
+
+        session = getattr(request, "session", None)
+        if session is None:
+            engine = import_module(settings.SESSION_ENGINE)
+            session = engine.SessionStore(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
+            request.session = session
+        if not session.session_key:
+            return None  # no cookie: no query
+        user = await request.auser() if hasattr(request, "auser") else await aget_user(request)
+        if not user.is_authenticated:
             return None
-        user = await auser()
-        return (user, None) if user.is_authenticated else None
+        expiry = await session.aget_expiry_age()
+        return Identity(user, "session", session.session_key, time.time() + expiry)
 
 
-@cache
-def _load(path: str) -> type:
-    cls: type = import_string(path)
-    return cls
-
-
-def _drf_authenticate(authenticator: Any, request: Any) -> tuple[Any, Any] | None:
-    from rest_framework.exceptions import APIException
+def _drf_request(request: HttpRequest, authenticator: Any) -> Any:
     from rest_framework.request import Request
 
+    return Request(request, authenticators=[authenticator])
+
+
+def _drf_authenticate(authenticator: Any, request: HttpRequest) -> Any:
+    from rest_framework import exceptions
+
+    if not hasattr(request, "user") and hasattr(request, "session"):
+        # A door without AuthenticationMiddleware: REST framework's
+        # SessionAuthentication reads ``request.user``. This is a worker thread.
+        from django.contrib.auth import get_user
+
+        request.user = get_user(request)  # type: ignore[arg-type]
     try:
-        result: tuple[Any, Any] | None = authenticator.authenticate(Request(request))
-    except APIException as exc:
+        return authenticator.authenticate(_drf_request(request, authenticator))
+    except exceptions.APIException as exc:
+        # Any refusal is a 403 here: the stream's errors are 400/403/404/429.
         raise ChannelError(403, f"authentication failed: {exc.detail}") from None
-    return result
 
 
-async def authenticate(request: Any) -> Identity:
-    """The :class:`Identity` of ``request``; ``ChannelError(403)`` for bad credentials."""
+def _drf_session(authenticator: Any, request: HttpRequest) -> str | None:
+    """The session behind REST framework's SessionAuthentication, so logout finds it."""
+    from rest_framework.authentication import SessionAuthentication as DRFSession
+
+    if isinstance(authenticator, DRFSession):
+        return getattr(getattr(request, "session", None), "session_key", None)
+    return None
+
+
+async def authenticate_classes(request: HttpRequest) -> Identity:
+    """Try ``SSE_AUTHENTICATION_CLASSES`` in order; anonymous if none names a user."""
     for path in conf.SSE_AUTHENTICATION_CLASSES:
-        authenticator = _load(path)()
+        authenticator = import_string(path)()
         if hasattr(authenticator, "aauthenticate"):
-            result = await authenticator.aauthenticate(request)
-        else:
-            result = await dbthreads.run(_drf_authenticate, authenticator, request, retry=False)
-        if result is None:
+            found = await authenticator.aauthenticate(request)
+            if found is not None:
+                return found  # type: ignore[no-any-return]
             continue
-        user = result[0]
-        if isinstance(authenticator, SessionAuthentication):
-            expires = await session_expiry(request.session)
-            return Identity(user, path, expires, request.session.session_key)
-        return Identity(user, path)
-    return Identity(AnonymousUser())
+        result = await dbthreads.run(_drf_authenticate, authenticator, request)
+        if result is not None and result[0] is not None and result[0].is_authenticated:
+            return Identity(
+                result[0], type(authenticator).__name__, _drf_session(authenticator, request)
+            )
+    return ANONYMOUS
 
 
-def _stored_expiry(session: Any) -> datetime | None:
-    model = session.get_model_class()
-    row = model.objects.filter(session_key=session.session_key).values("expire_date").first()
-    return row["expire_date"] if row else None
+def _token_user(pk: str) -> Any:
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    try:
+        return User._default_manager.get(pk=pk)
+    except (User.DoesNotExist, ValueError):
+        return None
 
 
-async def session_expiry(session: Any) -> datetime:
-    """When ``session`` expires: the database row's expiry (``db`` and ``cached_db``
-    engines), else its own expiry if set, else ``SESSION_COOKIE_AGE`` from now."""
-    if hasattr(session, "get_model_class") and session.session_key:
-        stored = await dbthreads.run(_stored_expiry, session)
-        if stored is not None:
-            return stored
-    if await session.aget("_session_expiry") is not None:
-        expires: datetime = await session.aget_expiry_date()
-        return expires
-    return timezone.now() + timedelta(seconds=session.get_session_cookie_age())
+async def authenticate(request: HttpRequest, requested: tuple[str, ...] = ()) -> Identity:
+    """The reader of a stream request, or ``ChannelError`` (403).
+
+    With ``?token=``, the token names the user and its channels; a request that
+    is also authenticated otherwise must be the same user."""
+    token = request.GET.get("token")
+    if token is None:
+        return await authenticate_classes(request)
+    grant = tokens.verify(token, requested)
+    other = await authenticate_classes(request)
+    if other.owner is not None and other.owner != grant.user_pk:
+        raise tokens.TokenError("token was issued to another user")
+    user = await dbthreads.run(_token_user, grant.user_pk)
+    if user is None or not user.is_active:
+        raise tokens.TokenError("token user no longer exists or is inactive")
+    await tokens.consume(grant)
+    return Identity(user, "token", token_channels=grant.channels)

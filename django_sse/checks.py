@@ -159,80 +159,23 @@ def check_fast_path(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
     ]
 
 
-@register(Tags.security)
-def check_access(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    from django.utils.module_loading import import_string
-
-    if check_settings():
-        return []  # E003 already says what is wrong
-    messages: list[CheckMessage] = []
-    for path in conf.SSE_AUTHENTICATION_CLASSES:
-        try:
-            cls = import_string(path)
-        except ImportError as exc:
-            error = str(exc)
-        else:
-            has = hasattr(cls, "aauthenticate") or hasattr(cls, "authenticate")
-            error = "" if has else "it has neither authenticate() nor aauthenticate()"
-        if error:
-            messages.append(
-                Error(
-                    f"SSE_AUTHENTICATION_CLASSES entry {path!r} cannot authenticate: {error}",
-                    hint="Use 'django_sse.auth.SessionAuthentication' or a Django REST "
-                    "framework authentication class (pip install djangorestframework).",
-                    obj="SSE_AUTHENTICATION_CLASSES",
-                    id="django_sse.E010",
-                )
-            )
-    for origin in conf.SSE_CORS_ALLOWED_ORIGINS:
-        if not is_origin(origin):
-            messages.append(
-                Error(
-                    f"SSE_CORS_ALLOWED_ORIGINS entry {origin!r} is not an origin: browsers "
-                    "send 'scheme://host[:port]', with no path, and it never matches.",
-                    hint="List exact origins such as 'https://app.example.com'; '*' and "
-                    "'null' are never allowed with credentials.",
-                    obj="SSE_CORS_ALLOWED_ORIGINS",
-                    id="django_sse.E011",
-                )
-            )
-    return messages
-
-
-def is_origin(value: str) -> bool:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(value)
-    return (
-        parts.scheme in ("http", "https")
-        and bool(parts.netloc)
-        and value == f"{parts.scheme}://{parts.netloc}"
-        and "@" not in parts.netloc
-    )
-
-
 @register(Tags.compatibility)
 def check_publish_permissions(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     from importlib.util import find_spec
 
-    from django.utils.module_loading import import_string
-
     if find_spec("rest_framework") is None or check_settings():
         return []  # no endpoint, or E003 already says what is wrong
     messages: list[CheckMessage] = []
-    for path in conf.SSE_PUBLISH_PERMISSION_CLASSES:
-        try:
-            import_string(path)
-        except ImportError as exc:
-            messages.append(
-                Error(
-                    f"SSE_PUBLISH_PERMISSION_CLASSES: {path!r} cannot be imported: {exc}",
-                    hint="List Django REST framework permission classes by dotted path, such "
-                    "as 'rest_framework.permissions.IsAuthenticated'.",
-                    obj="SSE_PUBLISH_PERMISSION_CLASSES",
-                    id="django_sse.E020",
-                )
+    for path, exc in _unimportable(conf.SSE_PUBLISH_PERMISSION_CLASSES):
+        messages.append(
+            Error(
+                f"SSE_PUBLISH_PERMISSION_CLASSES: {path!r} cannot be imported: {exc}",
+                hint="List Django REST framework permission classes by dotted path, such "
+                "as 'rest_framework.permissions.IsAuthenticated'.",
+                obj="SSE_PUBLISH_PERMISSION_CLASSES",
+                id="django_sse.E020",
             )
+        )
     return messages
 
 
@@ -295,4 +238,47 @@ def check_hooks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                         id="django_sse.W020",
                     )
                 )
+    return messages
+
+
+def _unimportable(paths: tuple[str, ...]) -> list[tuple[str, ImportError]]:
+    """The dotted paths that cannot be imported, with the error of each."""
+    from django.utils.module_loading import import_string
+
+    failed = []
+    for path in paths:
+        try:
+            import_string(path)
+        except ImportError as exc:
+            failed.append((path, exc))
+    return failed
+
+
+@register(Tags.security)
+def check_access(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+
+    from .cors import ORIGIN_RE
+
+    if check_settings():
+        return []  # E003 already says what is wrong
+    messages: list[CheckMessage] = []
+    for path, exc in _unimportable(conf.SSE_AUTHENTICATION_CLASSES):
+        messages.append(
+            Error(
+                f"SSE_AUTHENTICATION_CLASSES names {path!r}, which cannot be imported: {exc}",
+                hint="Use 'django_sse.auth.SessionAuthentication' or a Django REST framework "
+                "authentication class (pip install djangorestframework).",
+                id="django_sse.E010",
+            )
+        )
+    for origin in conf.SSE_CORS_ALLOWED_ORIGINS:
+        if not ORIGIN_RE.fullmatch(origin):
+            messages.append(
+                Error(
+                    f"SSE_CORS_ALLOWED_ORIGINS holds {origin!r}, which is not an origin.",
+                    hint="List each origin as scheme://host[:port], with no path and no '*': "
+                    "a wildcard cannot be used with credentials.",
+                    id="django_sse.E011",
+                )
+            )
     return messages

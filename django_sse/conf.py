@@ -70,6 +70,48 @@ SETTINGS: tuple[Setting, ...] = (
         nullable=True,
     ),
     Setting(
+        "SSE_AUTHENTICATION_CLASSES",
+        ("django_sse.auth.SessionAuthentication",),
+        tuple,
+        None,
+        "Dotted paths of the classes that authenticate a stream, tried in order: "
+        "``django_sse.auth.SessionAuthentication`` (the Django session) or any Django "
+        "REST framework authentication class.",
+    ),
+    Setting(
+        "SSE_TOKEN_MAX_AGE",
+        60.0,
+        float,
+        1,
+        "Seconds a stream token from the ``token/`` endpoint may be used to start a stream.",
+    ),
+    Setting(
+        "SSE_MAX_STREAMS_PER_USER",
+        None,
+        int,
+        1,
+        "Most streams one authenticated user may hold open in one server process; "
+        "more is a 429. None: no limit.",
+        nullable=True,
+    ),
+    Setting(
+        "SSE_MAX_STREAM_AGE",
+        None,
+        float,
+        1,
+        "Seconds after which a stream is closed (less up to 10% of random jitter) so "
+        "that its client reconnects and resumes. None: streams stay open.",
+        nullable=True,
+    ),
+    Setting(
+        "SSE_CORS_ALLOWED_ORIGINS",
+        (),
+        tuple,
+        None,
+        "Origins (``https://app.example.com``) whose pages may open streams and fetch "
+        "tokens cross-origin, with credentials.",
+    ),
+    Setting(
         "SSE_HISTORY_MAX_EVENTS",
         1000,
         int,
@@ -108,48 +150,6 @@ SETTINGS: tuple[Setting, ...] = (
         "keeping one database connection.",
     ),
     Setting(
-        "SSE_AUTHENTICATION_CLASSES",
-        ("django_sse.auth.SessionAuthentication",),
-        tuple,
-        None,
-        "Dotted paths of the classes that authenticate a stream request, tried in "
-        "order: the Django session, or any Django REST framework authentication class.",
-    ),
-    Setting(
-        "SSE_TOKEN_MAX_AGE",
-        60.0,
-        float,
-        1,
-        "Seconds a stream token from the token endpoint may be used to start a stream.",
-    ),
-    Setting(
-        "SSE_MAX_STREAMS_PER_USER",
-        None,
-        int,
-        1,
-        "Most streams one authenticated user may hold open in one server process; "
-        "more is a 429. None for no limit.",
-        nullable=True,
-    ),
-    Setting(
-        "SSE_MAX_STREAM_AGE",
-        None,
-        float,
-        1,
-        "Seconds after which an open stream is closed (at a random point in the last "
-        "tenth), so clients reconnect and resume and load balancers rebalance. None "
-        "keeps streams open.",
-        nullable=True,
-    ),
-    Setting(
-        "SSE_CORS_ALLOWED_ORIGINS",
-        (),
-        tuple,
-        None,
-        "Origins (``https://app.example.com``) whose pages may open streams across "
-        "origins, with credentials.",
-    ),
-    Setting(
         "SSE_PUBLISH_PERMISSION_CLASSES",
         (
             "rest_framework.permissions.IsAuthenticated",
@@ -176,7 +176,7 @@ def setting_error(s: Setting, value: Any) -> str | None:
     if s.kind is tuple:
         if isinstance(value, list | tuple) and all(isinstance(v, str) and v for v in value):
             return None
-        return f"{s.name} must be a list of non-empty strings, got {value!r}"
+        return f"{s.name} must be a list of strings, got {value!r}"
     if s.kind is str:
         if isinstance(value, str) and value:
             return None
@@ -224,26 +224,6 @@ class Settings:
         return str(value) if value else None
 
     @property
-    def SSE_HISTORY_MAX_EVENTS(self) -> int:
-        return int(self._get("SSE_HISTORY_MAX_EVENTS"))
-
-    @property
-    def SSE_HISTORY_MAX_AGE(self) -> float:
-        return float(self._get("SSE_HISTORY_MAX_AGE"))
-
-    @property
-    def SSE_HISTORY_POLL(self) -> float:
-        return float(self._get("SSE_HISTORY_POLL"))
-
-    @property
-    def SSE_HISTORY_PRUNE_INTERVAL(self) -> float:
-        return float(self._get("SSE_HISTORY_PRUNE_INTERVAL"))
-
-    @property
-    def SSE_STORE_THREADS(self) -> int:
-        return int(self._get("SSE_STORE_THREADS"))
-
-    @property
     def SSE_AUTHENTICATION_CLASSES(self) -> tuple[str, ...]:
         return tuple(self._get("SSE_AUTHENTICATION_CLASSES"))
 
@@ -264,6 +244,26 @@ class Settings:
     @property
     def SSE_CORS_ALLOWED_ORIGINS(self) -> tuple[str, ...]:
         return tuple(self._get("SSE_CORS_ALLOWED_ORIGINS"))
+
+    @property
+    def SSE_HISTORY_MAX_EVENTS(self) -> int:
+        return int(self._get("SSE_HISTORY_MAX_EVENTS"))
+
+    @property
+    def SSE_HISTORY_MAX_AGE(self) -> float:
+        return float(self._get("SSE_HISTORY_MAX_AGE"))
+
+    @property
+    def SSE_HISTORY_POLL(self) -> float:
+        return float(self._get("SSE_HISTORY_POLL"))
+
+    @property
+    def SSE_HISTORY_PRUNE_INTERVAL(self) -> float:
+        return float(self._get("SSE_HISTORY_PRUNE_INTERVAL"))
+
+    @property
+    def SSE_STORE_THREADS(self) -> int:
+        return int(self._get("SSE_STORE_THREADS"))
 
     @property
     def SSE_PUBLISH_PERMISSION_CLASSES(self) -> tuple[str, ...]:

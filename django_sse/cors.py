@@ -1,76 +1,83 @@
-"""Cross-origin streams: an allowlist of origins, matched on ``Origin`` only.
+"""Cross-origin access to the stream and token endpoints.
 
-A page on another origin opens ``new EventSource(url, {withCredentials: true})``;
-the browser sends its ``Origin`` and reads the stream only if the response names
-that origin in ``Access-Control-Allow-Origin`` with credentials allowed. A
-reconnecting ``EventSource`` sends ``Last-Event-ID``, which is CORS-safe only
-for short, plain values; otherwise the browser sends a preflight ``OPTIONS``
-first, answered by :func:`preflight`. ``Referer`` is never consulted, ``*`` is
-never sent, and an ``Origin`` that is neither this site nor allowed is refused
-before anything else happens, so another site's page cannot even start a
-stream with the user's cookies.
+Only origins listed in ``SSE_CORS_ALLOWED_ORIGINS`` get CORS headers, matched
+exactly on the ``Origin`` header (never ``Referer``), and the allowed origin is
+echoed back: never ``*``, which browsers refuse with credentials anyway.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from urllib.parse import urlsplit
 
-from .channels import ChannelError
 from .conf import conf
 
-#: Request headers a cross-origin stream may send (besides CORS-safe ones).
-ALLOWED_HEADERS = ("Last-Event-ID", "Authorization", "Cache-Control")
-PREFLIGHT_MAX_AGE = 600
+#: scheme://host[:port], nothing after.
+ORIGIN_RE = re.compile(
+    r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
+)
+#: Request headers a cross-origin stream or token client may send.
+ALLOWED_HEADERS = ("last-event-id", "authorization", "x-csrftoken", "content-type")
+PREFLIGHT_MAX_AGE = "600"
 
 
-def allowed(origin: str | None) -> bool:
-    # Exact, case-sensitive match of the serialized origin; "null" (sandboxed
-    # frames, file: pages) is an origin anyone can claim, so it never matches.
-    return bool(origin) and origin != "null" and origin in conf.SSE_CORS_ALLOWED_ORIGINS
+def normalize(origin: str) -> str:
+    return origin.strip().rstrip("/").lower()
 
 
-def same_origin(origin: str, scheme: str, host: str) -> bool:
-    parts = urlsplit(origin)
-    return parts.scheme == scheme and parts.netloc.lower() == host.lower()
+def is_allowed(origin: str | None) -> bool:
+    if not origin:
+        return False
+    allowed = {normalize(o) for o in conf.SSE_CORS_ALLOWED_ORIGINS}
+    return normalize(origin) in allowed
 
 
-def check_origin(origin: str | None, scheme: str, host: str) -> None:
-    """Refuse (403) a request from a page neither on this site nor allowed."""
-    if origin is None or allowed(origin) or same_origin(origin, scheme, host):
-        return
-    raise ChannelError(
-        403, f"origin {origin[:200]!r} may not open streams (SSE_CORS_ALLOWED_ORIGINS)"
-    )
+def origin_error(origin: str | None, own_origin: str) -> str | None:
+    """Why a request from ``origin`` is refused, or ``None``.
+
+    No ``Origin`` (a same-origin GET, curl, a native client) and our own origin
+    pass; any other origin must be in the allowlist."""
+    if not origin or normalize(origin) == normalize(own_origin) or is_allowed(origin):
+        return None
+    return f"origin {origin[:100]!r} is not allowed (SSE_CORS_ALLOWED_ORIGINS)"
 
 
 def response_headers(origin: str | None) -> dict[str, str]:
-    """The CORS headers of a stream response (or error) to a page of ``origin``."""
-    if not allowed(origin):
-        return {}
-    assert origin is not None
-    return {
-        "Access-Control-Allow-Origin": origin,
-        "Access-Control-Allow-Credentials": "true",
-        "Vary": "Origin",
-    }
+    """CORS headers for an actual (non-preflight) response."""
+    headers = {"Vary": "Origin"}
+    if origin and is_allowed(origin):
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Allow-Credentials"] = "true"
+    return headers
 
 
-def preflight(headers: Mapping[str, str]) -> tuple[int, dict[str, str], str]:
-    """Answer a preflight ``OPTIONS``: status, headers and a one-line reason."""
-    origin = headers.get("Origin")
-    if not allowed(origin):
-        return 403, {}, "origin not allowed to open streams (SSE_CORS_ALLOWED_ORIGINS)"
-    method = headers.get("Access-Control-Request-Method", "")
-    if method != "GET":
-        return 403, {}, f"method {method[:20]!r} not allowed: streams are GET only"
-    requested = headers.get("Access-Control-Request-Headers", "")
-    permitted = {h.lower() for h in ALLOWED_HEADERS}
-    for name in filter(None, (h.strip().lower() for h in requested.split(","))):
-        if name not in permitted:
-            return 403, {}, f"request header {name[:50]!r} not allowed on streams"
-    result = response_headers(origin)
-    result["Access-Control-Allow-Methods"] = "GET"
-    result["Access-Control-Allow-Headers"] = ", ".join(ALLOWED_HEADERS)
-    result["Access-Control-Max-Age"] = str(PREFLIGHT_MAX_AGE)
-    return 204, result, ""
+def preflight(
+    origin: str | None, request_headers: Mapping[str, str], methods: str
+) -> tuple[int, dict[str, str], str]:
+    """Answer an ``OPTIONS`` preflight: status, headers, and a one-line body."""
+    if not origin or not is_allowed(origin):
+        return (
+            403,
+            {"Vary": "Origin"},
+            f"origin {str(origin)[:100]!r} is not allowed (SSE_CORS_ALLOWED_ORIGINS)",
+        )
+    method = request_headers.get("Access-Control-Request-Method", "")
+    if method and method not in methods.split(", "):
+        return 403, {"Vary": "Origin"}, f"method {method[:20]!r} is not allowed"
+    asked = [
+        h.strip().lower()
+        for h in request_headers.get("Access-Control-Request-Headers", "").split(",")
+        if h.strip()
+    ]
+    refused = [h for h in asked if h not in ALLOWED_HEADERS]
+    if refused:
+        return 403, {"Vary": "Origin"}, f"header {refused[0][:40]!r} is not allowed"
+    headers = response_headers(origin)
+    headers.update(
+        {
+            "Access-Control-Allow-Methods": methods,
+            "Access-Control-Allow-Headers": ", ".join(ALLOWED_HEADERS),
+            "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
+        }
+    )
+    return 204, headers, ""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import time
 import weakref
 from collections import deque
 from typing import Any
@@ -26,9 +25,10 @@ from .names import group_name
 logger = logging.getLogger("django_sse")
 
 MESSAGE_TYPE = "sse.event"
-#: Revocations go to one group every hub joins; "sse-" never starts a channel's group.
+#: Revocations reach every process's hub through this group (see revocation.py).
 REVOKE_TYPE = "sse.revoke"
-REVOKE_GROUP = "sse-revoke"
+# Channel names start with a letter or digit, so no channel's group is this.
+CONTROL_GROUP = "sse._control"
 #: Seconds between retries while the layer fails, doubling up to the maximum.
 BACKOFF_INITIAL = 0.1
 BACKOFF_MAX = 5.0
@@ -37,9 +37,6 @@ DEFAULT_GROUP_EXPIRY = 86400
 #: Yield to streams after this many messages in a row, so a burst does not
 #: fill queues faster than their writers can drain them.
 DISPATCH_BATCH = 64
-#: Revocations remembered for streams that were starting when they arrived;
-#: a stream starts in well under a second, so this covers bursts of logouts.
-REVOCATIONS_KEPT = 1000
 
 
 def to_message(event: Event) -> dict[str, Any]:
@@ -73,14 +70,13 @@ class Subscription:
         "channels",
         "close_reason",
         "deadline",
-        "deadline_reason",
         "keepalive",
         "keepalive_due",
         "last_write",
         "maxsize",
         "owner",
         "positions",
-        "session",
+        "session_key",
     )
 
     def __init__(
@@ -101,12 +97,12 @@ class Subscription:
         self.last_write = loop.time()
         #: The stream's position per stored channel, read by the catch-up poll.
         self.positions: dict[str, int] | None = None
-        #: Whose stream it is (user pk) and the session that opened it, for revocation.
+        #: Who reads the stream (a user pk as text) and through which session,
+        #: so that a revocation finds it.
         self.owner: str | None = None
-        self.session: str | None = None
-        #: Loop time at which the stream is closed with ``deadline_reason``.
-        self.deadline: float | None = None
-        self.deadline_reason = "expired"
+        self.session_key: str | None = None
+        #: Loop time at which the stream is closed (session expiry, maximum age).
+        self.deadline: tuple[float, str] | None = None
 
     @property
     def closed(self) -> bool:
@@ -146,9 +142,9 @@ class Subscription:
         self.keepalive_due = False
 
     def check_keepalive(self, now: float) -> None:
-        if self.deadline is not None and now >= self.deadline:
-            self.close(self.deadline_reason)
-        elif now - self.last_write >= self.keepalive:
+        if self.deadline is not None and now >= self.deadline[0]:
+            self.close(self.deadline[1])
+        if now - self.last_write >= self.keepalive:
             self.keepalive_due = True
             self._wake()
 
@@ -189,10 +185,6 @@ class Hub:
         self._started: asyncio.Future[None] | None = None
         self._rejoin = asyncio.Event()
         self.delivered = 0
-        #: Recent revocations, for streams still starting when they arrived.
-        self._revocations: deque[tuple[float, str, str | None, str | None]] = deque(
-            maxlen=REVOCATIONS_KEPT
-        )
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -204,23 +196,22 @@ class Hub:
                 self._spawn(self._catch_up_loop())
                 if self.layer is not None and not is_in_memory(self.layer):
                     self.channel_name = await self.layer.new_channel("sse.hub.")
+                    try:
+                        await self.layer.group_add(CONTROL_GROUP, self.channel_name)
+                    except Exception:
+                        # Streams still open; the maintenance loop joins later.
+                        logger.warning(
+                            "Channel layer error joining the control group", exc_info=True
+                        )
+                        self._rejoin.set()
                     self._spawn(self._receive_loop())
                     self._spawn(self._maintain_loop())
-                    await self._join_revocations()
                 self._started.set_result(None)
             except BaseException as exc:
                 self._started.set_exception(exc)
                 self._started = None
                 raise
         await asyncio.shield(self._started)
-
-    async def _join_revocations(self) -> None:
-        try:
-            await self.layer.group_add(REVOKE_GROUP, self.channel_name)
-        except Exception:
-            # Streams still open while the layer is down; the maintenance loop retries.
-            logger.warning("Channel layer error joining the revocation group", exc_info=True)
-            self._rejoin.set()
 
     def _spawn(self, coro: Any) -> None:
         # An empty context: the hub outlives the request that happened to start
@@ -240,10 +231,18 @@ class Hub:
     # -- subscriptions -----------------------------------------------------
 
     async def subscribe(
-        self, channels: tuple[str, ...] | list[str], maxsize: int, keepalive: float = 15.0
+        self,
+        channels: tuple[str, ...] | list[str],
+        maxsize: int,
+        keepalive: float = 15.0,
+        *,
+        owner: str | None = None,
+        session_key: str | None = None,
     ) -> Subscription:
         await self.start()
         sub = Subscription(tuple(channels), maxsize, self.loop, keepalive)
+        sub.owner = owner
+        sub.session_key = session_key
         self._subscriptions.add(sub)
         try:
             for channel in sub.channels:
@@ -303,23 +302,6 @@ class Hub:
             elif self._groups.get(channel) is group:
                 del self._groups[channel]
 
-    def revoke(self, user: str, session: str | None = None, channel: str | None = None) -> int:
-        """Close the streams of ``user`` (of one session, or on one channel)."""
-        revocation = (time.monotonic(), user, session, channel)
-        self._revocations.append(revocation)
-        closed = 0
-        for sub in self._subscriptions:
-            if _revokes(revocation, sub):
-                sub.close("revoked")
-                closed += 1
-        return closed
-
-    def revoked_since(self, sub: Subscription, since: float) -> bool:
-        """Whether a revocation for ``sub`` arrived after ``since`` (monotonic
-        time): a stream authenticated before a logout but subscribed after it
-        must not stay open."""
-        return any(r[0] >= since and _revokes(r, sub) for r in reversed(self._revocations))
-
     # -- delivery ----------------------------------------------------------
 
     def dispatch(self, event: Event) -> None:
@@ -333,6 +315,27 @@ class Hub:
         for sub in group.members:
             sub.deliver(event)
         self.delivered += 1
+
+    def revoke(self, owner: str, channel: str | None = None, session: str | None = None) -> int:
+        """Close the streams of ``owner`` (on ``channel``, or of ``session``, if given)."""
+        closed = 0
+        for sub in self._subscriptions:
+            if sub.owner != owner or sub.closed:
+                continue
+            if channel is not None and channel not in sub.channels:
+                continue
+            if session is not None and sub.session_key != session:
+                continue
+            sub.close("revoked")
+            closed += 1
+        return closed
+
+    def handle_control(self, message: dict[str, Any]) -> None:
+        if message.get("type") == REVOKE_TYPE:
+            self.revoke(str(message["owner"]), message.get("channel"), message.get("session"))
+
+    def streams_of(self, owner: str) -> int:
+        return sum(1 for s in self._subscriptions if s.owner == owner and not s.closed)
 
     async def _receive_loop(self) -> None:
         backoff = BACKOFF_INITIAL
@@ -349,13 +352,16 @@ class Hub:
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = BACKOFF_INITIAL
-            try:
-                if message.get("type") == MESSAGE_TYPE:
+            if message.get("type") == MESSAGE_TYPE:
+                try:
                     self.dispatch(from_message(message))
-                elif message.get("type") == REVOKE_TYPE:
-                    self.revoke(message["user"], message.get("session"), message.get("channel"))
-            except (KeyError, TypeError):
-                logger.warning("Ignoring a malformed hub message: %r", message)
+                except (KeyError, TypeError):
+                    logger.warning("Ignoring a malformed hub message: %r", message)
+            elif message.get("type") == REVOKE_TYPE:
+                try:
+                    self.handle_control(message)
+                except (KeyError, TypeError):
+                    logger.warning("Ignoring a malformed hub message: %r", message)
             count += 1
             if count % DISPATCH_BATCH == 0:
                 await asyncio.sleep(0)
@@ -436,11 +442,11 @@ class Hub:
             self._rejoin.clear()
             failed = False
             try:
-                await self.layer.group_add(REVOKE_GROUP, self.channel_name)
+                await self.layer.group_add(CONTROL_GROUP, self.channel_name)
             except Exception:
                 failed = True
-                logger.warning("Channel layer error re-joining the revocation group", exc_info=True)
-            for channel, group in list(self._groups.items()) if not failed else ():
+                logger.warning("Channel layer error re-joining the control group", exc_info=True)
+            for channel, group in [] if failed else list(self._groups.items()):
                 if not group.members:
                     continue
                 try:
@@ -474,13 +480,6 @@ class Hub:
         }
 
 
-def _revokes(revocation: tuple[float, str, str | None, str | None], sub: Subscription) -> bool:
-    _, user, session, channel = revocation
-    if sub.owner != user or (session is not None and sub.session != session):
-        return False
-    return channel is None or channel in sub.channels
-
-
 def is_in_memory(layer: Any) -> bool:
     from channels.layers import InMemoryChannelLayer
 
@@ -503,17 +502,26 @@ def local_hubs() -> list[Hub]:
     return list(_hubs.values())
 
 
+def control_locally(message: dict[str, Any]) -> None:
+    """Hand a control message to every hub of this process, from any thread."""
+    _call_hubs(Hub.handle_control, message)
+
+
 def deliver_locally(event: Event) -> None:
     """Hand ``event`` to every hub of this process, from any thread.
 
     Used with ``InMemoryChannelLayer``, which is single-process anyway and whose
     ``group_send`` drops messages silently past its capacity."""
+    _call_hubs(Hub.dispatch, event)
+
+
+def _call_hubs(method: Any, arg: Any) -> None:
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
         running = None
     for hub in local_hubs():
         if hub.loop is running:
-            hub.dispatch(event)
+            method(hub, arg)
         elif not hub.loop.is_closed():
-            hub.loop.call_soon_threadsafe(hub.dispatch, event)
+            hub.loop.call_soon_threadsafe(method, hub, arg)

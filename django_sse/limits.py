@@ -1,72 +1,74 @@
-"""Per-user stream limits and stream age, checked before a stream starts.
+"""Limits on streams: open streams per user, and the age at which a stream closes.
 
-``SSE_MAX_STREAMS_PER_USER`` is counted per server process: each process
-knows its own open streams without asking anyone, so the check costs nothing,
-and with N processes behind a load balancer a user can hold up to N times the
-limit. Anonymous streams are not counted (they have no user to count by);
-refuse them with channel policies instead.
+Counted per server process: the count lives in memory, so with N processes a
+user may hold up to N times ``SSE_MAX_STREAMS_PER_USER`` streams in all.
 """
 
 from __future__ import annotations
 
 import random
-import weakref
-from typing import Any
+import threading
 
 from .channels import ChannelError
 from .conf import conf
 
-#: A stream is closed between this fraction of ``SSE_MAX_STREAM_AGE`` and all of
-#: it, so streams opened together do not all reconnect together.
+#: A stream closes between 90% and 100% of ``SSE_MAX_STREAM_AGE``, so streams
+#: opened together do not all reconnect at once.
 AGE_JITTER = 0.1
 
-_open: dict[str, weakref.WeakSet[Slot]] = {}
+_lock = threading.Lock()
+_open: dict[str, int] = {}
 
 
-class Slot:
-    """One open (or opening) stream of a user, held until :meth:`release`.
+class StreamSlot:
+    """One open stream counted against its user; released exactly once."""
 
-    Taken in the same step as the check, so requests racing each other cannot
-    all pass; dropped with the stream, or when garbage-collected if the door
-    never started it."""
-
-    __slots__ = ("__weakref__", "owner")
+    __slots__ = ("_released", "owner")
 
     def __init__(self, owner: str) -> None:
         self.owner = owner
-        _open.setdefault(owner, weakref.WeakSet()).add(self)
+        self._released = False
 
     def release(self) -> None:
-        slots = _open.get(self.owner)
-        if slots is not None:
-            slots.discard(self)
-            if not slots:
+        with _lock:
+            if self._released:
+                return
+            self._released = True
+            left = _open.get(self.owner, 1) - 1
+            if left > 0:
+                _open[self.owner] = left
+            else:
                 _open.pop(self.owner, None)
+
+    # A response that is never iterated never runs the stream's ``finally``.
+    __del__ = release
+
+
+def acquire(owner: str | None) -> StreamSlot | None:
+    """Count a new stream of ``owner``, or raise a 429 ``ChannelError``."""
+    limit = conf.SSE_MAX_STREAMS_PER_USER
+    if limit is None or owner is None:
+        return None
+    with _lock:
+        count = _open.get(owner, 0)
+        if count >= limit:
+            raise ChannelError(
+                429,
+                f"too many open streams: at most {limit} per user in one server process "
+                "(SSE_MAX_STREAMS_PER_USER)",
+            )
+        _open[owner] = count + 1
+    return StreamSlot(owner)
 
 
 def open_streams(owner: str) -> int:
-    slots = _open.get(owner)
-    return len(slots) if slots else 0
+    with _lock:
+        return _open.get(owner, 0)
 
 
-def reserve(user: Any) -> Slot | None:
-    """A slot for a new stream of ``user``, or ``ChannelError(429)``."""
-    if not getattr(user, "is_authenticated", False) or user.pk is None:
-        return None
-    owner = str(user.pk)
-    limit = conf.SSE_MAX_STREAMS_PER_USER
-    if limit is not None and open_streams(owner) >= limit:
-        raise ChannelError(
-            429,
-            f"too many open streams: you have {open_streams(owner)} open in this server "
-            f"process, at most {limit} (SSE_MAX_STREAMS_PER_USER); close one first",
-        )
-    return Slot(owner)
-
-
-def stream_age() -> float | None:
-    """Seconds this new stream may stay open, jittered, or ``None``."""
+def max_age() -> float | None:
+    """Seconds this stream may stay open, jittered, or ``None``."""
     age = conf.SSE_MAX_STREAM_AGE
     if age is None:
         return None
-    return age * random.uniform(1 - AGE_JITTER, 1.0)
+    return age * (1 - AGE_JITTER * random.random())

@@ -44,11 +44,10 @@ class StoredEvent(models.Model):
         return f"{self.channel}#{self.seq} {self.name}"
 
 
-class UsedStreamToken(models.Model):
-    """A stream token that has started a stream, so it cannot start another.
+class StreamToken(models.Model):
+    """A stream token that has been used, kept until it expires so it is used once.
 
-    Kept until the token expires; any process checks it here, so a token is
-    used once across every server process."""
+    A database row, so that every server process sees it, on any deployment."""
 
     nonce = models.CharField(max_length=32, primary_key=True)
     expires = models.DateTimeField(db_index=True)
@@ -57,4 +56,4 @@ class UsedStreamToken(models.Model):
         verbose_name = "used stream token"
 
     def __str__(self) -> str:
-        return f"token used until {self.expires:%Y-%m-%d %H:%M:%S}"
+        return f"used token until {self.expires:%Y-%m-%d %H:%M:%S}"

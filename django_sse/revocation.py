@@ -1,97 +1,92 @@
 """Close open streams when access changes, in every server process.
 
-A revocation is a message to the hubs' revocation group on the channel layer
-(``RedisPubSubChannelLayer``: every process; ``InMemoryChannelLayer``: this
-one). Each hub closes its matching streams with a ``stream-closed`` event whose
-data is ``{"reason": "revoked", "reconnect": false}``. Logging out closes the
-streams of that session, deactivating a user closes all of theirs, and
-:func:`revoke` is there for permission changes the application knows about.
+A revocation is a message to a channel-layer group that every process's hub
+joins (``hub.CONTROL_GROUP``); each hub closes the matching streams with a
+``stream-closed`` event ``{"reason": "revoked", "reconnect": false}``. Sent on
+logout (the streams of that session), when a user is saved inactive, and by
+:func:`revoke` when the application changes a permission.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from channels.layers import get_channel_layer
+from django.db import DEFAULT_DB_ALIAS, transaction
 
-from .hub import REVOKE_GROUP, REVOKE_TYPE, is_in_memory, local_hubs
-
-logger = logging.getLogger("django_sse")
+from .hub import CONTROL_GROUP, REVOKE_TYPE, control_locally, is_in_memory
 
 
-def _user_key(user: Any) -> str:
+def _message(user: Any, channel: str | None, session: str | None) -> dict[str, Any]:
     pk = getattr(user, "pk", user)
     if pk is None:
-        raise ValueError("revoke() needs a saved user or a user pk")
-    return str(pk)
+        raise ValueError("revoke() needs a saved user or its primary key")
+    message: dict[str, Any] = {"type": REVOKE_TYPE, "owner": str(pk)}
+    if channel is not None:
+        message["channel"] = channel
+    if session is not None:
+        message["session"] = session
+    return message
 
 
-def _local(user: str, session: str | None, channel: str | None) -> None:
-    for hub in local_hubs():
-        if not hub.loop.is_closed():
-            hub.loop.call_soon_threadsafe(hub.revoke, user, session, channel)
-
-
-async def _arevoke(user: str, session: str | None, channel: str | None) -> None:
+async def _send(message: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None or is_in_memory(layer):
-        _local(user, session, channel)
+        control_locally(message)
         return
-    message = {"type": REVOKE_TYPE, "user": user, "session": session, "channel": channel}
-    await layer.group_send(REVOKE_GROUP, message)
+    await layer.group_send(CONTROL_GROUP, message)
 
 
 async def arevoke(user: Any, channel: str | None = None, *, session: str | None = None) -> None:
-    """Close the open streams of ``user`` (a user or a pk), in every process.
-
-    With ``channel``, only the streams that include that channel; with
-    ``session`` (a session key), only the streams that session opened.
-    A closed client that reconnects is checked again, as any new stream."""
-    await _arevoke(_user_key(user), session, channel)
+    """Close ``user``'s open streams (those on ``channel`` if given), everywhere, now."""
+    await _send(_message(user, channel, session))
 
 
-_pending: set[asyncio.Task[None]] = set()
+def revoke(
+    user: Any, channel: str | None = None, *, session: str | None = None, using: str | None = None
+) -> None:
+    """Close ``user``'s open streams (those on ``channel`` if given), in every process.
+
+    ``user`` is a user or its primary key. Call it after taking a permission
+    away: the closed streams do not reconnect, and a new stream is checked
+    again. Inside ``transaction.atomic()`` it is sent when the transaction
+    commits, so a reconnecting client never sees the old permission."""
+    message = _message(user, channel, session)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError("revoke() was called from async code; use 'await arevoke(...)'")
+    alias = using or DEFAULT_DB_ALIAS
+    if transaction.get_connection(alias).in_atomic_block:
+        transaction.on_commit(lambda: _send_sync(message), using=alias, robust=True)
+    else:
+        _send_sync(message)
 
 
-def revoke(user: Any, channel: str | None = None, *, session: str | None = None) -> None:
-    """Synchronous twin of :func:`arevoke`, for views, signals and the shell.
-
-    Called on an event loop's thread (a signal sent from async code), it
-    schedules the revocation on that loop instead of blocking it."""
-    from .publish import _runner
-
-    key = _user_key(user)
+def _send_sync(message: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None or is_in_memory(layer):
-        _local(key, session, channel)
+        control_locally(message)
         return
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        _runner().run(_arevoke(key, session, channel))
-        return
-    task = loop.create_task(_arevoke(key, session, channel))
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)
+    from .publish import _runner
+
+    _runner().run(_send(message))
 
 
-def on_logout(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
+def on_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    """``user_logged_out``: close the streams of the session being ended."""
     if user is None or getattr(user, "pk", None) is None:
         return
     session = getattr(request, "session", None)
-    try:
-        revoke(user, session=getattr(session, "session_key", None))
-    except Exception:
-        # Logging out must not fail because the channel layer is down.
-        logger.warning("Could not revoke the streams of a user logging out", exc_info=True)
+    key = getattr(session, "session_key", None)
+    if key:
+        revoke(user, session=key)
 
 
 def on_user_saved(sender: Any, instance: Any, created: bool = False, **kwargs: Any) -> None:
-    if created or getattr(instance, "is_active", True):
-        return
-    try:
+    """``post_save`` of the user model: a deactivated user's streams close."""
+    if not created and getattr(instance, "is_active", True) is False:
         revoke(instance)
-    except Exception:
-        logger.warning("Could not revoke the streams of a deactivated user", exc_info=True)

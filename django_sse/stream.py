@@ -14,12 +14,15 @@ never gets an event and later misses an older one of the same channel.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
 
+from . import limits
 from . import store as history
+from .auth import Identity
 from .channels import ChannelError, call_user_code, registry
 from .conf import conf
 from .dbthreads import release_connections
@@ -35,10 +38,12 @@ KEEPALIVE = comment("keepalive")
 STREAM_CLOSED = "stream-closed"
 STREAM_RESET = "stream-reset"
 SNAPSHOT = "snapshot"
-#: Close reasons after which the client should not reconnect on its own.
-FINAL_REASONS = frozenset({"revoked"})
 #: Longer ``Last-Event-ID`` values are not ours: treated as unknown.
 MAX_LAST_EVENT_ID = 256
+#: Close reasons after which the client must not reconnect: access is gone.
+FINAL_REASONS = frozenset({"revoked"})
+SESSION_EXPIRED = "session expired"
+MAX_AGE = "max age"
 
 
 def parse_channels(raw: Iterable[str]) -> tuple[str, ...]:
@@ -212,41 +217,51 @@ async def _snapshots(channels: tuple[str, ...], user: Any, cursor: Cursor | None
     return b"".join(out)
 
 
+def _deadline(identity: Identity | None, now: float) -> tuple[float, str] | None:
+    """Loop time and reason at which the stream closes, if it must."""
+    found: list[tuple[float, str]] = []
+    age = limits.max_age()
+    if age is not None:
+        found.append((now + age, MAX_AGE))
+    if identity is not None and identity.expires_at is not None:
+        found.append((now + identity.expires_at - time.time(), SESSION_EXPIRED))
+    return min(found) if found else None
+
+
 async def event_stream(
     channels: tuple[str, ...],
     *,
     last_event_id: str | None = None,
     user: Any = None,
-    owner: str | None = None,
-    session: str | None = None,
-    lifetime: tuple[float, str] | None = None,
-    slot: Any = None,
-    accepted_at: float | None = None,
+    identity: Identity | None = None,
+    slot: limits.StreamSlot | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the wire bytes of a stream on ``channels`` until the client goes.
 
     The first chunk (``retry:`` and a comment) is yielded as soon as the
     subscription is in place, so the response head reaches the client at once.
-    ``owner`` and ``session`` let revocation find the stream; ``lifetime`` is
-    ``(seconds, reason)`` after which it closes; ``slot`` is released at the end;
-    a revocation since ``accepted_at`` (``time.monotonic()``) closes it at once.
+    ``identity`` lets revocation find the stream and closes it when its session
+    expires; ``slot`` (from ``limits.acquire``) is released when it ends.
     """
+    if identity is not None:
+        user = identity.user
     user = user if user is not None else AnonymousUser()
     hub = get_hub()
     store = history.get_store()
     stored = tuple(sorted(c for c in channels if store and registry.is_stored(c)))
     try:
-        sub = await hub.subscribe(channels, conf.SSE_QUEUE_SIZE, conf.SSE_KEEPALIVE)
+        sub = await hub.subscribe(
+            channels,
+            conf.SSE_QUEUE_SIZE,
+            conf.SSE_KEEPALIVE,
+            owner=identity.owner if identity else None,
+            session_key=identity.session_key if identity else None,
+        )
     except BaseException:
         if slot is not None:
             slot.release()
         raise
-    sub.owner, sub.session = owner, session
-    if owner is not None and accepted_at is not None and hub.revoked_since(sub, accepted_at):
-        sub.close("revoked")
-    if lifetime is not None:
-        sub.deadline = hub.loop.time() + lifetime[0]
-        sub.deadline_reason = lifetime[1]
+    sub.deadline = _deadline(identity, hub.loop.time())
     try:
         cursor: Cursor | None = None
         reset: str | None = None
@@ -259,7 +274,10 @@ async def event_stream(
         state = StreamState(sub, cursor)
         first = retry(conf.SSE_RETRY_MS) + comment("connected")
         if reset:
-            first += control(STREAM_RESET, {"reason": reset}, None)
+            # With the current position as its id: the client's next reconnect
+            # resumes from here (the header wins over a stale ?lastEventId=).
+            here = cursor.id.decode() if cursor else None
+            first += control(STREAM_RESET, {"reason": reset}, here)
         if reset or not last_event_id:
             first += await _snapshots(channels, user, cursor)
         yield first
@@ -293,6 +311,6 @@ async def _live(state: StreamState) -> AsyncIterator[bytes]:
             yield KEEPALIVE
         if reason is not None:
             last = state.last_id.decode() if state.last_id else None
-            closing = {"reason": reason, "reconnect": reason not in FINAL_REASONS}
-            yield control(STREAM_CLOSED, closing, last)
+            reconnect = reason not in FINAL_REASONS
+            yield control(STREAM_CLOSED, {"reason": reason, "reconnect": reconnect}, last)
             return

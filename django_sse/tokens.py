@@ -1,93 +1,98 @@
 """Signed stream tokens, for clients that cannot send a cookie or a header.
 
-``EventSource`` cannot set headers, and a page on another origin may not be
-able to send the session cookie. The token endpoint (``django_sse:token``)
-gives an authenticated user a short-lived token bound to that user, a set of
-channels and an expiry; the stream accepts it once as ``?token=``. Tokens are
-signed with ``SECRET_KEY`` (``django.core.signing``), so nothing is stored
-when one is issued; a used one is recorded in the database
-(:class:`~django_sse.models.UsedStreamToken`) until it expires, which every
-server process sees.
+``EventSource`` on another origin, or a native client, asks the ``token/``
+endpoint for a token and opens ``?token=...``. A token is signed with
+``SECRET_KEY`` (``django.core.signing``), names the user, the channels and an
+expiry, and is usable once: its nonce is recorded in the database
+(``StreamToken``) when a stream starts with it, so every process sees the use.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core import signing
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 
 from . import dbthreads
 from .channels import ChannelError
 from .conf import conf
 
-SALT = "django_sse.tokens"
+SALT = "django_sse.stream-token"
+#: Longer query values are not ours: refused before any work.
+MAX_TOKEN_LENGTH = 2048
+
+
+class TokenError(ChannelError):
+    """A token that cannot start a stream: always a 403 saying why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(403, reason)
 
 
 @dataclass(frozen=True)
-class StreamToken:
+class Grant:
+    """What a verified token allows."""
+
     user_pk: str
     channels: tuple[str, ...]
-    expires: float  # Unix time
     nonce: str
+    expires: float
 
 
-def issue(user: Any, channels: Iterable[str], max_age: float | None = None) -> tuple[str, float]:
-    """A token for ``user`` to stream ``channels``, and its expiry (Unix time)."""
-    expires = time.time() + (conf.SSE_TOKEN_MAX_AGE if max_age is None else max_age)
-    payload = {
-        "u": str(user.pk),
-        "c": sorted(set(channels)),
-        "e": round(expires, 3),
-        "n": secrets.token_urlsafe(16),
-    }
-    return signing.dumps(payload, salt=SALT, compress=True), expires
+def issue(user: Any, channels: tuple[str, ...]) -> tuple[str, datetime]:
+    """A new token for ``user`` on ``channels``, and when it expires."""
+    expires = time.time() + conf.SSE_TOKEN_MAX_AGE
+    payload = {"u": str(user.pk), "c": list(channels), "n": secrets.token_urlsafe(16), "e": expires}
+    return signing.dumps(payload, salt=SALT), datetime.fromtimestamp(expires, UTC)
 
 
-def _forbidden(reason: str) -> ChannelError:
-    return ChannelError(403, reason)
+def verify(token: str, requested: tuple[str, ...]) -> Grant:
+    """Check signature, expiry and channels; raise ``TokenError`` saying which failed.
 
-
-def verify(token: str, channels: Iterable[str]) -> StreamToken:
-    """The token's content, if it is genuine, unexpired and covers ``channels``."""
+    ``requested`` empty means the token's own channels. Use is not recorded:
+    call :func:`consume` once the stream is otherwise allowed."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise TokenError("invalid token: tampered or malformed")
     try:
-        payload = signing.loads(token, salt=SALT)
-        found = StreamToken(
-            str(payload["u"]), tuple(payload["c"]), float(payload["e"]), str(payload["n"])
-        )
+        data = signing.loads(token, salt=SALT)
+        grant = Grant(str(data["u"]), tuple(data["c"]), str(data["n"]), float(data["e"]))
     except (signing.BadSignature, KeyError, TypeError, ValueError):
-        raise _forbidden("invalid stream token (tampered with, or not one of ours)") from None
-    if found.expires <= time.time():
-        raise _forbidden("stream token expired: request a new one")
-    for name in channels:
-        if name not in found.channels:
-            raise _forbidden(f"stream token is not valid for channel {name!r}")
-    return found
+        raise TokenError("invalid token: tampered or malformed") from None
+    if time.time() >= grant.expires:
+        raise TokenError("token expired: request a new one from the token endpoint")
+    for name in requested:
+        if name not in grant.channels:
+            raise TokenError(f"token is not valid for channel {name[:100]!r}")
+    return grant
 
 
-def _redeem(token: StreamToken) -> Any:
-    from .models import UsedStreamToken
+def _record_use(grant: Grant) -> bool:
+    from .models import StreamToken
 
-    user = get_user_model()._default_manager.filter(pk=token.user_pk).first()
-    if user is None or not user.is_active:
-        raise _forbidden("the user of this stream token is not active")
-    now = datetime.now(UTC)
-    UsedStreamToken.objects.filter(expires__lt=now).delete()
+    expires = datetime.fromtimestamp(grant.expires, UTC)
     try:
-        UsedStreamToken.objects.create(
-            nonce=token.nonce, expires=datetime.fromtimestamp(token.expires, UTC)
-        )
+        with transaction.atomic():
+            StreamToken.objects.create(nonce=grant.nonce, expires=expires)
     except IntegrityError:
-        raise _forbidden("stream token already used: request a new one") from None
-    return user
+        return False
+    prune()
+    return True
 
 
-async def redeem(token: StreamToken) -> Any:
-    """Mark ``token`` used and return its user; ``ChannelError(403)`` if used before."""
-    return await dbthreads.run(_redeem, token, retry=False)
+async def consume(grant: Grant) -> None:
+    """Record that ``grant`` was used; raise ``TokenError`` if it already was."""
+    if not await dbthreads.run(_record_use, grant, retry=False):
+        raise TokenError("token already used: request a new one for each stream")
+
+
+def prune() -> int:
+    """Forget used tokens that have expired (they can no longer be replayed)."""
+    from .models import StreamToken
+
+    deleted, _ = StreamToken.objects.filter(expires__lt=datetime.now(UTC)).delete()
+    return deleted

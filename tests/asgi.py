@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
@@ -21,3 +22,5 @@ application: Any = (
     if os.environ.get("SSE_TEST_DOOR") == "view"
     else fast_path(django_application)
 )
+# Static files too, so that browser tests load the bundled JS helper.
+application = ASGIStaticFilesHandler(application)

@@ -23,7 +23,6 @@ from tests.servers import (
     RedisServer,
     Server,
     base_env,
-    memory_server,
     migrate,
     private_redis,
     running_server,
@@ -96,7 +95,13 @@ def server(request: pytest.FixtureRequest, server_db: str) -> Iterator[Server]:
     """A real daphne or uvicorn process on the in-memory layer, serving streams
     through the fast path or through Django's view."""
     kind, door = request.param
-    with memory_server(kind, door, server_db) as srv:
+    with running_server(
+        kind,
+        SSE_TEST_DB=server_db,
+        SSE_TEST_LAYER="memory",
+        SSE_KEEPALIVE="0.5",
+        SSE_TEST_DOOR=door,
+    ) as srv:
         yield srv
 
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,12 +102,10 @@ def spawn_server(
     cwd: Path = ROOT,
 ) -> subprocess.Popen[bytes]:
     """Start a server, wait until it listens, and return its process."""
-    command = server_command(kind, port, app)
-    if env.get("SSE_TEST_ACCESS_LOG"):
-        # uvicorn then logs every request through ``logging`` (tests/settings.py).
-        command = [arg for arg in command if arg != "--no-access-log"]
     with log.open("ab") as out:
-        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            server_command(kind, port, app), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         wait_for_port(port, proc, START_TIMEOUT)
     except Exception:
@@ -136,19 +134,6 @@ def running_server(kind: str, **env: str) -> Iterator[Server]:
     finally:
         stop(server.proc)
         log.unlink(missing_ok=True)
-
-
-def memory_server(kind: str, door: str, db: str, **env: str) -> AbstractContextManager[Server]:
-    """A ``kind`` server on the in-memory layer and the SQLite file ``db``,
-    serving streams through ``door`` (``fast`` or ``view``)."""
-    return running_server(
-        kind,
-        SSE_TEST_DB=db,
-        SSE_TEST_LAYER="memory",
-        SSE_KEEPALIVE="0.5",
-        SSE_TEST_DOOR=door,
-        **env,
-    )
 
 
 def migrate(db_path: str) -> None:

@@ -3,8 +3,8 @@
 Server processes read their layer and database from the environment:
 ``SSE_TEST_LAYER`` (``memory`` or ``redis``), ``REDIS_URL``, ``SSE_TEST_DB``
 (an SQLite file shared with the test process), ``SSE_KEEPALIVE``,
-``SSE_HISTORY_POLL``, ``SSE_QUEUE_SIZE``, ``SSE_MAX_STREAMS_PER_USER`` and
-``SSE_MAX_STREAM_AGE``.
+``SSE_HISTORY_POLL``, ``SSE_QUEUE_SIZE``, ``SSE_MAX_STREAMS_PER_USER``,
+``SSE_MAX_STREAM_AGE``, ``SSE_TOKEN_MAX_AGE`` and ``SESSION_COOKIE_AGE``.
 """
 
 from __future__ import annotations
@@ -90,40 +90,29 @@ if os.environ.get("SSE_TEST_LAYER") == "redis":
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-if os.environ.get("SSE_KEEPALIVE"):
-    SSE_KEEPALIVE = float(os.environ["SSE_KEEPALIVE"])
-if os.environ.get("SSE_HISTORY_POLL"):
-    SSE_HISTORY_POLL = float(os.environ["SSE_HISTORY_POLL"])
-if os.environ.get("SSE_QUEUE_SIZE"):
-    SSE_QUEUE_SIZE = int(os.environ["SSE_QUEUE_SIZE"])
-if os.environ.get("SSE_MAX_STREAMS_PER_USER"):
-    SSE_MAX_STREAMS_PER_USER = int(os.environ["SSE_MAX_STREAMS_PER_USER"])
-if os.environ.get("SSE_MAX_STREAM_AGE"):
-    SSE_MAX_STREAM_AGE = float(os.environ["SSE_MAX_STREAM_AGE"])
+# Numeric settings a server process takes from its environment.
+_FROM_ENV: dict[str, type] = {
+    "SSE_KEEPALIVE": float,
+    "SSE_HISTORY_POLL": float,
+    "SSE_QUEUE_SIZE": int,
+    "SSE_MAX_STREAMS_PER_USER": int,
+    "SSE_MAX_STREAM_AGE": float,
+    "SSE_TOKEN_MAX_AGE": float,
+    "SESSION_COOKIE_AGE": int,
+}
+for _name, _kind in _FROM_ENV.items():
+    if os.environ.get(_name):
+        globals()[_name] = _kind(os.environ[_name])
 
 SSE_AUTHENTICATION_CLASSES = [
     "django_sse.auth.SessionAuthentication",
     "rest_framework.authentication.TokenAuthentication",
 ]
-#: A foreign origin allowed to open streams; every other one is refused.
-#: ``SSE_TEST_CORS_ORIGINS`` (comma-separated) adds more, for browser tests.
-SSE_CORS_ALLOWED_ORIGINS = ["https://app.example.test"] + [
-    o for o in os.environ.get("SSE_TEST_CORS_ORIGINS", "").split(",") if o
-]
+SSE_CORS_ALLOWED_ORIGINS = ["http://allowed.example", *os.environ.get("SSE_TEST_CORS", "").split()]
 
-LOGGING: dict[str, Any] = {
+LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django_sse": {"handlers": ["console"], "level": "INFO"}},
 }
-
-if os.environ.get("SSE_TEST_ACCESS_LOG"):
-    # The recipe of docs/security.rst: uvicorn's access log without stream tokens.
-    LOGGING["filters"] = {"sse_tokens": {"()": "django_sse.logs.RedactStreamTokens"}}
-    LOGGING["handlers"]["access"] = {"class": "logging.StreamHandler", "filters": ["sse_tokens"]}
-    LOGGING["loggers"]["uvicorn.access"] = {
-        "handlers": ["access"],
-        "level": "INFO",
-        "propagate": False,
-    }

@@ -8,29 +8,17 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.browser import TIMEOUT, chromium, requires_chromium, screenshot
 from tests.servers import ROOT, free_port, spawn_server, stop
 
-CHROMIUM = "/usr/bin/chromium"
 EXAMPLE = ROOT / "example_project"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
-playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
-pytestmark = [
-    pytest.mark.server,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM), reason=f"Chromium is not installed at {CHROMIUM}"
-    ),
-]
+pytest.importorskip("playwright.async_api", reason="playwright is not installed")
+pytestmark = [pytest.mark.server, requires_chromium]
 
 
 @pytest.fixture(scope="module")
@@ -62,27 +50,154 @@ def example_url() -> Iterator[str]:
             stop(proc)
 
 
+async def logged_in(
+    browser: Any, base: str, username: str, path: str, *, streaming: bool = True
+) -> Any:
+    """A page of a new browser context, logged in as ``username`` and on ``path``
+    (with its stream open, unless ``streaming`` is false: the admin has none)."""
+    page = await (await browser.new_context(viewport={"width": 1000, "height": 640})).new_page()
+    await page.goto(f"{base}/accounts/login/?next={path}")
+    await page.fill("#id_username", username)
+    await page.fill("#id_password", username)
+    await page.click("form[action='/accounts/login/'] button[type=submit]")
+    await page.wait_for_url(f"{base}{path}", timeout=TIMEOUT)
+    if streaming:
+        await live(page)
+    return page
+
+
+async def live(page: Any) -> None:
+    await page.wait_for_selector("html[data-sse-state='open']", timeout=TIMEOUT)
+
+
+async def ticket_pk(page: Any, title: str) -> int:
+    href = await page.get_attribute(f"a.title:text-is('{title}')", "href")
+    return int(href.strip("/").split("/")[-1])
+
+
+async def change_ticket(staff: Any, base: str, pk: int, status: str, reply: str) -> None:
+    await staff.goto(f"{base}/admin/helpdesk/ticket/{pk}/change/")
+    await staff.select_option("#id_status", status)
+    await staff.fill("#id_reply", reply)
+    await staff.click("input[name=_save]")
+    await staff.wait_for_selector(".messagelist .success", timeout=TIMEOUT)
+
+
 async def test_an_announcement_sent_by_staff_appears_live(example_url: str) -> None:
-    async with playwright_api.async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            reader = await (await browser.new_context()).new_page()
-            await reader.goto(example_url + "/")
-            await reader.wait_for_selector("#status[data-state='open']", timeout=10_000)
+    async with chromium() as browser:
+        reader = await (await browser.new_context()).new_page()
+        await reader.goto(example_url + "/")
+        await reader.wait_for_selector("#status[data-sse-state='open']", timeout=TIMEOUT)
+        assert await reader.text_content("#status") == "Live"
 
-            staff = await (await browser.new_context()).new_page()
-            await staff.goto(example_url + "/accounts/login/?next=/")
-            await staff.fill("#id_username", "admin")
-            await staff.fill("#id_password", "admin")
-            await staff.click("form[action='/accounts/login/'] button[type=submit]")
-            await staff.wait_for_selector("#id_text", timeout=10_000)
-            text = "Release 1.0 is out <b>today</b>"
-            await staff.fill("#id_text", text)
-            await staff.click("form[action$='send/'] button[type=submit]")
+        staff = await logged_in(browser, example_url, "admin", "/")
+        text = "Release 1.0 is out <b>today</b>"
+        await staff.fill("#id_text", text)
+        await staff.click("form[action$='send/'] button[type=submit]")
 
-            item = reader.locator("#feed li", has_text=text)
-            await item.wait_for(timeout=10_000)
-            # Sent as text, shown as text: the markup is not interpreted.
-            assert await reader.locator("#feed b").count() == 0
-        finally:
-            await browser.close()
+        item = reader.locator("#feed li", has_text=text)
+        await item.wait_for(timeout=TIMEOUT)
+        # Sent as text, shown as text: the markup is not interpreted.
+        assert await reader.locator("#feed b").count() == 0
+        # Every page of the site shows the latest announcement in its bar.
+        await reader.locator("#announcement-bar", has_text="Release 1.0").wait_for(timeout=TIMEOUT)
+
+
+async def test_a_staff_change_in_the_admin_shows_live_on_the_customers_pages(
+    example_url: str,
+) -> None:
+    async with chromium() as browser:
+        alice = await logged_in(browser, example_url, "alice", "/tickets/")
+        pk = await ticket_pk(alice, "Cannot log in from my phone")
+        assert await alice.locator("a.title").count() == 2  # her tickets only
+        detail = await alice.context.new_page()
+        await detail.goto(f"{example_url}/tickets/{pk}/")
+        await live(detail)
+
+        # Per-object permission: Bob can neither open Alice's ticket nor stream it.
+        bob = await logged_in(browser, example_url, "bob", "/tickets/")
+        denied = await bob.goto(f"{example_url}/tickets/{pk}/")
+        assert denied is not None and denied.status == 404
+        stream = await bob.context.request.get(f"{example_url}/sse/?channel=ticket:{pk}")
+        assert stream.status == 403
+
+        staff = await logged_in(browser, example_url, "admin", "/admin/", streaming=False)
+        await change_ticket(staff, example_url, pk, "pending", "Please update the app to 2.3.")
+        await detail.locator("#ticket-pill", has_text="Waiting for you").wait_for(timeout=TIMEOUT)
+        assert await detail.text_content("#ticket-reply") == "Please update the app to 2.3."
+        row = alice.locator(f"tr[data-ticket='{pk}'] .pill")
+        await row.filter(has_text="Waiting for you").wait_for(timeout=TIMEOUT)
+        await screenshot(detail, "ticket-detail")
+        await screenshot(alice, "ticket-list")
+
+
+async def test_the_admin_notification_action_shows_a_toast_and_an_unread_badge(
+    example_url: str,
+) -> None:
+    async with chromium() as browser:
+        bob = await logged_in(browser, example_url, "bob", "/tickets/")
+        alice = await logged_in(browser, example_url, "alice", "/tickets/")
+
+        staff = await logged_in(browser, example_url, "admin", "/admin/auth/user/", streaming=False)
+        row = staff.locator("#result_list tr", has_text="bob")
+        await row.locator("input[name=_selected_action]").check()
+        await staff.select_option("select[name=action]", "send_notification")
+        await staff.click("button[name=index]")
+        await staff.fill("#id_message", "Your export is fixed")
+        await staff.select_option("#id_level", "success")
+        await staff.click("input[name=apply]")
+        await staff.wait_for_selector(".messagelist .success", timeout=TIMEOUT)
+
+        await bob.locator(".toast.success", has_text="Your export is fixed").wait_for(
+            timeout=TIMEOUT
+        )
+        assert await bob.text_content("#unread") == "1"
+        await screenshot(bob, "notification-toast")
+        # Alice's stream carried nothing for her: her badge stays hidden at 0.
+        await staff.goto(f"{example_url}/")
+        await staff.fill("#id_text", "after the notification")
+        await staff.click("form[action$='send/'] button[type=submit]")
+        await alice.locator("#announcement-bar", has_text="after the notification").wait_for(
+            timeout=TIMEOUT
+        )
+        assert await alice.text_content("#unread") == "0"
+        assert await alice.locator(".toast").count() == 0
+
+
+async def test_htmx_swaps_the_server_rendered_fragment(example_url: str) -> None:
+    async with chromium() as browser:
+        bob = await logged_in(browser, example_url, "bob", "/tickets/")
+        pk = await ticket_pk(bob, "Export to CSV is empty")
+        # htmx's SSE extension signals an open stream with the htmx:sseOpen event.
+        await bob.add_init_script(
+            "document.addEventListener('htmx:sseOpen', () => { window.htmxSseOpen = true; })"
+        )
+        await bob.goto(f"{example_url}/tickets/{pk}/htmx/")
+        await bob.wait_for_function("window.htmxSseOpen === true", timeout=TIMEOUT)
+        staff = await logged_in(browser, example_url, "admin", "/admin/", streaming=False)
+        await change_ticket(staff, example_url, pk, "solved", "Fixed in release 4.1.")
+        target = bob.locator("#htmx-target .reply", has_text="Fixed in release 4.1.")
+        await target.wait_for(timeout=TIMEOUT)
+        assert await bob.text_content("#htmx-target .pill") == "Solved"
+        await screenshot(bob, "htmx-page")
+
+
+async def test_eight_tabs_of_the_helpdesk_stay_live(example_url: str) -> None:
+    async with chromium() as browser:
+        first = await logged_in(browser, example_url, "alice", "/tickets/")
+        pk = await ticket_pk(first, "Invoice shows the wrong address")
+        # Past the six HTTP/1.1 connections per origin: the tabs share one stream.
+        tabs = [first]
+        for _ in range(7):
+            tab = await first.context.new_page()
+            await tab.goto(f"{example_url}/tickets/")
+            tabs.append(tab)
+        for tab in tabs:
+            await live(tab)
+        staff = await logged_in(browser, example_url, "admin", "/admin/", streaming=False)
+        await change_ticket(staff, example_url, pk, "solved", "Address corrected.")
+        for tab in tabs:
+            pill = tab.locator(f"tr[data-ticket='{pk}'] .pill", has_text="Solved")
+            await pill.wait_for(timeout=TIMEOUT)
+        leaders = [await tab.evaluate("DjangoSSE.connection.leader") for tab in tabs]
+        assert leaders.count(True) == 1

@@ -111,6 +111,14 @@ async def test_expired_history_resets() -> None:
         [reset] = await stream.wait_events(1)
         assert reset["event"] == "stream-reset"
         assert json.loads(reset["data"]) == {"reason": "history expired"}
+    # The reset names the current position: a reconnect with it (the header,
+    # beside the page's stale query parameter) is not reset again.
+    assert reset["id"] == await acurrent_position(["news:old"])
+    await asend_event("news:old", "e", 6)
+    query = f"channel=news:old&lastEventId={position}"
+    async with asgi_stream(query, {"Last-Event-ID": reset["id"]}) as again:
+        assert data(await again.wait_events(1)) == [6]
+        assert not [e for e in again.events() if e["event"] == "stream-reset"]
 
 
 async def test_page_position_resumes_from_render_time() -> None:

@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "channels",
     "django_sse",
     "announcements",
+    "helpdesk",
 ]
 
 MIDDLEWARE = [
@@ -83,7 +84,7 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "announcements:index"
+LOGIN_REDIRECT_URL = "helpdesk:list"
 LOGOUT_REDIRECT_URL = "announcements:index"
 
 LANGUAGE_CODE = "en-us"

@@ -6,8 +6,8 @@ import json
 
 from django.contrib.auth import get_user_model, login, logout
 from django.contrib.auth.models import Permission
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.middleware.csrf import get_token
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 
 from django_sse import asend_event, revoke, send_event
@@ -27,40 +27,7 @@ def login_as(request: HttpRequest) -> HttpResponse:
             Permission.objects.get(content_type__app_label=app_label, codename=codename)
         )
     login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-    if expiry := request.GET.get("expiry"):
-        request.session.set_expiry(int(expiry))
     return JsonResponse({"pk": user.pk})
-
-
-def page(request: HttpRequest) -> HttpResponse:
-    """An empty page, for browser tests to run scripts in."""
-    return HttpResponse("<!doctype html><title>test</title>")
-
-
-def csrf(request: HttpRequest) -> HttpResponse:
-    """Set the CSRF cookie and return the token a page would embed."""
-    return JsonResponse({"csrftoken": get_token(request)})
-
-
-def logout_view(request: HttpRequest) -> HttpResponse:
-    logout(request)
-    return JsonResponse({"ok": True})
-
-
-@csrf_exempt
-def account(request: HttpRequest) -> HttpResponse:
-    """``?username=x``: a DRF token for the user; ``&active=0`` deactivates it;
-    ``&revoke=<channel or *>`` calls ``revoke()``."""
-    from rest_framework.authtoken.models import Token
-
-    user = get_user_model().objects.get(username=request.GET["username"])
-    if request.GET.get("active") == "0":
-        user.is_active = False
-        user.save()
-    if (channel := request.GET.get("revoke")) is not None:
-        revoke(user, None if channel == "*" else channel)
-    token, _ = Token.objects.get_or_create(user=user)
-    return JsonResponse({"pk": user.pk, "token": token.key})
 
 
 @csrf_exempt
@@ -90,3 +57,65 @@ async def stats(request: HttpRequest) -> HttpResponse:
             totals["subscribers"] = totals.get("subscribers", 0) + hub.subscribers(channel)
     totals.setdefault("subscribers", 0)
     return JsonResponse(totals)
+
+
+def page(request: HttpRequest) -> HttpResponse:
+    """A page using ``{% sse_script %}``: ``?channel=a&channel=b&share=0&retry=100``."""
+    context = {
+        "channels": request.GET.getlist("channel"),
+        "share": request.GET.get("share") != "0",
+        "own_channel": request.GET.get("own") != "0",
+        "retry_base": int(request.GET.get("retry", "1000")),
+    }
+    return render(request, "testapp/page.html", context)
+
+
+FLAKY_FAILURES: dict[str, int] = {}
+
+
+def flaky_stream(request: HttpRequest) -> HttpResponse:
+    """``?fail=N&key=K``: answer 503 to the first N EventSource requests of key K,
+    then redirect to the real stream, as a proxy in front of a restarting server
+    would. A status probe (any other ``Accept``) gets the answer its EventSource got."""
+    key = request.GET.get("key", "")
+    fail = int(request.GET.get("fail", "0"))
+    seen = FLAKY_FAILURES.get(key, 0)
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        FLAKY_FAILURES[key] = seen + 1
+        failing = seen < fail
+    else:
+        failing = 0 < seen <= fail
+    if failing:
+        return HttpResponse("upstream unavailable\n", status=503)
+    query = request.GET.copy()
+    for name in ("fail", "key"):
+        query.pop(name, None)
+    return HttpResponseRedirect("/sse/?" + query.urlencode(), status=307)
+
+
+def logout_view(request: HttpRequest) -> HttpResponse:
+    logout(request)
+    return JsonResponse({"ok": True})
+
+
+def drf_token(request: HttpRequest) -> HttpResponse:
+    """A REST framework token for ``?username=x`` (created with the user if needed)."""
+    from rest_framework.authtoken.models import Token
+
+    user, _ = get_user_model().objects.get_or_create(username=request.GET["username"])
+    token, _ = Token.objects.get_or_create(user=user)
+    return JsonResponse({"key": token.key, "pk": user.pk})
+
+
+def deactivate(request: HttpRequest) -> HttpResponse:
+    user = get_user_model().objects.get(username=request.GET["username"])
+    user.is_active = False
+    user.save()
+    return JsonResponse({"ok": True})
+
+
+def revoke_view(request: HttpRequest) -> HttpResponse:
+    """``?username=x&channel=c``: revoke from inside this server process."""
+    user = get_user_model().objects.get(username=request.GET["username"])
+    revoke(user, request.GET.get("channel"))
+    return JsonResponse({"ok": True})

@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from . import views
+
+app_name = "helpdesk"
+
+urlpatterns = [
+    path("", views.ticket_list, name="list"),
+    path("<int:pk>/", views.ticket_detail, name="detail"),
+    path("<int:pk>/htmx/", views.ticket_htmx, name="htmx"),
+]

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from .models import Ticket
+
+
+def _ticket(request: HttpRequest, pk: int) -> Ticket:
+    ticket = get_object_or_404(Ticket, pk=pk)
+    if not ticket.visible_to(request.user):
+        raise Http404("No such ticket.")  # not 403: do not confirm it exists
+    return ticket
+
+
+@login_required
+def ticket_list(request: HttpRequest) -> HttpResponse:
+    """A customer's tickets (every ticket for staff), updated live."""
+    user = request.user
+    tickets = Ticket.objects.select_related("customer")
+    if user.is_staff:
+        channel = "tickets"
+    else:
+        tickets = tickets.filter(customer=user)
+        channel = f"customer:{user.pk}"
+    return render(request, "helpdesk/list.html", {"tickets": tickets, "channel": channel})
+
+
+@login_required
+def ticket_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    ticket = _ticket(request, pk)
+    return render(request, "helpdesk/detail.html", {"ticket": ticket, "channel": f"ticket:{pk}"})
+
+
+@login_required
+def ticket_htmx(request: HttpRequest, pk: int) -> HttpResponse:
+    """The same ticket through htmx's SSE extension: the server renders the fragment."""
+    ticket = _ticket(request, pk)
+    return render(request, "helpdesk/htmx.html", {"ticket": ticket, "channel": f"ticket:{pk}"})
