@@ -130,6 +130,19 @@ def test_redact_filter_removes_tokens_from_log_lines() -> None:
     assert "s3" not in record.getMessage() and "[redacted]" in record.getMessage()
 
 
+def test_redact_filter_keeps_uvicorns_access_log_working() -> None:
+    from uvicorn.logging import AccessFormatter
+
+    # uvicorn's access formatter unpacks the arguments by position.
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:1", "GET", "/sse/?channel=a&token=s3cret", "1.1", 200), None,
+    )  # fmt: skip
+    assert RedactTokens().filter(record)
+    line = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s').format(record)
+    assert line == '127.0.0.1:1 - "GET /sse/?channel=a&token=[redacted] HTTP/1.1" 200 OK'
+
+
 # -- DRF and the default ---------------------------------------------------------
 
 
