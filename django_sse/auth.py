@@ -67,8 +67,28 @@ class SessionAuthentication:
         user = await request.auser() if hasattr(request, "auser") else await aget_user(request)
         if not user.is_authenticated:
             return None
-        expiry = await session.aget_expiry_age()
-        return Identity(user, "session", session.session_key, time.time() + expiry)
+        expires_at = await session_expires_at(session)
+        return Identity(user, "session", session.session_key, expires_at)
+
+
+def _stored_expiry(session: Any) -> float | None:
+    model = session.get_model_class()
+    row = model.objects.filter(session_key=session.session_key).values("expire_date").first()
+    return row["expire_date"].timestamp() if row else None
+
+
+async def session_expires_at(session: Any) -> float:
+    """Epoch seconds at which ``session`` expires.
+
+    The database engines (``db``, ``cached_db``) keep the real expiry in the
+    session's row, set when the session was last saved; the session itself
+    only knows its age from now. Other engines: that age."""
+    if hasattr(session, "get_model_class"):
+        stored = await dbthreads.run(_stored_expiry, session)
+        if stored is not None:
+            return stored
+    age: int = await session.aget_expiry_age()
+    return time.time() + age
 
 
 def _drf_request(request: HttpRequest, authenticator: Any) -> Any:

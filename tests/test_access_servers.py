@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -347,3 +349,21 @@ async def test_uvicorn_access_log_keeps_its_lines_and_loses_the_tokens(
 
         await wait_until(logged, timeout=5)
         assert token not in srv.output() and "Logging error" not in srv.output()
+
+
+async def test_stream_closes_at_the_expiry_stored_with_the_session(
+    server: Server, server_db: str, client: httpx.AsyncClient
+) -> None:
+    # A session saved long ago, near the end of its SESSION_COOKIE_AGE: the
+    # row's expire_date, not the age counted from now, decides.
+    pk = await login(client, server.url, unique("row"))
+    key = client.cookies["sessionid"]
+    soon = datetime.now(UTC) + timedelta(seconds=2)
+    with sqlite3.connect(server_db) as db:
+        db.execute(
+            "UPDATE django_session SET expire_date = ? WHERE session_key = ?",
+            (soon.strftime("%Y-%m-%d %H:%M:%S.%f"), key),
+        )
+    async with open_stream(client, f"{server.url}/sse/?channel=user:{pk}") as stream:
+        data = await asyncio.wait_for(closed_event(stream), 8)
+    assert data == {"reason": "session expired", "reconnect": True}
