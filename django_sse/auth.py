@@ -13,7 +13,7 @@ from its scope, and :class:`SessionAuthentication` loads the session itself.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import import_module
 from typing import Any
 
@@ -41,6 +41,9 @@ class Identity:
     expires_at: float | None = None
     #: The channels a token allows (``None``: not a token).
     token_channels: tuple[str, ...] | None = None
+    #: ``time.monotonic()`` when authentication began: a revocation after it
+    #: closes the stream even if it arrived before the stream subscribed.
+    since: float | None = None
 
     @property
     def owner(self) -> str | None:
@@ -154,6 +157,12 @@ async def authenticate(request: HttpRequest, requested: tuple[str, ...] = ()) ->
 
     With ``?token=``, the token names the user and its channels; a request that
     is also authenticated otherwise must be the same user."""
+    since = time.monotonic()
+    identity = await _authenticate(request, requested)
+    return replace(identity, since=since)
+
+
+async def _authenticate(request: HttpRequest, requested: tuple[str, ...]) -> Identity:
     token = request.GET.get("token")
     if token is None:
         return await authenticate_classes(request)
