@@ -13,7 +13,7 @@ from its scope, and :class:`SessionAuthentication` loads the session itself.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import import_module
 from typing import Any
 
@@ -41,6 +41,9 @@ class Identity:
     expires_at: float | None = None
     #: The channels a token allows (``None``: not a token).
     token_channels: tuple[str, ...] | None = None
+    #: ``time.monotonic()`` when authentication began: a revocation after it
+    #: closes the stream even if it arrived before the stream subscribed.
+    since: float | None = None
 
     @property
     def owner(self) -> str | None:
@@ -67,8 +70,28 @@ class SessionAuthentication:
         user = await request.auser() if hasattr(request, "auser") else await aget_user(request)
         if not user.is_authenticated:
             return None
-        expiry = await session.aget_expiry_age()
-        return Identity(user, "session", session.session_key, time.time() + expiry)
+        expires_at = await session_expires_at(session)
+        return Identity(user, "session", session.session_key, expires_at)
+
+
+def _stored_expiry(session: Any) -> float | None:
+    model = session.get_model_class()
+    row = model.objects.filter(session_key=session.session_key).values("expire_date").first()
+    return row["expire_date"].timestamp() if row else None
+
+
+async def session_expires_at(session: Any) -> float:
+    """Epoch seconds at which ``session`` expires.
+
+    The database engines (``db``, ``cached_db``) keep the real expiry in the
+    session's row, set when the session was last saved; the session itself
+    only knows its age from now. Other engines: that age."""
+    if hasattr(session, "get_model_class"):
+        stored = await dbthreads.run(_stored_expiry, session)
+        if stored is not None:
+            return stored
+    age: int = await session.aget_expiry_age()
+    return time.time() + age
 
 
 def _drf_request(request: HttpRequest, authenticator: Any) -> Any:
@@ -134,6 +157,12 @@ async def authenticate(request: HttpRequest, requested: tuple[str, ...] = ()) ->
 
     With ``?token=``, the token names the user and its channels; a request that
     is also authenticated otherwise must be the same user."""
+    since = time.monotonic()
+    identity = await _authenticate(request, requested)
+    return replace(identity, since=since)
+
+
+async def _authenticate(request: HttpRequest, requested: tuple[str, ...]) -> Identity:
     token = request.GET.get("token")
     if token is None:
         return await authenticate_classes(request)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 import weakref
 from collections import deque
 from typing import Any
@@ -37,6 +38,9 @@ DEFAULT_GROUP_EXPIRY = 86400
 #: Yield to streams after this many messages in a row, so a burst does not
 #: fill queues faster than their writers can drain them.
 DISPATCH_BATCH = 64
+#: Revocations each hub remembers for streams still starting when they came;
+#: a stream starts well within a second, so this covers bursts of logouts.
+REVOCATIONS_KEPT = 1000
 
 
 def to_message(event: Event) -> dict[str, Any]:
@@ -185,6 +189,10 @@ class Hub:
         self._started: asyncio.Future[None] | None = None
         self._rejoin = asyncio.Event()
         self.delivered = 0
+        #: Recent revocations, for the streams that were starting when they came.
+        self._revocations: deque[tuple[float, str, str | None, str | None]] = deque(
+            maxlen=REVOCATIONS_KEPT
+        )
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -318,17 +326,21 @@ class Hub:
 
     def revoke(self, owner: str, channel: str | None = None, session: str | None = None) -> int:
         """Close the streams of ``owner`` (on ``channel``, or of ``session``, if given)."""
+        revocation = (time.monotonic(), owner, channel, session)
+        self._revocations.append(revocation)
         closed = 0
         for sub in self._subscriptions:
-            if sub.owner != owner or sub.closed:
-                continue
-            if channel is not None and channel not in sub.channels:
-                continue
-            if session is not None and sub.session_key != session:
-                continue
-            sub.close("revoked")
-            closed += 1
+            if not sub.closed and _revokes(revocation, sub):
+                sub.close("revoked")
+                closed += 1
         return closed
+
+    def revoked_since(self, sub: Subscription, since: float) -> bool:
+        """Whether a revocation of ``sub`` arrived after ``since`` (``time.monotonic()``).
+
+        A stream authenticated just before a logout but subscribed just after
+        it would otherwise stay open."""
+        return any(r[0] >= since and _revokes(r, sub) for r in reversed(self._revocations))
 
     def handle_control(self, message: dict[str, Any]) -> None:
         if message.get("type") == REVOKE_TYPE:
@@ -478,6 +490,13 @@ class Hub:
             "joined": sum(1 for g in self._groups.values() if g.joined),
             "delivered": self.delivered,
         }
+
+
+def _revokes(revocation: tuple[float, str, str | None, str | None], sub: Subscription) -> bool:
+    _, owner, channel, session = revocation
+    if sub.owner != owner or (session is not None and sub.session_key != session):
+        return False
+    return channel is None or channel in sub.channels
 
 
 def is_in_memory(layer: Any) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest
 
 from .channels import ChannelError
@@ -60,6 +61,11 @@ async def accept(request: HttpRequest) -> Accepted:
     from .auth import authenticate
     from .stream import authorize, parse_channels
 
+    try:
+        # Django's CommonMiddleware checks this for the view; the fast path runs none.
+        request.get_host()
+    except DisallowedHost:
+        raise ChannelError(400, "invalid Host header (not in ALLOWED_HOSTS)") from None
     error = cors.origin_error(request.headers.get("Origin"), own_origin(request))
     if error is not None:
         raise ChannelError(403, error)

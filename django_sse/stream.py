@@ -262,6 +262,12 @@ async def event_stream(
             slot.release()
         raise
     sub.deadline = _deadline(identity, hub.loop.time())
+    if (
+        identity is not None
+        and identity.since is not None
+        and hub.revoked_since(sub, identity.since)
+    ):
+        sub.close("revoked")
     try:
         cursor: Cursor | None = None
         reset: str | None = None

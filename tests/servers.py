@@ -102,10 +102,12 @@ def spawn_server(
     cwd: Path = ROOT,
 ) -> subprocess.Popen[bytes]:
     """Start a server, wait until it listens, and return its process."""
+    command = server_command(kind, port, app)
+    if env.get("SSE_TEST_ACCESS_LOG"):
+        # uvicorn then logs every request through ``logging`` (tests/settings.py).
+        command = [arg for arg in command if arg != "--no-access-log"]
     with log.open("ab") as out:
-        proc = subprocess.Popen(
-            server_command(kind, port, app), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, proc, START_TIMEOUT)
     except Exception:

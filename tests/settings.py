@@ -110,9 +110,29 @@ SSE_AUTHENTICATION_CLASSES = [
 ]
 SSE_CORS_ALLOWED_ORIGINS = ["http://allowed.example", *os.environ.get("SSE_TEST_CORS", "").split()]
 
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django_sse": {"handlers": ["console"], "level": "INFO"}},
 }
+
+if os.environ.get("SSE_TEST_ACCESS_LOG"):
+    # The recipe of docs/authentication.rst, on uvicorn's own access formatter.
+    LOGGING["filters"] = {"sse_tokens": {"()": "django_sse.logs.RedactTokens"}}
+    LOGGING["formatters"] = {
+        "access": {
+            "()": "uvicorn.logging.AccessFormatter",
+            "fmt": '%(client_addr)s - "%(request_line)s" %(status_code)s',
+        }
+    }
+    LOGGING["handlers"]["access"] = {
+        "class": "logging.StreamHandler",
+        "filters": ["sse_tokens"],
+        "formatter": "access",
+    }
+    LOGGING["loggers"]["uvicorn.access"] = {
+        "handlers": ["access"],
+        "level": "INFO",
+        "propagate": False,
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from typing import Any
@@ -128,6 +129,19 @@ def test_redact_filter_removes_tokens_from_log_lines() -> None:
     )
     assert RedactTokens().filter(record)
     assert "s3" not in record.getMessage() and "[redacted]" in record.getMessage()
+
+
+def test_redact_filter_keeps_uvicorns_access_log_working() -> None:
+    from uvicorn.logging import AccessFormatter
+
+    # uvicorn's access formatter unpacks the arguments by position.
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:1", "GET", "/sse/?channel=a&token=s3cret", "1.1", 200), None,
+    )  # fmt: skip
+    assert RedactTokens().filter(record)
+    line = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s').format(record)
+    assert line == '127.0.0.1:1 - "GET /sse/?channel=a&token=[redacted] HTTP/1.1" 200 OK'
 
 
 # -- DRF and the default ---------------------------------------------------------
@@ -266,3 +280,34 @@ async def test_drf_session_authentication_works_without_middleware() -> None:
         identity = await authenticate_classes(request)
     assert identity.user.pk == user.pk and identity.via == "SessionAuthentication"
     assert identity.session_key == request.session.session_key  # logout finds the stream
+
+
+async def _all(chunks: Any) -> list[bytes]:
+    return [chunk async for chunk in chunks]
+
+
+async def test_a_stream_revoked_while_it_was_starting_closes_at_once() -> None:
+    import time
+
+    from django_sse.auth import Identity
+    from django_sse.stream import event_stream
+
+    user = await sync_to_async(make_user)("starting")
+    hub = get_hub()
+    authenticated = Identity(user, "session", session_key="s", since=time.monotonic())
+    hub.revoke(str(user.pk), session="s")  # logout, before the stream subscribed
+    chunks = event_stream(("public",), identity=authenticated)
+    body = b"".join(await asyncio.wait_for(_all(chunks), 5))
+    assert b": connected" in body
+    assert b'event: stream-closed\ndata: {"reason":"revoked","reconnect":false}' in body
+    # Authenticated after the revocation, or another session: not affected.
+    later = Identity(user, "session", session_key="s", since=time.monotonic())
+    other = Identity(user, "session", session_key="t", since=authenticated.since)
+    streams = [event_stream(("public",), identity=i) for i in (later, other)]
+    for stream in streams:
+        await anext(stream)
+    mine = [s for s in hub._subscriptions if s.owner == str(user.pk)]
+    assert len(mine) == 2 and not any(s.closed for s in mine)
+    for stream in streams:
+        await stream.aclose()  # type: ignore[attr-defined]
+    assert hub.subscribers("public") == 0

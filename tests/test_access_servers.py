@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -328,3 +330,40 @@ async def test_cors_allowlist_and_preflight(server: Server, client: httpx.AsyncC
     assert response.headers["access-control-allow-origin"] != "*"
     evil = {**preflight, "Origin": "http://evil.example"}
     assert (await client.options(f"{server.url}/sse/", headers=evil)).status_code == 403
+
+
+async def test_uvicorn_access_log_keeps_its_lines_and_loses_the_tokens(
+    server_db: str, client: httpx.AsyncClient
+) -> None:
+    env = {"SSE_TEST_DB": server_db, "SSE_TEST_LAYER": "memory", "SSE_TEST_ACCESS_LOG": "1"}
+    with running_server("uvicorn", **env) as srv:
+        pk = await login(client, srv.url, unique("log"))
+        token = (await get_token(client, srv.url, f"user:{pk}")).json()["token"]
+        url = f"{srv.url}/sse/?channel=user:{pk}&token={token}"
+        async with open_stream(client, url) as stream:
+            assert stream.response.status_code == 200
+        assert (await status_of(client, url))[0] == 403  # used: its line is logged too
+
+        def logged() -> bool:
+            return srv.output().count(f"/sse/?channel=user:{pk}&token=[redacted]") >= 2
+
+        await wait_until(logged, timeout=5)
+        assert token not in srv.output() and "Logging error" not in srv.output()
+
+
+async def test_stream_closes_at_the_expiry_stored_with_the_session(
+    server: Server, server_db: str, client: httpx.AsyncClient
+) -> None:
+    # A session saved long ago, near the end of its SESSION_COOKIE_AGE: the
+    # row's expire_date, not the age counted from now, decides.
+    pk = await login(client, server.url, unique("row"))
+    key = client.cookies["sessionid"]
+    soon = datetime.now(UTC) + timedelta(seconds=2)
+    with sqlite3.connect(server_db) as db:
+        db.execute(
+            "UPDATE django_session SET expire_date = ? WHERE session_key = ?",
+            (soon.strftime("%Y-%m-%d %H:%M:%S.%f"), key),
+        )
+    async with open_stream(client, f"{server.url}/sse/?channel=user:{pk}") as stream:
+        data = await asyncio.wait_for(closed_event(stream), 8)
+    assert data == {"reason": "session expired", "reconnect": True}

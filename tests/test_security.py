@@ -219,3 +219,12 @@ def test_the_fuzzed_server_logged_no_traceback(server: Server) -> None:
         error = next(line for line in chunk.splitlines() if line and not line.startswith(" "))
         assert error.startswith("django.core.exceptions.DisallowedHost"), chunk[:4000]
     assert '" 500 ' not in output
+
+
+async def test_a_host_outside_allowed_hosts_is_a_400_on_both_doors(server: Server) -> None:
+    async with httpx.AsyncClient(timeout=15.0) as client:
+        url = f"{server.url}/sse/?channel=public"
+        status, body = await status_of(client, url, headers={"Host": "evil.example"})
+    assert status == 400
+    if server.env["SSE_TEST_DOOR"] == "fast":  # the view's 400 is Django's own page
+        assert body == "invalid Host header (not in ALLOWED_HOSTS)\n"
