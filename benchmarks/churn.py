@@ -19,9 +19,7 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -31,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import fanout  # noqa: E402
+from benchmarks import _common, fanout  # noqa: E402
 
 #: RSS counts as back when within this many KB of the baseline: the allocator
 #: keeps some freed arenas, so equality is not expected.
@@ -135,20 +133,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    _common.stop_on_sigterm()
     fanout.raise_nofile(args.concurrency)
-    from tests.servers import migrate
-
-    with tempfile.TemporaryDirectory(prefix="sse-churn-") as tmp:
-        db = str(Path(tmp) / "churn.sqlite3")
-        migrate(db)
-        result = asyncio.run(run(args, {"SSE_TEST_LAYER": "memory", "SSE_TEST_DB": db}))
+    with _common.memory_server_env("churn") as env:
+        result = asyncio.run(run(args, env))
     print(report(result, args))
     return 0 if all(back(k, v, result["after"][k]) for k, v in result["baseline"].items()) else 1
 

@@ -22,13 +22,12 @@ import argparse
 import json
 import math
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import fanout  # noqa: E402
+from benchmarks import _common, fanout  # noqa: E402
 
 OUT = ROOT / "docs" / "benchmarks"
 SEND_EVENTS = 1000
@@ -149,15 +148,30 @@ def context(lib: Library, concurrency: int) -> fanout.Context:
     )
 
 
+async def attempt(
+    result: dict[str, Any], what: str, scenario: Awaitable[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """Run one scenario; a failure (a bound exceeded) is recorded, not fatal."""
+    try:
+        return await scenario
+    except Exception as exc:
+        why = "a bounded wait ran out" if isinstance(exc, TimeoutError) else repr(exc)
+        result["errors"].append(f"{what}: {why}")
+        progress(f"  failed: {why}")
+        return None
+
+
 async def run_library(lib: Library, args: argparse.Namespace) -> dict[str, Any]:
     ctx = context(lib, args.connect_concurrency)
-    result: dict[str, Any] = {"fanout": {}, "idle": {}, "burst": None}
+    result: dict[str, Any] = {"fanout": {}, "idle": {}, "burst": None, "errors": []}
     for k in args.sizes:
         if k > lib.max_streams:
             progress(f"{lib.label}: fan-out {k} skipped ({lib.skip_reason})")
             continue
         progress(f"{lib.label}: fan-out to {k} x {args.rounds} rounds ...")
-        r = await fanout.fanout(ctx, k, args.rounds)
+        r = await attempt(result, f"fan-out {k}", fanout.fanout(ctx, k, args.rounds))
+        if r is None:
+            continue
         result["fanout"][k] = r
         progress(
             f"  {r['delivered']}/{r['expected']} delivered, p95 {r['p95_ms']:.1f} ms, "
@@ -171,9 +185,13 @@ async def run_library(lib: Library, args: argparse.Namespace) -> dict[str, Any]:
             result["idle"][k] = result["fanout"][k]
             continue
         progress(f"{lib.label}: {k} idle streams ...")
-        result["idle"][k] = await fanout.fanout(ctx, k, 1)
+        r = await attempt(result, f"idle {k}", fanout.fanout(ctx, k, 1))
+        if r is not None:
+            result["idle"][k] = r
     progress(f"{lib.label}: burst of {args.burst_events} to {args.burst_subscribers} ...")
-    result["burst"] = await fanout.burst(ctx, args.burst_subscribers, args.burst_events)
+    result["burst"] = await attempt(
+        result, "burst", fanout.burst(ctx, args.burst_subscribers, args.burst_events)
+    )
     return result
 
 
@@ -247,6 +265,9 @@ def table(results: dict[str, dict[str, Any]], libs: list[Library], meta: dict[st
         "| | " + " | ".join(lib.label for lib in libs) + " | django-eventstream / fast path |",
         "|---|" + "---:|" * (len(libs) + 1),
     ]
+    failures = [f"- {lib.label}, {e}" for lib in libs for e in results[lib.key]["errors"]]
+    if failures:
+        rows += ["", "Scenarios that did not finish within their bounds:", "", *failures]
     return "\n".join(head + rows) + "\n"
 
 
@@ -296,18 +317,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    # Like Ctrl-C: streams closed and servers stopped by the context managers.
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     raw = sys.argv[1:] if argv is None else argv
     if raw[:1] == ["--send-worker"]:
         print(json.dumps(send_worker(raw[1], int(raw[2]))))
         return 0
     args = parse_args(raw)
-    signal.signal(signal.SIGTERM, _terminate)
+    _common.stop_on_sigterm()
     fanout.raise_nofile(max(args.sizes + args.idle))
     started = time.time()
     import asyncio
@@ -325,7 +341,10 @@ def main(argv: list[str] | None = None) -> int:
             results[lib.key] = asyncio.run(run_library(lib, args))
             if lib.key != "peer-db":  # the peer's cost row already uses its storage
                 progress(f"{lib.label}: send_event cost ...")
-                results[lib.key]["send"] = send_cost(lib, tmp, SEND_EVENTS)
+                try:
+                    results[lib.key]["send"] = send_cost(lib, tmp, SEND_EVENTS)
+                except (subprocess.SubprocessError, RuntimeError, ValueError) as exc:
+                    results[lib.key]["errors"].append(f"send_event cost: {exc!r}")
     meta = {
         "title": "Quick run (sizes up to 1,000)" if args.quick else "Full run",
         "sizes": args.sizes,

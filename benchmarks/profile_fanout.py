@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
-import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import fanout  # noqa: E402
+from benchmarks import _common, fanout  # noqa: E402
 
 
 async def run(args: argparse.Namespace, env: dict[str, str]) -> str:
@@ -64,20 +61,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    _common.stop_on_sigterm()
     fanout.raise_nofile(args.clients)
-    from tests.servers import migrate
-
-    with tempfile.TemporaryDirectory(prefix="sse-profile-") as tmp:
-        db = str(Path(tmp) / "profile.sqlite3")
-        migrate(db)
-        print(asyncio.run(run(args, {"SSE_TEST_LAYER": "memory", "SSE_TEST_DB": db})))
+    with _common.memory_server_env("profile") as env:
+        print(asyncio.run(run(args, env)))
     return 0
 
 

@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import socket
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -30,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import fanout  # noqa: E402
+from benchmarks import _common, fanout  # noqa: E402
 
 HOST = fanout.HOST
 #: Requests per second to the publish endpoint; each carries rate / TICKS events.
@@ -167,22 +165,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    from tests.servers import migrate
-
+    _common.stop_on_sigterm()
     results = []
-    with tempfile.TemporaryDirectory(prefix="sse-slow-") as tmp:
-        db = str(Path(tmp) / "slow.sqlite3")
-        migrate(db)
+    with _common.memory_server_env("slow") as env:
         for kind in [k for k in args.servers.split(",") if k]:
             print(f"{kind}: {args.seconds} s ...", file=sys.stderr, flush=True)
-            env = {"SSE_TEST_LAYER": "memory", "SSE_TEST_DB": db}
             results.append(asyncio.run(measure(kind, env, args)))
     print(report(results, args))
     return 0
