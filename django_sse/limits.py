@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import deque
 
 from .channels import ChannelError
 from .conf import conf
@@ -18,6 +19,21 @@ AGE_JITTER = 0.1
 
 _lock = threading.Lock()
 _open: dict[str, int] = {}
+# Owners of slots released while the lock was busy. A finalizer may run in the
+# middle of ``with _lock`` on the same thread (a garbage collection there), so
+# a release never waits for the lock: it queues, and the next holder counts it.
+_freed: deque[str] = deque()
+
+
+def _apply_freed() -> None:
+    """Count the queued releases; the caller holds ``_lock``."""
+    while _freed:
+        owner = _freed.popleft()
+        left = _open.get(owner, 1) - 1
+        if left > 0:
+            _open[owner] = left
+        else:
+            _open.pop(owner, None)
 
 
 class StreamSlot:
@@ -30,15 +46,15 @@ class StreamSlot:
         self._released = False
 
     def release(self) -> None:
-        with _lock:
-            if self._released:
-                return
-            self._released = True
-            left = _open.get(self.owner, 1) - 1
-            if left > 0:
-                _open[self.owner] = left
-            else:
-                _open.pop(self.owner, None)
+        if self._released:
+            return
+        self._released = True
+        _freed.append(self.owner)
+        if _lock.acquire(blocking=False):
+            try:
+                _apply_freed()
+            finally:
+                _lock.release()
 
     # A response that is never iterated never runs the stream's ``finally``.
     __del__ = release
@@ -50,6 +66,7 @@ def acquire(owner: str | None) -> StreamSlot | None:
     if limit is None or owner is None:
         return None
     with _lock:
+        _apply_freed()
         count = _open.get(owner, 0)
         if count >= limit:
             raise ChannelError(
@@ -63,6 +80,7 @@ def acquire(owner: str | None) -> StreamSlot | None:
 
 def open_streams(owner: str) -> int:
     with _lock:
+        _apply_freed()
         return _open.get(owner, 0)
 
 

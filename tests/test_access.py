@@ -219,6 +219,20 @@ def test_stream_slots_are_released_once_even_if_never_used() -> None:
     assert limits.acquire(None) is None  # anonymous readers are not counted
 
 
+@override_settings(SSE_MAX_STREAMS_PER_USER=1)
+@pytest.mark.timeout(10)
+def test_a_slot_finalized_while_the_count_is_locked_does_not_deadlock() -> None:
+    slot = limits.acquire("43")
+    assert slot is not None
+    # A garbage collection can finalize a slot in the middle of ``with _lock``
+    # on the same thread; waiting for the lock there would hang the process.
+    with limits._lock:
+        del slot
+        gc.collect()
+    assert limits.open_streams("43") == 0
+    assert limits.acquire("43") is not None
+
+
 @override_settings(SSE_MAX_STREAM_AGE=100)
 def test_max_age_is_jittered_down_by_at_most_a_tenth() -> None:
     ages = {limits.max_age() for _ in range(50)}
