@@ -83,12 +83,13 @@ def _prepare(request: ASGIRequest) -> None:
         request.auser = anonymous  # type: ignore[attr-defined]
 
 
-async def _error(send: Send, status: int, reason: str) -> None:
+async def _error(send: Send, status: int, reason: str, extra: list[tuple[bytes, bytes]]) -> None:
     body = (reason + "\n").encode()
     headers = [
         (b"content-type", ERROR_CONTENT_TYPE.encode()),
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"),
+        *extra,
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -114,15 +115,16 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
 
     request = ASGIRequest(scope, io.BytesIO())
     _prepare(request)
-    try:
-        accepted = await accept(request)
-    except ChannelError as exc:
-        await _error(send, exc.status, exc.reason)
-        return
+    # On refusals too, as the view does: an allowed page can then read why.
     cors_headers = [
         (name.lower().encode(), value.encode())
         for name, value in response_headers(request.headers.get("Origin")).items()
     ]
+    try:
+        accepted = await accept(request)
+    except ChannelError as exc:
+        await _error(send, exc.status, exc.reason, cors_headers)
+        return
     await send({"type": "http.response.start", "status": 200, "headers": _HEADERS + cors_headers})
     chunks = event_stream(
         accepted.channels,

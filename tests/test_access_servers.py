@@ -312,6 +312,12 @@ async def test_cors_allowlist_and_preflight(server: Server, client: httpx.AsyncC
         client, f"{server.url}/sse/?channel=public", headers={"Origin": "http://evil.example"}
     )
     assert status == 403 and "origin" in reason
+    # A refusal for an allowed origin carries the CORS headers on both doors,
+    # so the page can read why.
+    refused = await client.get(f"{server.url}/sse/?channel=staff", headers={"Origin": allowed})
+    assert refused.status_code == 403
+    assert refused.headers["access-control-allow-origin"] == allowed
+    assert refused.headers["vary"] == "Origin"
     # Referer is never taken for an origin.
     async with client.stream(
         "GET", f"{server.url}/sse/?channel=public", headers={"Referer": allowed + "/"}
