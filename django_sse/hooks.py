@@ -216,16 +216,16 @@ class Registry:
             event,
         )
         hooks = self._hooks.setdefault(model, [])
+        uid = f"django_sse.hooks.{model._meta.label}"
         if not hooks:
-            self._connect(model)
+            post_save.connect(_on_save, sender=model, dispatch_uid=uid, weak=False)
+            post_delete.connect(_on_delete, sender=model, dispatch_uid=uid, weak=False)
+        if hook.changed_only:
+            # Only changed-only hooks need the values each instance was loaded
+            # with; other models pay nothing per instance the ORM builds.
+            post_init.connect(_on_init, sender=model, dispatch_uid=uid, weak=False)
         hooks.append(hook)
         return hook
-
-    def _connect(self, model: type[models.Model]) -> None:
-        uid = f"django_sse.hooks.{model._meta.label}"
-        post_init.connect(_on_init, sender=model, dispatch_uid=uid, weak=False)
-        post_save.connect(_on_save, sender=model, dispatch_uid=uid, weak=False)
-        post_delete.connect(_on_delete, sender=model, dispatch_uid=uid, weak=False)
 
     def unregister(self, model: type[models.Model]) -> None:
         """Forget every hook of ``model``."""
@@ -248,8 +248,7 @@ hooks_for = registry.hooks_for
 
 
 def _on_init(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
-    if any(h.changed_only for h in registry.hooks_for(sender)):
-        instance.__dict__[_LOADED] = _snapshot(instance)
+    instance.__dict__[_LOADED] = _snapshot(instance)
 
 
 def _on_save(

@@ -165,6 +165,19 @@ def test_changed_only_sends_the_changed_fields_and_nothing_without_a_change(
     ]
 
 
+def test_only_changed_only_hooks_watch_instances_as_they_load(
+    note_hook: Callable[..., hooks.Hook],
+) -> None:
+    from django.db.models.signals import post_init
+
+    note_hook(fields=["text"])
+    assert not post_init.has_listeners(Note)  # plain hooks cost nothing per instance
+    note_hook(fields=["text"], changed_only=True, channels="notes2")
+    assert post_init.has_listeners(Note)
+    hooks.unregister(Note)
+    assert not post_init.has_listeners(Note)
+
+
 def test_silenced_suppresses_hooks_for_all_or_some_models() -> None:
     with hooks.silenced():
         quiet = Ticket.objects.create(title="quiet")
