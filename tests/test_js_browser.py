@@ -5,9 +5,7 @@ process on the in-memory layer, with history in a shared SQLite file."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -16,6 +14,7 @@ import pytest
 
 from tests.browser import TIMEOUT, chromium, requires_chromium
 from tests.servers import Server, running_server
+from tests.sse_client import wait_until
 
 pytest.importorskip("playwright.async_api", reason="playwright is not installed")
 pytestmark = [pytest.mark.server, requires_chromium]
@@ -43,15 +42,13 @@ async def publish(server: Server, channel: str, data: Any, event: str = "message
 async def wait_subscribers(server: Server, channel: str, expected: int) -> None:
     """Wait until the server holds ``expected`` streams on ``channel`` (a closed tab's
     stream takes a moment to be noticed)."""
-    deadline = time.monotonic() + TIMEOUT / 1000
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-        while True:
+
+        async def holds() -> bool:
             response = await client.get("/test/stats/", params={"channel": channel})
-            count = int(response.json()["subscribers"])
-            if count == expected:
-                return
-            assert time.monotonic() < deadline, f"{count} streams on {channel}, not {expected}"
-            await asyncio.sleep(0.05)
+            return bool(response.json()["subscribers"] == expected)
+
+        await wait_until(holds, timeout=TIMEOUT / 1000)
 
 
 async def open_page(context: Any, server: Server, query: str) -> Any:
