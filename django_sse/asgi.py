@@ -23,7 +23,6 @@ import io
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from functools import partial
-from importlib import import_module
 from typing import Any
 
 from django.apps import apps
@@ -69,8 +68,9 @@ def _user(request: ASGIRequest) -> Any:
 def _prepare(request: ASGIRequest) -> None:
     """Give ``request`` what the view's middleware would: a session and ``auser``."""
     if apps.is_installed("django.contrib.sessions"):
-        engine = import_module(settings.SESSION_ENGINE)
-        request.session = engine.SessionStore(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
+        from .auth import attach_session
+
+        attach_session(request)
     if apps.is_installed("django.contrib.auth") and hasattr(request, "session"):
         request.auser = partial(dbthreads.run, _user, request)  # type: ignore[attr-defined]
     else:

@@ -54,17 +54,24 @@ class Identity:
 ANONYMOUS = Identity(AnonymousUser())
 
 
+def attach_session(request: HttpRequest) -> Any:
+    """``request.session``, loaded from the cookie as ``SessionMiddleware`` would
+    when no middleware ran (the fast path)."""
+    session = getattr(request, "session", None)
+    if session is None:
+        engine = import_module(settings.SESSION_ENGINE)
+        session = engine.SessionStore(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
+        request.session = session
+    return session
+
+
 class SessionAuthentication:
     """The Django session cookie (``SessionMiddleware`` and ``AuthenticationMiddleware``)."""
 
     async def aauthenticate(self, request: HttpRequest) -> Identity | None:
         from django.contrib.auth import aget_user
 
-        session = getattr(request, "session", None)
-        if session is None:
-            engine = import_module(settings.SESSION_ENGINE)
-            session = engine.SessionStore(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
-            request.session = session
+        session = attach_session(request)
         if not session.session_key:
             return None  # no cookie: no query
         user = await request.auser() if hasattr(request, "auser") else await aget_user(request)
