@@ -160,6 +160,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Dotted paths of the Django REST framework permission classes guarding the "
         "publish endpoint.",
     ),
+    Setting(
+        "SSE_PUBLISH_TIMEOUT",
+        5.0,
+        float,
+        0.01,
+        "Seconds any one channel-layer call (publish, group join or leave, revocation) "
+        "may take before it is abandoned; a stored event then reaches streams through "
+        "the catch-up poll.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -268,6 +277,10 @@ class Settings:
     @property
     def SSE_PUBLISH_PERMISSION_CLASSES(self) -> tuple[str, ...]:
         return tuple(self._get("SSE_PUBLISH_PERMISSION_CLASSES"))
+
+    @property
+    def SSE_PUBLISH_TIMEOUT(self) -> float:
+        return float(self._get("SSE_PUBLISH_TIMEOUT"))
 
 
 conf = Settings()
