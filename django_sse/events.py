@@ -144,12 +144,19 @@ def build_event(channel: str, name: str, data: Any, *, event_id: str | None = No
 
 
 def comment(text: str) -> bytes:
-    """An SSE comment line; clients ignore it, proxies see traffic."""
-    return f": {_LINE_BREAK.sub(' ', text)}\n\n".encode()
+    """An SSE comment line; clients ignore it, proxies see traffic.
+
+    No blank line follows it: a blank line ends a block, and a block without
+    ``data:`` is dispatched by no browser but yielded as an empty message by
+    some clients (httpx-sse, which also repeats the last ``id:`` in it). A
+    comment line between two events changes neither."""
+    return f": {_LINE_BREAK.sub(' ', text)}\n".encode()
 
 
 def retry(milliseconds: int) -> bytes:
-    return f"retry: {int(milliseconds)}\n\n".encode()
+    """A ``retry:`` line. It takes effect when parsed, so it needs no blank
+    line (which would make it a data-less block); the next event ends its block."""
+    return f"retry: {int(milliseconds)}\n".encode()
 
 
 def control(name: str, data: Any, last_id: str | None) -> bytes:

@@ -13,7 +13,9 @@ never gets an event and later misses an older one of the same channel.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -27,9 +29,10 @@ from .channels import ChannelError, call_user_code, registry
 from .conf import conf
 from .dbthreads import release_connections
 from .events import Event, comment, control, encode_body, encode_payload, retry
-from .hub import Subscription, get_hub
-from .ids import decode_position, encode_position
+from .hub import get_hub
+from .ids import decode_position
 from .names import channel_name_error
+from .subscription import LIVE, REPLAYING, STARTING, Cursor, Subscription
 
 logger = logging.getLogger("django_sse")
 
@@ -44,6 +47,14 @@ MAX_LAST_EVENT_ID = 256
 FINAL_REASONS = frozenset({"revoked"})
 SESSION_EXPIRED = "session expired"
 MAX_AGE = "max age"
+#: The store failed mid-stream (a database outage): come back later.
+UNAVAILABLE = "unavailable"
+HISTORY_EXPIRED = "history expired"
+#: A client told to come back after an outage waits this many times
+#: ``SSE_RETRY_MS``, drawn at random, so clients do not return all at once.
+UNAVAILABLE_RETRY = (1.0, 4.0)
+#: Seconds between the attempts of a failing store read before giving up.
+STORE_RETRY_PAUSES = (0.05, 0.25)
 
 
 def parse_channels(raw: Iterable[str]) -> tuple[str, ...]:
@@ -76,39 +87,55 @@ async def authorize(user: Any, raw: Iterable[str]) -> tuple[str, ...]:
     return names
 
 
-class Cursor:
-    """A stream's position on its stored channels, and the ``id:`` naming it."""
-
-    def __init__(self, channels: tuple[str, ...], positions: dict[str, int]) -> None:
-        self.channels = channels  # sorted
-        self.positions = positions
-        self._id: bytes | None = None
-
-    @property
-    def id(self) -> bytes:
-        if self._id is None:
-            self._id = encode_position(self.channels, self.positions).encode()
-        return self._id
-
-    def move(self, channel: str, seq: int) -> None:
-        self.positions[channel] = seq
-        self._id = None
-
-    def frame(self, channel: str, seq: int, body: bytes) -> bytes:
-        self.move(channel, seq)
-        return b"id: " + self.id + b"\n" + body
+class StoreUnavailable(Exception):
+    """The event store failed while a stream was reading it."""
 
 
 class StreamState:
-    """What one stream needs to write events in order, without gaps or repeats."""
+    """What one stream needs to write events in order, without gaps or repeats.
+
+    Every read of the store checks that each record follows the one before it
+    on its channel: a hole (events pruned before they could be read) becomes a
+    ``stream-reset`` that names it, never a silent skip."""
 
     def __init__(self, sub: Subscription, cursor: Cursor | None) -> None:
         self.sub = sub
         self.cursor = cursor
-        self.store = history.get_store() if cursor else None
+        sub.cursor = cursor
+        self.store = history.get_store()
         self.last_id: bytes | None = None
 
-    async def frames(self, events: list[Event]) -> list[bytes]:
+    async def read(
+        self, positions: dict[str, int], limit: int = history.READ_LIMIT
+    ) -> list[history.Record]:
+        assert self.store is not None
+        records: list[history.Record] = await _call_store(self.store.read, positions, limit)
+        return records
+
+    def _hole(self, channel: str, before: int) -> bytes:
+        """A reset for the events of ``channel`` up to ``before`` that the store
+        no longer has; the cursor moves past them, so a reconnect resumes after."""
+        assert self.cursor is not None
+        self.cursor.move(channel, before)
+        return control(STREAM_RESET, {"reason": HISTORY_EXPIRED}, self.cursor.id.decode())
+
+    def _page(self, records: list[history.Record]) -> bytes:
+        """Frame ``records`` (oldest first), resetting at any hole."""
+        assert self.cursor is not None
+        positions = self.cursor.positions
+        out: list[bytes] = []
+        for r in records:
+            position = positions[r.channel]
+            if r.seq <= position:
+                continue
+            if r.seq != position + 1:
+                out.append(self._hole(r.channel, r.seq - 1))
+            out.append(self.cursor.frame(r.channel, r.seq, encode_body(r.name, r.payload)))
+        self.last_id = self.cursor.id
+        return b"".join(out)
+
+    async def frames(self, events: list[Event]) -> AsyncIterator[bytes]:
+        """The wire bytes of ``events``, in chunks; holes are read from the store."""
         out: list[bytes] = []
         cursor = self.cursor
         for event in events:
@@ -122,51 +149,63 @@ class StreamState:
                 out.append(b"id: " + cursor.id + b"\n" + event.body)
                 continue
             if event.seq <= position:
-                continue  # already written (replay, or a catch-up re-delivery)
+                continue  # already written (replay, or read from the store)
             if event.seq > position + 1:
-                out.extend(await self.fill(event.channel, event.seq - 1))
+                if out:
+                    yield b"".join(out)
+                    out = []
+                async for chunk in self.fill(event.channel, event.seq - 1):
+                    yield chunk
             out.append(cursor.frame(event.channel, event.seq, event.body))
         if cursor is not None:
             self.last_id = cursor.id
-        return out
+        if out:
+            yield b"".join(out)
 
-    async def fill(self, channel: str, upto: int) -> list[bytes]:
-        """Read the hole before ``upto + 1`` on ``channel`` from the store."""
-        assert self.cursor is not None and self.store is not None
-        out: list[bytes] = []
-        position = self.cursor.positions[channel]
-        while position < upto:
-            records = await history.call(
-                self.store.read, {channel: position}, min(upto - position, history.READ_LIMIT)
-            )
+    async def fill(self, channel: str, upto: int) -> AsyncIterator[bytes]:
+        """Read ``channel`` from the store up to ``upto``, a page at a time."""
+        assert self.cursor is not None
+        while self.cursor.positions[channel] < upto:
+            position = self.cursor.positions[channel]
+            records = await self.read({channel: position}, min(upto - position, history.READ_LIMIT))
             records = [r for r in records if r.seq <= upto]
-            if not records or records[0].seq != position + 1:
-                # Pruned before we could read it: tell the client to reload. The
-                # reset carries the new position, so a reconnect resumes after it.
-                self.cursor.move(channel, upto)
-                reset = {"reason": "history expired"}
-                out.append(control(STREAM_RESET, reset, self.cursor.id.decode()))
-                return out
-            for record in records:
-                out.append(
-                    self.cursor.frame(channel, record.seq, encode_body(record.name, record.payload))
-                )
-            position = records[-1].seq
-        return out
+            if not records:
+                # Pruned before we could read it: tell the client to reload.
+                yield self._hole(channel, upto)
+                self.last_id = self.cursor.id
+                return
+            yield self._page(records)
 
     async def replay(self) -> AsyncIterator[bytes]:
         """Everything after the cursor, oldest first, in pages."""
-        assert self.cursor is not None and self.store is not None
-        while True:
-            records = await history.call(self.store.read, dict(self.cursor.positions))
+        assert self.cursor is not None
+        while not self.sub.closed:
+            records = await self.read(dict(self.cursor.positions))
             if not records:
                 return
-            yield b"".join(
-                self.cursor.frame(r.channel, r.seq, encode_body(r.name, r.payload)) for r in records
-            )
-            self.last_id = self.cursor.id
+            page = self._page(records)
+            if page:
+                yield page
             if len(records) < history.READ_LIMIT:
                 return
+
+
+async def _call_store(func: Any, *args: Any) -> Any:
+    """A store read for a stream; ``StoreUnavailable`` once it failed a few
+    times in a row (a lock held by a writer passes, an outage does not)."""
+    hub = get_hub()
+    for pause in (*STORE_RETRY_PAUSES, None):
+        try:
+            result = await history.call(func, *args)
+        except Exception as exc:
+            if pause is None:
+                hub.store_failed(exc, "a stream read it")
+                raise StoreUnavailable from exc
+            await asyncio.sleep(pause)
+        else:
+            hub.store_ok()
+            return result
+    raise AssertionError("unreachable")
 
 
 async def _start_position(
@@ -175,7 +214,7 @@ async def _start_position(
     """The cursor to start from, and why the client must reset (or ``None``)."""
     store = history.get_store()
     assert store is not None
-    heads = await history.call(store.heads, stored)
+    heads = await _call_store(store.heads, stored)
     if not last_event_id:
         return heads, None
     resumed = None
@@ -187,13 +226,18 @@ async def _start_position(
         return heads, "unknown last event id"
     behind = [c for c in stored if resumed[c] < heads[c]]
     if behind:
-        oldest = await history.call(store.oldest, behind)
+        oldest = await _call_store(store.oldest, behind)
         if any(oldest.get(c, heads[c] + 1) > resumed[c] + 1 for c in behind):
-            return heads, "history expired"
+            return heads, HISTORY_EXPIRED
     return resumed, None
 
 
 async def _snapshots(channels: tuple[str, ...], user: Any, cursor: Cursor | None) -> bytes:
+    """Each channel's snapshot, taken after the position was read.
+
+    An event published meanwhile is in the snapshot and is also written after
+    it, never lost: snapshot data is state, so applying such an event again
+    leaves the same state (see docs/delivery.rst)."""
     out = []
     ran = False
     for name in channels:
@@ -239,9 +283,10 @@ async def event_stream(
     """Yield the wire bytes of a stream on ``channels`` until the client goes.
 
     The first chunk (``retry:`` and a comment) is yielded as soon as the
-    subscription is in place, so the response head reaches the client at once.
-    ``identity`` lets revocation find the stream and closes it when its session
-    expires; ``slot`` (from ``limits.acquire``) is released when it ends.
+    subscription is in place, before any query or snapshot, so the response
+    head reaches the client at once. ``identity`` lets revocation find the
+    stream and closes it when its session expires; ``slot`` (from
+    ``limits.acquire``) is released when it ends.
     """
     if identity is not None:
         user = identity.user
@@ -261,6 +306,7 @@ async def event_stream(
         if slot is not None:
             slot.release()
         raise
+    sub.state = STARTING
     sub.deadline = _deadline(identity, hub.loop.time())
     if (
         identity is not None
@@ -268,30 +314,17 @@ async def event_stream(
         and hub.revoked_since(sub, identity.since)
     ):
         sub.close("revoked")
+    state = StreamState(sub, None)
     try:
-        cursor: Cursor | None = None
-        reset: str | None = None
-        if stored:
-            positions, reset = await _start_position(stored, last_event_id)
-            cursor = Cursor(stored, positions)
-            sub.positions = positions
-        elif last_event_id and store is None:
-            reset = "history unavailable"
-        state = StreamState(sub, cursor)
-        first = retry(conf.SSE_RETRY_MS) + comment("connected")
-        if reset:
-            # With the current position as its id: the client's next reconnect
-            # resumes from here (the header wins over a stale ?lastEventId=).
-            here = cursor.id.decode() if cursor else None
-            first += control(STREAM_RESET, {"reason": reset}, here)
-        if reset or not last_event_id:
-            first += await _snapshots(channels, user, cursor)
-        yield first
+        yield retry(conf.SSE_RETRY_MS) + comment("connected")
         sub.wrote()
-        if cursor is not None and not reset and last_event_id:
-            async for chunk in state.replay():
+        try:
+            async for chunk in _start(state, stored, channels, user, last_event_id, store):
                 yield chunk
                 sub.wrote()
+        except StoreUnavailable:
+            sub.close(UNAVAILABLE)
+        sub.state = LIVE
         async for chunk in _live(state):
             yield chunk
     finally:
@@ -300,23 +333,83 @@ async def event_stream(
             slot.release()
 
 
+async def _start(
+    state: StreamState,
+    stored: tuple[str, ...],
+    channels: tuple[str, ...],
+    user: Any,
+    last_event_id: str | None,
+    store: Any,
+) -> AsyncIterator[bytes]:
+    """Position, reset, snapshots and replay: what comes before live events.
+
+    A stream revoked meanwhile stops at once: no snapshot (application code
+    that may read private data) runs for it, and no further replay page."""
+    sub = state.sub
+    reset: str | None = None
+    if stored and not sub.closed:
+        positions, reset = await _start_position(stored, last_event_id)
+        if reset or not last_event_id:
+            # Starting from the heads, read after the first bytes went out: an
+            # event published since then is queued, and is written, not skipped.
+            for channel, seq in sub.first_queued().items():
+                if channel in positions:
+                    positions[channel] = min(positions[channel], seq - 1)
+        state.cursor = sub.cursor = Cursor(stored, positions)
+    elif last_event_id and store is None:
+        reset = "history unavailable"
+    cursor = state.cursor
+    first = b""
+    if reset and not sub.closed:
+        # With the current position as its id: the client's next reconnect
+        # resumes from here (the header wins over a stale ?lastEventId=).
+        here = cursor.id.decode() if cursor else None
+        first += control(STREAM_RESET, {"reason": reset}, here)
+    if (reset or not last_event_id) and not sub.closed:
+        first += await _snapshots(channels, user, cursor)
+    if cursor is not None:
+        state.last_id = cursor.id
+    if first and not sub.closed:
+        yield first
+    if cursor is not None and not reset and last_event_id:
+        sub.state = REPLAYING
+        async for chunk in state.replay():
+            yield chunk
+
+
 async def _live(state: StreamState) -> AsyncIterator[bytes]:
     sub = state.sub
     while True:
         await sub.wait()
         # Read before draining: what was queued when the stream was closed is
-        # still written, ahead of the closing event.
+        # still written, ahead of the closing event, unless access is gone.
         reason = sub.close_reason
         events = sub.drain()
-        frames = await state.frames(events) if events else []
-        if frames:
-            sub.wrote()
-            yield b"".join(frames)
-        elif sub.keepalive_due:
+        wrote = False
+        if reason not in FINAL_REASONS and reason != UNAVAILABLE:
+            try:
+                async for chunk in state.frames(events):
+                    wrote = True
+                    sub.wrote()
+                    yield chunk
+                for channel, seq in sub.take_behind().items():
+                    async for chunk in state.fill(channel, seq):
+                        wrote = True
+                        sub.wrote()
+                        yield chunk
+            except StoreUnavailable:
+                sub.close(UNAVAILABLE)
+                reason = UNAVAILABLE
+        if reason is None and not wrote and sub.keepalive_due:
             sub.wrote()
             yield KEEPALIVE
         if reason is not None:
             last = state.last_id.decode() if state.last_id else None
             reconnect = reason not in FINAL_REASONS
-            yield control(STREAM_CLOSED, {"reason": reason, "reconnect": reconnect}, last)
+            head = b""
+            if reason == UNAVAILABLE:
+                # Come back, but not all at once: each client waits its own time.
+                low, high = UNAVAILABLE_RETRY
+                head = retry(round(conf.SSE_RETRY_MS * random.uniform(low, high)))
+            yield head + control(STREAM_CLOSED, {"reason": reason, "reconnect": reconnect}, last)
             return

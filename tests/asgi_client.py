@@ -88,7 +88,7 @@ async def asgi_stream(
     stream = ASGIStream("/sse/", query, raw)
     task = asyncio.create_task(app(stream.scope, stream.receive, stream.send))
     try:
-        await stream.wait_for(b": connected\n\n")
+        await stream.wait_for(b": connected\n")
         yield stream
     finally:
         stream.disconnect.set()

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from httpx_sse import EventSource, ServerSentEvent
+from httpx_sse import ServerSentEvent
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
 _unique = itertools.count()
 
@@ -27,6 +28,7 @@ def unique(prefix: str = "c") -> str:
 class Stream:
     response: httpx.Response
     events: list[ServerSentEvent] = field(default_factory=list)
+    hello: str = ""
     _iter: AsyncIterator[ServerSentEvent] | None = None
 
     async def next_event(self, timeout: float = DEFAULT_TIMEOUT) -> ServerSentEvent:
@@ -71,11 +73,34 @@ async def open_stream(
     ) as response:
         stream = Stream(response)
         if response.status_code == 200:
-            stream._iter = EventSource(response).aiter_sse()
-            # The first block carries ``retry:``; receiving it proves the subscription.
-            first = await stream.next_event()
-            assert first.retry is not None, first
+            chunks = response.aiter_text()
+            # The first chunk (``retry:`` and a comment, no event) proves the subscription.
+            first = await asyncio.wait_for(anext(chunks), DEFAULT_TIMEOUT)
+            assert first.startswith("retry: "), first
+            stream.hello = first
+            stream._iter = _decode(first, chunks)
         yield stream
+
+
+async def _decode(first: str, chunks: AsyncIterator[str]) -> AsyncIterator[ServerSentEvent]:
+    """httpx-sse's own parsing (as ``EventSource.aiter_sse``), of ``first`` then ``chunks``."""
+    lines = SSELineDecoder()
+    decoder = SSEDecoder()
+
+    async def texts() -> AsyncIterator[str]:
+        yield first
+        async for text in chunks:
+            yield text
+
+    async for text in texts():
+        for line in lines.decode(text):
+            sse = decoder.decode(line)
+            if sse is not None:
+                yield sse
+    for line in lines.flush():
+        sse = decoder.decode(line)
+        if sse is not None:
+            yield sse
 
 
 async def wait_until(

@@ -104,8 +104,10 @@ def test_bad_channel_name_is_value_error_naming_it() -> None:
 
 
 def test_comment_retry_and_control_frames() -> None:
-    assert comment("a\nb") == b": a b\n\n"
-    assert retry(1500) == b"retry: 1500\n\n"
+    # No blank line after a comment or a lone retry: that would be a block
+    # without data, an empty event to some clients.
+    assert comment("a\nb") == b": a b\n"
+    assert retry(1500) == b"retry: 1500\n"
     assert parse(control("stream-closed", {"reason": "overflow"}, "7")) == [
         {"id": "7", "event": "stream-closed", "data": '{"reason":"overflow"}'}
     ]

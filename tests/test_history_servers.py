@@ -390,6 +390,17 @@ class RawStream:
                 self.ended = True
             self.buffer += data
 
+    async def hello(self, timeout: float) -> bytes:
+        """The stream's first bytes: ``retry:`` and a comment, no block of their own."""
+        deadline = time.monotonic() + timeout
+        while b": connected\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if self.ended or remaining <= 0:
+                raise TimeoutError(f"no hello within {timeout}s: {self.buffer[:200]!r}")
+            await asyncio.wait_for(self._more(), remaining)
+        hello, marker, self.buffer = self.buffer.partition(b": connected\n")
+        return hello + marker
+
     async def next_block(self, timeout: float) -> bytes | None:
         """The next ``\\n\\n``-terminated block, or ``None`` at the end of the body."""
         deadline = time.monotonic() + timeout
@@ -454,8 +465,8 @@ async def test_a_client_that_stops_reading_is_closed_then_resumes_without_loss(
         async with httpx.AsyncClient(timeout=30.0) as client:
             raw = await RawStream.open(server, f"/sse/?{urlencode({'channel': channel})}")
             try:
-                hello = parse_block(await raw.next_block(10) or b"")
-                assert hello is not None and hello["retry"] is not None, hello
+                hello = await raw.hello(10)
+                assert hello.startswith(b"retry: "), hello
                 # From here the client reads nothing until every event was offered
                 # to its stream.
                 before = (await hub_stats(client, server))["delivered"]

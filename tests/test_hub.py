@@ -170,3 +170,176 @@ async def test_redis_outage_keeps_streams_and_rejoins(private_redis_server: Redi
         await wait_until(delivered, 30, interval=0.2)
         assert not sub.closed and not late.closed
         await hub.stop()
+
+
+# -- lifecycle: a stopped hub is gone, a failed start leaves nothing ---------
+
+
+def closed_port() -> int:
+    from tests.servers import free_port
+
+    return free_port()  # nothing listens there
+
+
+async def test_stop_forgets_the_hub_and_every_task(redis_layer: str) -> None:
+    hub = get_hub()
+    sub = await hub.subscribe(("life",), 10)
+    assert hub._tasks
+    await hub.stop()
+    assert sub.close_reason == "shutdown"
+    assert not [t for t in hub._tasks if not t.done()]
+    # The next caller gets a hub that works, not the dead one.
+    fresh = get_hub()
+    assert fresh is not hub
+    again = await fresh.subscribe(("life",), 10)
+    await asend_event("life", "e", 1)
+    await wait_until(lambda: len(again) == 1)
+    await fresh.stop()
+
+    async def left() -> bool:
+        return await numsub(redis_layer, "life") == 0
+
+    await wait_until(left, 5)
+
+
+async def test_a_failed_start_leaves_no_task_behind() -> None:
+    with override_settings(CHANNEL_LAYERS=pubsub_layer(f"redis://127.0.0.1:{closed_port()}/0")):
+        hub = get_hub()
+        for _ in range(3):
+            with pytest.raises(Exception):  # noqa: B017  (the layer's connection error)
+                await hub.start()
+        assert not hub._tasks
+        await hub.stop()
+
+
+def test_closed_loops_are_forgotten() -> None:
+    from django_sse import hub as hubs
+
+    loop = asyncio.new_event_loop()
+
+    async def make() -> Hub:
+        return get_hub()
+
+    made = loop.run_until_complete(make())
+    assert made in hubs.local_hubs()
+    loop.close()
+    assert made not in hubs.local_hubs()
+    assert loop not in hubs._hubs
+
+
+async def test_stop_lets_served_streams_write_their_close() -> None:
+    from django_sse.stream import event_stream
+
+    chunks: list[bytes] = []
+    stream = event_stream(("stopping",))
+
+    async def read() -> None:
+        async for chunk in stream:
+            chunks.append(chunk)
+
+    reader = asyncio.ensure_future(read())
+    hub = get_hub()
+    await wait_until(lambda: hub.subscribers("stopping") == 1)
+    await asyncio.wait_for(hub.stop(), 5)
+    await asyncio.wait_for(reader, 5)
+    assert chunks[-1].endswith(
+        b'event: stream-closed\ndata: {"reason":"shutdown","reconnect":true}\n\n'
+    )
+
+
+# -- a foreign message is logged and skipped; the receiver lives on ----------
+
+
+async def test_foreign_messages_do_not_stop_delivery(
+    redis_layer: str, hub: Hub, caplog: pytest.LogCaptureFixture
+) -> None:
+    from django_sse.events import build_event
+    from django_sse.hub import CONTROL_GROUP, to_message
+
+    sub = await hub.subscribe(("foreign",), 100)
+    layer = hub.layer
+    group = group_name("foreign")
+    foreign: list[Any] = [
+        ["not", "a", "dict"],
+        "text",
+        {"type": "some.other.app"},
+        {"type": "sse.event", "channel": "foreign"},  # fields missing
+        # A sequence number that is not a number would poison later comparisons.
+        {
+            "type": "sse.event",
+            "channel": "foreign",
+            "name": "e",
+            "id": "x",
+            "body": b"",
+            "seq": "zz",
+        },
+        {"type": "sse.event", "channel": ["foreign"], "name": "e", "id": "x", "body": b""},
+        {"type": "sse.revoke", "owner": {"pk": 1}},
+    ]
+    for message in foreign:
+        await layer.group_send(group, message)
+        await layer.group_send(CONTROL_GROUP, message)
+    event = build_event("foreign", "e", {"n": 1}).stored(1)
+    await layer.group_send(group, to_message(event))
+    await wait_until(lambda: len(sub) == 1, 5)
+    assert sub.drain()[0].seq == 1
+    assert not sub.closed
+    assert "Ignoring a hub message" in caplog.text
+
+
+async def test_a_loop_that_dies_is_restarted(hub: Hub, caplog: pytest.LogCaptureFixture) -> None:
+    runs: list[int] = []
+    done = asyncio.Event()
+
+    async def flaky() -> None:
+        runs.append(1)
+        if len(runs) < 3:
+            raise RuntimeError("boom")
+        done.set()
+        await asyncio.Event().wait()
+
+    hub._keep_running(flaky, "test loop")
+    await asyncio.wait_for(done.wait(), 5)
+    assert len(runs) == 3
+    assert caplog.text.count("The hub's test loop failed") == 2
+
+
+# -- membership races ----------------------------------------------------------
+
+
+async def redis_groups_of(url: str, channel_name: str) -> list[str]:
+    """The layer groups (``RedisChannelLayer``) that still hold ``channel_name``."""
+    client = aioredis.from_url(url)
+    try:
+        found = []
+        async for key in client.scan_iter(match="asgi:group:*"):
+            if await client.zscore(key, channel_name) is not None:
+                found.append(key.decode())
+        return found
+    finally:
+        await client.aclose()
+
+
+async def test_rejoining_never_undoes_a_leave(redis_url: str) -> None:
+    layers = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis_url]},
+        }
+    }
+    with override_settings(CHANNEL_LAYERS=layers):
+        hub = get_hub()
+        for round_ in range(5):
+            subs = [await hub.subscribe((f"rj{round_}x{i}",), 10) for i in range(40)]
+            # Re-join everything while every stream leaves.
+            hub._rejoin.set()
+            await asyncio.sleep(0)
+            for sub in subs:
+                hub.unsubscribe(sub)
+                await asyncio.sleep(0)
+            await wait_until(lambda: not hub._groups, 10)
+        await asyncio.sleep(0.5)  # let any stray re-join land
+        assert hub.channel_name is not None
+        stray = await redis_groups_of(redis_url, hub.channel_name)
+        assert [g for g in stray if "rj" in g] == []
+        await hub.stop()

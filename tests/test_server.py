@@ -36,7 +36,7 @@ async def test_headers_and_first_chunk(server: Server, client: httpx.AsyncClient
         assert r.headers["cache-control"] == "no-cache"
         assert r.headers["x-accel-buffering"] == "no"
         assert r.headers.get("content-encoding", "identity") == "identity"
-        assert stream.events[0].retry == 3000
+        assert stream.hello.startswith("retry: 3000\n")
 
 
 async def test_first_chunk_is_raw_retry_and_comment(server: Server) -> None:
@@ -46,12 +46,14 @@ async def test_first_chunk_is_raw_retry_and_comment(server: Server) -> None:
     )
     await writer.drain()
     data = b""
-    while b": connected\n\n" not in data:
+    while b": connected\n" not in data:
         chunk = await asyncio.wait_for(reader.read(4096), 5)
         assert chunk, data
         data += chunk
     assert data.startswith(b"HTTP/1.1 200")
-    assert b"retry: 3000\n" in data
+    # One block-less chunk: no blank line, which would end a block without data.
+    assert b"retry: 3000\n: connected\n" in data
+    assert b"connected\n\n" not in data
     writer.close()
 
 
@@ -170,10 +172,11 @@ async def test_keepalive_comments_while_idle(server: Server) -> None:
     writer.write(b"GET /sse/?channel=public HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     await writer.drain()
     data = b""
-    while data.count(b": keepalive\n\n") < 2:
+    while data.count(b": keepalive\n") < 2:
         chunk = await asyncio.wait_for(reader.read(4096), 5)
         assert chunk, data
         data += chunk
+    assert b"keepalive\n\n" not in data
     writer.close()
 
 

@@ -21,7 +21,7 @@ async def test_in_process_stream_delivers_and_cleans_up_on_disconnect() -> None:
     app = get_asgi_application()
     stream = ASGIStream(reverse("django_sse:stream"), "channel=public")
     task = asyncio.create_task(app(stream.scope, stream.receive, stream.send))
-    await stream.wait_for(b": connected\n\n")
+    await stream.wait_for(b": connected\n")
     assert stream.start is not None and stream.start["status"] == 200
     headers = dict(stream.start["headers"])
     assert headers[b"Content-Type"] == b"text/event-stream; charset=utf-8"
@@ -43,7 +43,7 @@ async def test_overflow_ends_the_stream_with_a_reason() -> None:
     app = get_asgi_application()
     stream = ASGIStream("/sse/", "channel=public")
     task = asyncio.create_task(app(stream.scope, stream.receive, stream.send))
-    await stream.wait_for(b": connected\n\n")
+    await stream.wait_for(b": connected\n")
     stream.reading.clear()
     await asend_event("public", "e", 0)  # taken by the stream, stuck in send()
     for i in range(1, 5):  # two fit in the queue, the next overflows it

@@ -1,0 +1,181 @@
+"""Layer group membership of one hub, ref-counted by its local streams.
+
+The hub joins the layer group of an SSE channel when its first local stream
+needs it and leaves when the last one goes. Every join and leave of a group
+runs under that group's lock and decides from the members it finds then, so a
+leave racing a join (or the periodic re-join) never leaves the layer
+subscribed to a group nobody here tracks, nor a group tracked with no members.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+from .conf import conf
+from .names import group_name
+from .subscription import Subscription
+
+logger = logging.getLogger("django_sse")
+
+T = TypeVar("T")
+
+#: Revocations and other control messages reach every hub through this group.
+#: Channel names start with a letter or digit, so no channel's group is this.
+CONTROL_GROUP = "sse._control"
+#: Seconds between retries while the layer fails, doubling up to the maximum.
+BACKOFF_INITIAL = 0.1
+BACKOFF_MAX = 5.0
+#: Fallback when a layer does not say how long group membership lasts.
+DEFAULT_GROUP_EXPIRY = 86400
+
+
+async def bounded(call: Awaitable[T]) -> T:
+    """One channel-layer call, bounded by ``SSE_PUBLISH_TIMEOUT``: a Redis that
+    accepts and never answers would block it forever."""
+    return await asyncio.wait_for(call, conf.SSE_PUBLISH_TIMEOUT)
+
+
+class Group:
+    __slots__ = ("joined", "lock", "members", "seen")
+
+    def __init__(self) -> None:
+        self.members: set[Subscription] = set()
+        self.joined = False
+        self.lock = asyncio.Lock()
+        #: The highest sequence number dispatched on this channel, if any.
+        self.seen: int | None = None
+
+
+class Membership:
+    """Which layer groups the hub's channel is in, and why."""
+
+    def __init__(
+        self,
+        layer: Any,
+        spawn: Callable[[Coroutine[Any, Any, Any]], Any],
+    ) -> None:
+        self.layer = layer
+        self.channel_name: str | None = None
+        self.groups: dict[str, Group] = {}
+        self._spawn = spawn
+        self.rejoin = asyncio.Event()
+
+    async def add(self, sub: Subscription) -> None:
+        for channel in sub.channels:
+            group = self.groups.get(channel)
+            if group is None:
+                group = self.groups[channel] = Group()
+            # Member first: an event arriving right after the join is not missed.
+            group.members.add(sub)
+            # Always take the lock: it also waits out a leave in flight.
+            async with group.lock:
+                await self._join(channel, group)
+
+    def discard(self, sub: Subscription) -> None:
+        """Forget ``sub`` now; leaving layer groups happens in the background."""
+        for channel in sub.channels:
+            group = self.groups.get(channel)
+            if group is None:
+                continue
+            group.members.discard(sub)
+            if group.members:
+                continue
+            if not group.joined and not group.lock.locked():
+                del self.groups[channel]
+            else:
+                # Joined, or a join or leave is in flight: decide under the lock.
+                self._spawn(self._leave(channel, group))
+
+    async def _join(self, channel: str, group: Group) -> None:
+        """Join ``channel``'s layer group if it has members (under ``group.lock``)."""
+        if group.joined or not group.members:
+            return
+        if self.channel_name is not None:
+            try:
+                await bounded(self.layer.group_add(group_name(channel), self.channel_name))
+            except Exception:
+                # The stream stays open; the maintenance loop joins once the layer is back.
+                logger.warning("Channel layer error joining %r; will retry", channel, exc_info=True)
+                self.rejoin.set()
+                return
+        group.joined = True
+
+    async def _leave(self, channel: str, group: Group) -> None:
+        async with group.lock:
+            if group.members:
+                return
+            if group.joined:
+                group.joined = False
+                if self.channel_name is not None:
+                    try:
+                        await bounded(
+                            self.layer.group_discard(group_name(channel), self.channel_name)
+                        )
+                    except Exception:
+                        logger.warning("Channel layer error leaving %r", channel, exc_info=True)
+            if group.members:
+                # A stream arrived while we were leaving: join again for it.
+                await self._join(channel, group)
+            elif self.groups.get(channel) is group:
+                del self.groups[channel]
+
+    def refresh_interval(self) -> float:
+        expiry = getattr(self.layer, "group_expiry", None) or DEFAULT_GROUP_EXPIRY
+        return max(float(expiry) / 2, 0.5)
+
+    async def rejoin_all(self) -> bool:
+        """Re-add every membership; return whether the layer took them all."""
+        assert self.channel_name is not None
+        try:
+            await bounded(self.layer.group_add(CONTROL_GROUP, self.channel_name))
+        except Exception:
+            logger.warning("Channel layer error re-joining the control group", exc_info=True)
+            return False
+        for channel, group in list(self.groups.items()):
+            async with group.lock:
+                # Under the lock, from the members found now: a leave that ran
+                # meanwhile has discarded the group, and must not be undone.
+                if not group.members or self.groups.get(channel) is not group:
+                    continue
+                try:
+                    await bounded(self.layer.group_add(group_name(channel), self.channel_name))
+                except Exception:
+                    logger.warning("Channel layer error re-joining %r", channel, exc_info=True)
+                    return False
+                group.joined = True
+        return True
+
+    async def maintain(self) -> None:
+        """Re-add memberships before the layer expires them, and after errors."""
+        backoff = BACKOFF_INITIAL
+        while True:
+            try:
+                await asyncio.wait_for(self.rejoin.wait(), self.refresh_interval())
+            except TimeoutError:
+                pass
+            self.rejoin.clear()
+            if await self.rejoin_all():
+                if backoff > BACKOFF_INITIAL:
+                    logger.info("Channel layer is back; %d groups re-joined", len(self.groups))
+                backoff = BACKOFF_INITIAL
+            else:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                self.rejoin.set()
+
+    async def leave_all(self) -> None:
+        """Leave every group, joined or being left (the hub stops); errors are
+        logged, not raised."""
+        if self.channel_name is None:
+            return
+        names = [group_name(c) for c in self.groups] + [CONTROL_GROUP]
+        for name in names:
+            try:
+                await bounded(self.layer.group_discard(name, self.channel_name))
+            except Exception:
+                logger.warning("Channel layer error leaving %r on shutdown", name, exc_info=True)
+        for group in self.groups.values():
+            group.joined = False

@@ -1,0 +1,189 @@
+"""One stream's view of the hub: a bounded queue, a wake-up, and its state.
+
+A subscription is ``OPEN`` when the hub made it, ``STARTING`` once a stream
+serves it (first bytes, position, snapshots), ``REPLAYING`` while it reads what
+its client missed from the store and ``LIVE`` after that. Only a live stream
+has a position the catch-up poll may compare with the store: a stream still
+replaying is behind by design and fills its own gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from .events import Event
+from .ids import encode_position
+
+#: Made by the hub; no stream serves it yet.
+OPEN = "open"
+#: A stream writes its first bytes, reads its position, runs snapshots.
+STARTING = "starting"
+#: A stream reads what its client missed from the store.
+REPLAYING = "replaying"
+#: A stream writes events as they come.
+LIVE = "live"
+
+
+class Cursor:
+    """A stream's position on its stored channels, and the ``id:`` naming it."""
+
+    __slots__ = ("_id", "channels", "positions")
+
+    def __init__(self, channels: tuple[str, ...], positions: dict[str, int]) -> None:
+        self.channels = channels  # sorted
+        self.positions = positions
+        self._id: bytes | None = None
+
+    @property
+    def id(self) -> bytes:
+        if self._id is None:
+            self._id = encode_position(self.channels, self.positions).encode()
+        return self._id
+
+    def move(self, channel: str, seq: int) -> None:
+        self.positions[channel] = seq
+        self._id = None
+
+    def frame(self, channel: str, seq: int, body: bytes) -> bytes:
+        self.move(channel, seq)
+        return b"id: " + self.id + b"\n" + body
+
+
+class Subscription:
+    """A bounded queue and a wake-up future; the hub never awaits it."""
+
+    __slots__ = (
+        "_behind",
+        "_buffer",
+        "_loop",
+        "_waiter",
+        "channels",
+        "close_reason",
+        "cursor",
+        "deadline",
+        "keepalive",
+        "keepalive_due",
+        "last_write",
+        "maxsize",
+        "owner",
+        "session_key",
+        "state",
+    )
+
+    def __init__(
+        self,
+        channels: tuple[str, ...],
+        maxsize: int,
+        loop: asyncio.AbstractEventLoop,
+        keepalive: float = 15.0,
+    ):
+        self.channels = channels
+        self.maxsize = maxsize
+        self.keepalive = keepalive
+        self.keepalive_due = False
+        self.close_reason: str | None = None
+        self._buffer: deque[Event] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop = loop
+        self.last_write = loop.time()
+        self.state = OPEN
+        #: The stream's position on its stored channels, once it has one.
+        self.cursor: Cursor | None = None
+        #: Sequence numbers the store had that this live stream did not get
+        #: from the layer, per channel: the stream reads up to them itself.
+        self._behind: dict[str, int] = {}
+        #: Who reads the stream (a user pk as text) and through which session,
+        #: so that a revocation finds it.
+        self.owner: str | None = None
+        self.session_key: str | None = None
+        #: Loop time at which the stream is closed (session expiry, maximum age).
+        self.deadline: tuple[float, str] | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.close_reason is not None
+
+    @property
+    def served(self) -> bool:
+        """Whether a stream writes this subscription's events to a client."""
+        return self.state != OPEN
+
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    def position(self, channel: str) -> int | None:
+        """The last sequence number written on ``channel``, for a live stream only."""
+        if self.state != LIVE or self.cursor is None:
+            return None
+        return self.cursor.positions.get(channel)
+
+    def deliver(self, event: Event) -> None:
+        """Queue ``event`` without waiting; close the stream if it is full."""
+        if self.close_reason is not None:
+            return
+        if len(self._buffer) >= self.maxsize:
+            self.close("overflow")
+            return
+        self._buffer.append(event)
+        self._wake()
+
+    def mark_behind(self, channel: str, seq: int) -> None:
+        """Ask the stream to read ``channel`` from the store up to ``seq``."""
+        if self.close_reason is None and seq > self._behind.get(channel, 0):
+            self._behind[channel] = seq
+            self._wake()
+
+    def take_behind(self) -> dict[str, int]:
+        behind, self._behind = self._behind, {}
+        return behind
+
+    def close(self, reason: str) -> None:
+        if self.close_reason is None:
+            self.close_reason = reason
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def first_queued(self) -> dict[str, int]:
+        """The lowest sequence number queued on each channel."""
+        found: dict[str, int] = {}
+        for event in self._buffer:
+            if event.seq is not None and event.seq < found.get(event.channel, event.seq + 1):
+                found[event.channel] = event.seq
+        return found
+
+    def drain(self) -> list[Event]:
+        events = list(self._buffer)
+        self._buffer.clear()
+        return events
+
+    def wrote(self) -> None:
+        """Record that the stream just wrote to its client."""
+        self.last_write = self._loop.time()
+        self.keepalive_due = False
+
+    def check_keepalive(self, now: float) -> None:
+        if self.deadline is not None and now >= self.deadline[0]:
+            self.close(self.deadline[1])
+        if now - self.last_write >= self.keepalive:
+            self.keepalive_due = True
+            self._wake()
+
+    async def wait(self) -> None:
+        """Wait until an event arrives, the stream is closed or behind, or a
+        keepalive is due.
+
+        The hub's ticker raises ``keepalive_due``: one timer for the whole
+        process, instead of a timer per stream per event."""
+        if self._buffer or self.close_reason is not None or self.keepalive_due or self._behind:
+            return
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._waiter = None
