@@ -62,7 +62,7 @@ async def test_catch_up_poll_overflows_no_stream_in_a_resume_storm(
         "SSE_TEST_LAYER": "redis",
         "REDIS_URL": redis_url,
         "SSE_KEEPALIVE": "0.5",
-        "SSE_HISTORY_POLL": "0.2",
+        "SSE_HISTORY_POLL": "1.0",
         "SSE_QUEUE_SIZE": str(queue),
     }
     starts = [0, 100, 250]
@@ -76,20 +76,21 @@ async def test_catch_up_poll_overflows_no_stream_in_a_resume_storm(
         current.positions[channel] = history
         raws: list[RawStream] = []
         try:
-            for start in starts:
-                last = single_channel_id(channel, start)
-                query = urlencode({"channel": channel, "lastEventId": last})
-                raw = await RawStream.open(server, f"/sse/?{query}")
-                raws.append(raw)
-                await raw.hello(10)
             async with httpx.AsyncClient(timeout=30.0) as client:
                 async with open_stream(client, sse_url(server, [channel])) as up_to_date:
-                    # One live event while three streams replay and read nothing:
-                    # the up-to-date stream gets it, and then only keepalives,
-                    # over many poll intervals.
+                    # Within one poll interval of the up-to-date stream, three
+                    # streams resume and read nothing, so they stay in their replay.
+                    for start in starts:
+                        last = single_channel_id(channel, start)
+                        query = urlencode({"channel": channel, "lastEventId": last})
+                        raw = await RawStream.open(server, f"/sse/?{query}")
+                        raws.append(raw)
+                        await raw.hello(10)
+                    # The up-to-date stream gets one live event, then only
+                    # keepalives, over several poll intervals.
                     await run_publisher(env, [channel], 1, "storm", "live", 0)
                     await read_events(up_to_date, current, 1, timeout=15)
-                    watch_until = time.monotonic() + 3.0  # 15 polls
+                    watch_until = time.monotonic() + 4.0
                     while time.monotonic() < watch_until:
                         try:
                             sse = await up_to_date.next_event(watch_until - time.monotonic())
