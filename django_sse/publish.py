@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import threading
@@ -13,8 +14,10 @@ from channels.layers import get_channel_layer
 from django.db import DEFAULT_DB_ALIAS, transaction
 
 from .channels import registry
+from .conf import conf
 from .events import Event, build_event
 from .hub import deliver_locally, is_in_memory, to_message
+from .layer import group_send as bounded_group_send
 from .names import group_name
 from .store import BaseStore, get_store
 from .store import call as store_call
@@ -32,7 +35,15 @@ async def _publish(event: Event) -> None:
         # asend_event() would otherwise fill every queue before any drains.
         await asyncio.sleep(0)
     else:
-        await layer.group_send(group_name(event.channel), to_message(event))
+        # Bounded: a stalled layer costs the caller SSE_PUBLISH_TIMEOUT at most.
+        # A stored event is not lost (the catch-up poll delivers it); an
+        # unstored one is, and its caller is told, as for any layer error.
+        sent = await bounded_group_send(layer, group_name(event.channel), to_message(event))
+        if not sent and event.seq is None:
+            raise TimeoutError(
+                f"the channel layer did not answer within SSE_PUBLISH_TIMEOUT "
+                f"({conf.SSE_PUBLISH_TIMEOUT:g}s); the event was not stored and is lost"
+            )
 
 
 def _history(event: Event) -> BaseStore | None:
@@ -134,7 +145,14 @@ class _LoopThread:
         self.thread.start()
 
     def run(self, coro: Coroutine[Any, Any, None]) -> None:
-        asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            # The coroutine bounds its own layer calls; this bounds the wait
+            # for a loop that is busy with something else.
+            future.result(conf.SSE_PUBLISH_TIMEOUT + 1.0)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError("the publishing loop did not run the call in time") from None
 
 
 _lock = threading.Lock()

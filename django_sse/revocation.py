@@ -16,6 +16,7 @@ from channels.layers import get_channel_layer
 from django.db import DEFAULT_DB_ALIAS, transaction
 
 from .hub import CONTROL_GROUP, REVOKE_TYPE, control_locally, is_in_memory
+from .layer import group_send as bounded_group_send
 
 
 def _message(user: Any, channel: str | None, session: str | None) -> dict[str, Any]:
@@ -35,7 +36,8 @@ async def _send(message: dict[str, Any]) -> None:
     if layer is None or is_in_memory(layer):
         control_locally(message)
         return
-    await layer.group_send(CONTROL_GROUP, message)
+    # Bounded: a stalled layer must not hang logout or a permission change.
+    await bounded_group_send(layer, CONTROL_GROUP, message, control=True)
 
 
 async def arevoke(user: Any, channel: str | None = None, *, session: str | None = None) -> None:

@@ -11,6 +11,7 @@ called off the event loop, on a few dedicated threads.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Iterable
@@ -19,6 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.utils import OperationalError
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -30,6 +32,11 @@ logger = logging.getLogger("django_sse")
 READ_LIMIT = 1000
 #: Channels per ``IN (...)`` list, well under every database's parameter limit.
 CHUNK = 500
+#: Times an append is run again after a serialization failure; busy channels
+#: under SERIALIZABLE see several in a row.
+APPEND_RETRIES = 50
+#: SQLSTATEs of a transaction the database rolled back for a concurrent one.
+_RETRYABLE = {"40001", "40P01"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +104,26 @@ class DatabaseStore(BaseStore):
         return str(connections[self.using].ops.quote_name(name))
 
     def append(self, channel: str, name: str, payload: str) -> int:
+        # Under REPEATABLE READ or SERIALIZABLE, two publishers of one channel
+        # collide on its sequence row and the later one fails with a
+        # serialization error: its transaction wrote nothing, so run it again.
+        # Inside a caller's transaction that transaction is lost: re-raise.
+        attempt = 0
+        while True:
+            try:
+                seq = self._append(channel, name, payload)
+            except OperationalError as exc:
+                outer = not connections[self.using].in_atomic_block
+                if not (outer and _is_serialization_failure(exc) and attempt < APPEND_RETRIES):
+                    raise
+                attempt += 1
+                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+                continue
+            break
+        self._maybe_prune()
+        return seq
+
+    def _append(self, channel: str, name: str, payload: str) -> int:
         seq_table = self._qn(self.sequences._meta.db_table)
         with transaction.atomic(using=self.using):
             with connections[self.using].cursor() as cursor:
@@ -112,7 +139,6 @@ class DatabaseStore(BaseStore):
             self.events.objects.using(self.using).create(
                 channel=channel, seq=seq, name=name, payload=payload, created=timezone.now()
             )
-        self._maybe_prune()
         return seq
 
     def read(self, positions: dict[str, int], limit: int = READ_LIMIT) -> list[Record]:
@@ -160,20 +186,27 @@ class DatabaseStore(BaseStore):
     def prune(self) -> int:
         cutoff = timezone.now() - timedelta(seconds=conf.SSE_HISTORY_MAX_AGE)
         keep = conf.SSE_HISTORY_MAX_EVENTS
+        conn = connections[self.using]
         events = self._qn(self.events._meta.db_table)
         sequences = self._qn(self.sequences._meta.db_table)
-        with transaction.atomic(using=self.using):
-            removed, _ = self.events.objects.using(self.using).filter(created__lt=cutoff).delete()
-            with connections[self.using].cursor() as cursor:
-                # One statement for every channel: keep the last ``keep`` of each.
-                cursor.execute(
-                    f"DELETE FROM {events} WHERE id IN ("
-                    f"SELECT e.id FROM {events} e JOIN {sequences} s ON s.channel = e.channel "
-                    "WHERE e.seq <= s.last_seq - %s)",
-                    [keep],
-                )
-                removed += max(int(cursor.rowcount), 0)
-        return removed
+        # One raw statement for both limits and every channel: a model
+        # ``.delete()`` loads every expired row, payloads too, as soon as any
+        # app connects a ``post_delete`` receiver.
+        # The age limit removes a prefix of each channel: every event up to
+        # the newest one older than the cutoff. ``created`` is the publisher's
+        # clock and publishers' clocks differ: deleting by ``created`` alone
+        # could keep #1 and delete #2, a hole that ``oldest()`` cannot show.
+        with conn.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {events} WHERE id IN ("
+                f"SELECT e.id FROM {events} e "
+                f"JOIN {sequences} s ON s.channel = e.channel "
+                f"LEFT JOIN (SELECT channel, MAX(seq) AS upto FROM {events} "
+                "WHERE created < %s GROUP BY channel) old ON old.channel = e.channel "
+                "WHERE e.seq <= s.last_seq - %s OR e.seq <= old.upto)",
+                [conn.ops.adapt_datetimefield_value(cutoff), keep],
+            )
+            return max(int(cursor.rowcount), 0)
 
     def _maybe_prune(self) -> None:
         interval = conf.SSE_HISTORY_PRUNE_INTERVAL
@@ -189,6 +222,12 @@ class DatabaseStore(BaseStore):
             logger.warning("Pruning the event history failed", exc_info=True)
         finally:
             self._prune_lock.release()
+
+
+def _is_serialization_failure(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    return code in _RETRYABLE
 
 
 _stores: dict[str, BaseStore] = {}

@@ -169,3 +169,94 @@ def test_e004_and_e005() -> None:
     with override_settings(SSE_STORE="nowhere.Store"):
         [message] = check_store()
     assert message.id == "django_sse.E005" and message.hint
+
+
+def test_prune_by_age_removes_a_prefix_of_each_channel_whatever_the_clocks(
+    store: DatabaseStore,
+) -> None:
+    # Publishers' clocks differ: #2 was stamped by a clock two days behind #1's.
+    for i in range(4):
+        store.append("skew", "e", str(i))
+    store.append("other", "e", "x")
+    StoredEvent.objects.filter(channel="skew", seq=2).update(
+        created=timezone.now() - timedelta(days=2)
+    )
+    with override_settings(SSE_HISTORY_MAX_EVENTS=100, SSE_HISTORY_MAX_AGE=86400):
+        assert store.prune() == 2
+    # What is left of a channel runs without a hole up to its head.
+    assert list(
+        StoredEvent.objects.filter(channel="skew").order_by("seq").values_list("seq", flat=True)
+    ) == [3, 4]
+    assert store.oldest(["skew", "other"]) == {"skew": 3, "other": 1}
+
+
+def test_prune_is_one_statement_with_a_post_delete_receiver_connected(
+    store: DatabaseStore,
+) -> None:
+    from django.db.models.signals import post_delete
+
+    for _ in range(5):
+        store.append("rx", "e", "payload" * 100)
+    StoredEvent.objects.filter(channel="rx", seq__lte=3).update(
+        created=timezone.now() - timedelta(days=2)
+    )
+    seen: list[object] = []
+
+    def audit(sender: object, instance: object, **kwargs: object) -> None:
+        seen.append(instance)  # another app's receiver, for every model
+
+    post_delete.connect(audit, weak=False)
+    try:
+        with override_settings(SSE_HISTORY_MAX_EVENTS=4, SSE_HISTORY_MAX_AGE=86400):
+            with CaptureQueriesContext(connection) as queries:
+                removed = store.prune()
+    finally:
+        post_delete.disconnect(audit)
+    assert removed == 3
+    assert [q["sql"].split()[0].upper() for q in queries] == ["DELETE"], queries.captured_queries
+    assert seen == []  # no row was loaded to send it
+    assert store.oldest(["rx"]) == {"rx": 4}
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="needs PostgreSQL isolation levels")
+@pytest.mark.parametrize("level", ["REPEATABLE_READ", "SERIALIZABLE"])
+def test_appends_retry_serialization_failures_under_strict_isolation(
+    level: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    # Every thread's connection is made from this one settings dict.
+    options = {
+        **connection.settings_dict["OPTIONS"],
+        "isolation_level": psycopg.IsolationLevel[level],
+    }
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
+    connection.close()
+    store = DatabaseStore()
+    seqs: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    start = threading.Barrier(6)
+
+    def work() -> None:
+        try:
+            start.wait(10)
+            for i in range(20):
+                seq = store.append("iso", "e", str(i))
+                with lock:
+                    seqs.append(seq)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == [], [(e, e.__cause__, getattr(e.__cause__, "sqlstate", None)) for e in errors]
+    assert sorted(seqs) == list(range(1, 121))
+    ordered = StoredEvent.objects.filter(channel="iso").order_by("pk").values_list("seq", flat=True)
+    assert list(ordered) == list(range(1, 121))
+    connection.close()
