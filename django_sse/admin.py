@@ -6,12 +6,16 @@ Nothing is registered here; add the mixins to your own ``ModelAdmin`` classes
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IS_POPUP_VAR
+from django.contrib.auth import get_user_model
+from django.core import checks
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -19,18 +23,35 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from . import hooks
-from .notifications import notify
+from .notifications import notify, validate_notification_url
 
 __all__ = ["BroadcastMixin", "NotificationForm", "NotifyUsersMixin"]
 
-LEVELS = [(level, level.capitalize()) for level in ("info", "success", "warning", "error")]
+logger = logging.getLogger("django_sse")
+
+# Django's message levels, as documented for notify().
+LEVELS = [(level, level.capitalize()) for level in ("debug", "info", "success", "warning", "error")]
 
 
 class NotificationForm(forms.Form):
     message = forms.CharField(label=_("Message"), widget=forms.Textarea(attrs={"rows": 3}))
     level = forms.ChoiceField(label=_("Level"), choices=LEVELS, initial="info")
     # Not a URLField: a path such as "/tickets/42/" is the usual link.
-    url = forms.CharField(label=_("Link"), max_length=500, required=False)
+    url = forms.CharField(
+        label=_("Link"),
+        max_length=500,
+        required=False,
+        help_text=_("A path on this site, such as /tickets/42/."),
+    )
+
+    def clean_url(self) -> str:
+        url: str = self.cleaned_data["url"]
+        if url:
+            try:
+                validate_notification_url(url)
+            except (TypeError, ValueError) as exc:
+                raise forms.ValidationError(str(exc), code="unsafe_url") from None
+        return url
 
 
 class _ActionMixin:
@@ -55,6 +76,24 @@ class NotifyUsersMixin(_ActionMixin):
 
     sse_action = "send_notification"
 
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        errors: list[checks.CheckMessage] = super().check(**kwargs)  # type: ignore[misc]
+        model = getattr(self, "model", None)
+        user_model = get_user_model()
+        if model is not None and not issubclass(model, user_model):
+            errors.append(
+                checks.Error(
+                    f"NotifyUsersMixin is used by the admin of {model._meta.label}, which is "
+                    f"not the user model ({user_model._meta.label}): its action would fail "
+                    "for every selection.",
+                    hint="Add NotifyUsersMixin to the admin of AUTH_USER_MODEL only; use "
+                    "BroadcastMixin for other models.",
+                    obj=type(self),
+                    id="django_sse.E030",
+                )
+            )
+        return errors
+
     @admin.action(
         description=_("Send a notification to the selected users"), permissions=["change"]
     )
@@ -65,7 +104,14 @@ class NotifyUsersMixin(_ActionMixin):
         form = NotificationForm(request.POST if "apply" in request.POST else None)
         if form.is_valid():
             data = form.cleaned_data
-            sent = notify(queryset, data["message"], level=data["level"], url=data["url"] or None)
+            try:
+                sent = notify(
+                    queryset, data["message"], level=data["level"], url=data["url"] or None
+                )
+            except (TypeError, ValueError) as exc:
+                # Objects that are not users (see check django_sse.E030).
+                model_admin.message_user(request, _("Nothing was sent: %s") % exc, messages.ERROR)
+                return None
             model_admin.message_user(
                 request,
                 ngettext(
@@ -114,9 +160,19 @@ class BroadcastMixin(_ActionMixin):
         objects = list(queryset)
         count = len(objects)
         try:
-            sent = hooks.send_for(objects, action="updated")
-        except (TypeError, ValueError) as exc:
-            model_admin.message_user(request, _("Nothing was sent: %s") % exc, messages.ERROR)
+            # One transaction: an error on any object sends none (the events
+            # go out on commit), instead of half a broadcast.
+            with transaction.atomic(using=queryset.db):
+                sent = hooks.send_for(objects, action="updated")
+        except Exception as exc:
+            # A channel template or payload of the app's that fails on some
+            # object: the admin says so instead of answering 500.
+            logger.exception("Broadcast of %s failed; nothing was sent", opts.label)
+            model_admin.message_user(
+                request,
+                _("Nothing was sent: %(error)s") % {"error": f"{type(exc).__name__}: {exc}"},
+                messages.ERROR,
+            )
             return
         model_admin.message_user(
             request,

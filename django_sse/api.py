@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.utils.module_loading import import_string
-from rest_framework import permissions, serializers, status
+from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from .channels import PUBLISH_PERMISSION, ChannelError, registry
 from .conf import conf
 from .events import build_event
 from .names import channel_name_error
@@ -21,7 +22,7 @@ from .publish import send_event
 
 __all__ = ["CanPublishEvents", "PublishSerializer", "PublishView"]
 
-PERMISSION = "django_sse.publish_event"
+PERMISSION = PUBLISH_PERMISSION
 
 
 class CanPublishEvents(permissions.BasePermission):
@@ -55,7 +56,9 @@ class PublishSerializer(serializers.Serializer[Any]):
 class PublishView(GenericAPIView[Any]):
     """Publish an event: ``{"channel": "...", "event": "...", "data": ...}``.
 
-    Answers 201 with the event's ``id``, ``channel``, ``event`` and ``seq``."""
+    Answers 201 with the event's ``id``, ``channel``, ``event`` and ``seq``;
+    400 for bad input or a channel that matches no registered pattern; 403
+    when the channel's publish policy refuses the user."""
 
     serializer_class = PublishSerializer
 
@@ -70,6 +73,12 @@ class PublishView(GenericAPIView[Any]):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         attrs = serializer.validated_data
+        try:
+            registry.authorize_publish(request.user, attrs["channel"])
+        except ChannelError as exc:
+            if exc.status == 403:
+                raise exceptions.PermissionDenied(exc.reason) from None
+            raise exceptions.ValidationError({"channel": [exc.reason]}) from None
         event = send_event(attrs["channel"], attrs["event"], attrs.get("data"))
         body = {"id": event.id, "channel": event.channel, "event": event.name, "seq": event.seq}
         return Response(body, status=status.HTTP_201_CREATED)

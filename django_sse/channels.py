@@ -10,7 +10,12 @@ Register channels in ``<app>/sse.py`` (autodiscovered, like ``admin.py``)::
     @channels.register("ticket:{pk}")
     def can_read_ticket(user, pk): ...
 
-A channel name that matches no pattern is denied.
+A channel name that matches no pattern is denied, and nothing can be
+published to it. Who may publish through the REST endpoint is a second policy,
+``publish=`` (by default, users with the ``django_sse.publish_event``
+permission)::
+
+    channels.register("ticket:{pk}", can_read_ticket, publish=can_edit_ticket)
 """
 
 from __future__ import annotations
@@ -21,15 +26,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, overload
 
-from asgiref.sync import iscoroutinefunction, sync_to_async
+from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
 
-from .names import CHANNEL_NAME_RE
+from .names import CHANNEL_NAME_RE, channel_name_error
 
 logger = logging.getLogger("django_sse")
 
 __all__ = [
     "AUTHENTICATED",
+    "NOBODY",
     "PUBLIC",
+    "PUBLISH_PERMISSION",
     "STAFF",
     "AlreadyRegistered",
     "ChannelError",
@@ -55,6 +62,11 @@ class Policy:
 PUBLIC = Policy("PUBLIC")
 AUTHENTICATED = Policy("AUTHENTICATED")
 STAFF = Policy("STAFF")
+#: Nobody through the REST endpoint: only server code publishes.
+NOBODY = Policy("NOBODY")
+
+#: The default publish policy of a registered pattern.
+PUBLISH_PERMISSION = "django_sse.publish_event"
 
 PolicyCallable: TypeAlias = Callable[..., bool | Awaitable[bool]]
 PolicyType: TypeAlias = Policy | str | PolicyCallable
@@ -93,6 +105,8 @@ class Registration:
     ephemeral: bool = False
     #: ``(user, **params) -> data``, sent as a ``snapshot`` event to new streams.
     snapshot: SnapshotCallable | None = None
+    #: Who may publish through the REST endpoint (server code always may).
+    publish: PolicyType = PUBLISH_PERMISSION
 
     @property
     def specificity(self) -> tuple[int, int]:
@@ -127,20 +141,26 @@ def _compile(pattern: str) -> Registration:
     return Registration(pattern, PUBLIC, re.compile("".join(parts)), params)
 
 
-def _check_policy(pattern: str, policy: object) -> PolicyType:
+def _check_policy(pattern: str, policy: object, kind: str = "policy") -> PolicyType:
     if isinstance(policy, Policy) or callable(policy):
         return policy  # type: ignore[return-value]
     if isinstance(policy, str) and re.fullmatch(r"[\w-]+\.[\w-]+", policy):
         return policy
     raise TypeError(
-        f"channel {pattern!r}: policy must be channels.PUBLIC, channels.AUTHENTICATED, "
-        f"channels.STAFF, a permission string 'app_label.codename' or a callable, "
-        f"got {policy!r}"
+        f"channel {pattern!r}: {kind} must be channels.PUBLIC, channels.AUTHENTICATED, "
+        f"channels.STAFF, channels.NOBODY, a permission string 'app_label.codename' or a "
+        f"callable, got {policy!r}"
     )
 
 
 def _owns_user_channel(user: Any, pk: str) -> bool:
     return bool(user.is_authenticated) and str(user.pk) == pk
+
+
+def _publishes_to_own_channel(user: Any, pk: str) -> bool:
+    # Another user's private channel is never open to the endpoint: server
+    # code (notify(), send_event()) is how a user is sent something.
+    return _owns_user_channel(user, pk) and bool(user.has_perm(PUBLISH_PERMISSION))
 
 
 class Registry:
@@ -151,6 +171,7 @@ class Registry:
     def _builtin(self) -> None:
         reg = _compile(USER_PATTERN)
         reg.policy = _owns_user_channel
+        reg.publish = _publishes_to_own_channel
         self._registrations[USER_PATTERN] = reg
 
     @overload
@@ -161,6 +182,7 @@ class Registry:
         *,
         ephemeral: bool = False,
         snapshot: SnapshotCallable | None = None,
+        publish: PolicyType = PUBLISH_PERMISSION,
     ) -> Callable[[PolicyCallable], PolicyCallable]: ...
     @overload
     def register(
@@ -170,6 +192,7 @@ class Registry:
         *,
         ephemeral: bool = False,
         snapshot: SnapshotCallable | None = None,
+        publish: PolicyType = PUBLISH_PERMISSION,
     ) -> Registration: ...
 
     def register(
@@ -179,17 +202,22 @@ class Registry:
         *,
         ephemeral: bool = False,
         snapshot: SnapshotCallable | None = None,
+        publish: PolicyType = PUBLISH_PERMISSION,
     ) -> Registration | Callable[[PolicyCallable], PolicyCallable]:
         """Register ``pattern`` with a read ``policy``; without one, decorate a callable.
 
         ``ephemeral=True`` keeps the channel's events out of history.
         ``snapshot`` is called as ``snapshot(user, **params)`` (sync or async)
         when a stream subscribes without resuming; its result is sent first,
-        as a ``snapshot`` event."""
+        as a ``snapshot`` event. ``publish`` says who may publish to the
+        channel through the REST endpoint, as a read policy says who may read;
+        server code (``send_event``) always may."""
         if policy is None:
 
             def decorator(func: PolicyCallable) -> PolicyCallable:
-                self.register(pattern, func, ephemeral=ephemeral, snapshot=snapshot)
+                self.register(
+                    pattern, func, ephemeral=ephemeral, snapshot=snapshot, publish=publish
+                )
                 return func
 
             return decorator
@@ -199,6 +227,7 @@ class Registry:
         reg.policy = _check_policy(pattern, policy)
         reg.ephemeral = bool(ephemeral)
         reg.snapshot = snapshot
+        reg.publish = _check_policy(pattern, publish, "publish policy")
         if pattern in self._registrations:
             raise AlreadyRegistered(
                 f"channel pattern {pattern!r} is already registered"
@@ -234,6 +263,37 @@ class Registry:
                 best = (reg, params)
         return best
 
+    def require(self, name: str) -> tuple[Registration, dict[str, str]]:
+        """The registration of ``name``; ``ValueError`` if it has none, because
+        its events could never be read (a typo would be stored for good)."""
+        found = self.resolve(name)
+        if found is None:
+            raise ValueError(
+                f"channel {name!r} matches no registered channel pattern, so nobody could "
+                "read its events: register it in <app>/sse.py with channels.register()"
+            )
+        return found
+
+    def authorize_publish(self, user: Any, name: object) -> None:
+        """Raise ``ChannelError`` (400 or 403) unless ``user`` may publish to
+        ``name`` through the REST endpoint. Sync: the endpoint is a sync view."""
+        error = channel_name_error(name)
+        if error is not None:
+            raise ChannelError(400, error)
+        assert isinstance(name, str)
+        found = self.resolve(name)
+        if found is None:
+            raise ChannelError(400, f"channel {name!r} matches no registered channel")
+        reg, params = found
+        try:
+            allowed = _evaluate_sync(reg.publish, user, params)
+        except Exception:
+            logger.exception("Publish check for channel %r raised; publishing denied", name)
+            allowed = False
+        if not allowed:
+            who = "anonymous users are" if not user.is_authenticated else "you are"
+            raise ChannelError(403, f"{who} not allowed to publish to channel {name!r}")
+
     async def authorize(self, user: Any, name: str) -> None:
         """Raise ``ChannelError`` (404 or 403) unless ``user`` may read ``name``."""
         found = self.resolve(name)
@@ -266,6 +326,8 @@ async def call_user_code(func: Callable[..., Any], *args: Any, **kwargs: Any) ->
 async def _evaluate(policy: PolicyType, user: Any, params: dict[str, str]) -> bool:
     if policy is PUBLIC:
         return True
+    if policy is NOBODY:
+        return False
     if policy is AUTHENTICATED:
         return bool(user.is_authenticated)
     if policy is STAFF:
@@ -276,6 +338,31 @@ async def _evaluate(policy: PolicyType, user: Any, params: dict[str, str]) -> bo
     if policy is _owns_user_channel:
         return _owns_user_channel(user, **params)
     return bool(await call_user_code(policy, user, **params))
+
+
+def _evaluate_sync(policy: PolicyType, user: Any, params: dict[str, str]) -> bool:
+    if policy is PUBLIC:
+        return True
+    if policy is NOBODY:
+        return False
+    if policy is AUTHENTICATED:
+        return bool(user.is_authenticated)
+    if policy is STAFF:
+        return bool(user.is_authenticated and user.is_active and user.is_staff)
+    if isinstance(policy, str):
+        return bool(user.is_authenticated) and bool(user.has_perm(policy))
+    assert callable(policy)
+    call = type(policy).__call__ if not isinstance(policy, type) else None
+    if iscoroutinefunction(policy) or (call is not None and iscoroutinefunction(call)):
+        return bool(async_to_sync(policy)(user, **params))  # type: ignore[arg-type]
+    result = policy(user, **params)
+    if isinstance(result, Awaitable):
+        result = async_to_sync(_awaited)(result)
+    return bool(result)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 def user_channel(user: Any) -> str:

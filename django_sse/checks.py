@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.conf import settings
@@ -9,6 +10,13 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .conf import SETTINGS, conf, setting_error
 from .ids import MAX_STORED_CHANNELS
+
+# Field names that hold credentials: never something to broadcast.
+_SECRET_WORDS = re.compile(
+    r"password|passwd|passphrase|secret|token|credential|api_?key|private_?key|"
+    r"access_?key|session_?key|(^|_)(pwd|salt|otp|pin|hash)(_|$)",
+    re.IGNORECASE,
+)
 
 REDIS_CORE_LAYER = "channels_redis.core.RedisChannelLayer"
 PUBSUB_LAYER = "channels_redis.pubsub.RedisPubSubChannelLayer"
@@ -207,10 +215,35 @@ def check_hooks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     for hook in hook_registry:
         model = hook.model
         label = model._meta.label
+        if not hook.names_its_payload:
+            messages.append(
+                Error(
+                    f"The hook of {label} names no payload, so it sends nothing.",
+                    hint="Give fields=[...] (or '__all__' for every field), serializer= "
+                    "or payload=, or use hooks.register() as a decorator of a payload "
+                    "function: a hook never sends every column by default.",
+                    obj=model,
+                    id="django_sse.E022",
+                )
+            )
+        secrets = [name for name in _published_fields(hook) if _SECRET_WORDS.search(name)]
+        if secrets:
+            messages.append(
+                Warning(
+                    f"The hook of {label} publishes {', '.join(map(repr, secrets))}, which "
+                    "looks like a secret: every reader of its channels gets it, and the "
+                    "history stores it.",
+                    hint="List only the fields readers need in fields=, or silence "
+                    "django_sse.W021 if the value is not secret.",
+                    obj=model,
+                    id="django_sse.W021",
+                )
+            )
         templates = [] if callable(hook.channels) else list(hook.channels)
         if isinstance(hook.channels, str):
             templates = [hook.channels]
-        names = [*(hook.fields or ()), *(p for t in templates for p in placeholders(t))]
+        listed = hook.fields if isinstance(hook.fields, tuple) else ()
+        names = [*listed, *(p for t in templates for p in placeholders(t))]
         for name in names:
             if not hasattr(model, name):
                 messages.append(
@@ -239,6 +272,18 @@ def check_hooks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                     )
                 )
     return messages
+
+
+def _published_fields(hook: Any) -> list[str]:
+    """The field names a hook's payload holds, where they can be known."""
+    if hook.fields is not None:
+        return list(hook.field_names())
+    if hook.serializer is not None:
+        try:
+            return list(hook.serializer().fields)
+        except Exception:
+            return []  # the serializer's own error shows when the hook sends
+    return []  # a payload function: its keys are known only when it runs
 
 
 def _unimportable(paths: tuple[str, ...]) -> list[tuple[str, ImportError]]:

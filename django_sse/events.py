@@ -20,6 +20,11 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 # field, the others are invisible and never a sensible event name.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_EVENT_NAME_LENGTH = 200
+# Event names the server sends itself (stream.py); a client must be able to
+# trust them, so nobody may publish them. The whole "stream-" prefix is kept
+# for server events to come (presence and the like), in any letter case.
+RESERVED_EVENT_NAMES = frozenset({"snapshot"})
+RESERVED_EVENT_PREFIX = "stream-"
 
 _counter = itertools.count()
 
@@ -77,7 +82,19 @@ def validate_event_name(channel: str, name: object) -> str:
         name.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ValueError(f"{_where(channel, name)}: event name is not valid UTF-8") from exc
+    if is_reserved_event_name(name):
+        raise ValueError(
+            f"{_where(channel, name)}: event name is reserved for the server "
+            f"({', '.join(sorted(RESERVED_EVENT_NAMES))} and every name starting with "
+            f"{RESERVED_EVENT_PREFIX!r}); choose another name"
+        )
     return name
+
+
+def is_reserved_event_name(name: str) -> bool:
+    """Whether ``name`` is one the server sends itself (or may in a later version)."""
+    folded = name.casefold()
+    return folded in RESERVED_EVENT_NAMES or folded.startswith(RESERVED_EVENT_PREFIX)
 
 
 def encode_payload(channel: str, name: str, data: Any) -> str:

@@ -11,7 +11,9 @@ Register models in ``<app>/sse.py``, beside the channels::
         return {"text": comment.text}
 
 Events go out when the transaction commits, one per save or delete, and never
-on rollback.
+on rollback. A hook sends only what it names: ``fields=`` (or ``"__all__"``),
+``serializer=``, ``payload=`` or a decorated function; never every column by
+default, so a password hash cannot leak through a forgotten option.
 """
 
 from __future__ import annotations
@@ -24,20 +26,21 @@ import string
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from django.conf import settings
-from django.core.exceptions import FieldDoesNotExist
-from django.db import models
-from django.db.models.signals import post_delete, post_init, post_save
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.db import models, transaction
+from django.db.models.signals import post_delete, post_init, post_save, pre_delete
 
-from .events import Event
+from .events import Event, is_reserved_event_name, validate_event_name
 from .publish import send_event
 
 logger = logging.getLogger("django_sse")
 
 __all__ = [
     "ACTIONS",
+    "ALL_FIELDS",
     "Hook",
     "hooks_for",
     "register",
@@ -47,12 +50,16 @@ __all__ = [
 ]
 
 ACTIONS = ("created", "updated", "deleted")
+#: ``fields=ALL_FIELDS`` sends every concrete field, as DRF's ModelSerializer.
+ALL_FIELDS: Literal["__all__"] = "__all__"
 
 ChannelsType: TypeAlias = str | Sequence[str] | Callable[[Any], str | Sequence[str]]
 PayloadCallable: TypeAlias = Callable[[Any, str], Any]
 
-# The field values an instance was loaded or last saved with (for changed_only).
+# The field values an instance was loaded or last saved with (for changed_only),
+# as committed; and the saves of open transactions, not yet committed.
 _LOADED = "_django_sse_loaded"
+_PENDING = "_django_sse_pending"
 _silenced: contextvars.ContextVar[tuple[type[models.Model], ...] | None] = contextvars.ContextVar(
     "django_sse_silenced", default=None
 )
@@ -82,7 +89,7 @@ class Hook:
     model: type[models.Model]
     channels: ChannelsType
     actions: tuple[str, ...] = ACTIONS
-    fields: tuple[str, ...] | None = None
+    fields: tuple[str, ...] | Literal["__all__"] | None = None
     serializer: type[Any] | None = None
     payload: PayloadCallable | None = None
     changed_only: bool = False
@@ -112,6 +119,10 @@ class Hook:
         values = _Attributes(instance)
         return [template.format_map(values) for template in templates]
 
+    @property
+    def names_its_payload(self) -> bool:
+        return self.fields is not None or self.serializer is not None or self.payload is not None
+
     def data(self, instance: models.Model, action: str) -> Any:
         if self.payload is not None:
             data = self.payload(instance, action)
@@ -124,9 +135,16 @@ class Hook:
         return data
 
     def field_names(self) -> tuple[str, ...]:
-        if self.fields is not None:
-            return self.fields
-        return tuple(f.name for f in self.model._meta.concrete_fields)
+        """The fields the payload holds (``fields=`` hooks only)."""
+        if self.fields is None:
+            raise ImproperlyConfigured(
+                f"The hook of {self.model._meta.label} names no payload, so it sends "
+                f"nothing: give fields=[...] (or {ALL_FIELDS!r}), serializer= or payload=, "
+                "or decorate a payload function."
+            )
+        if isinstance(self.fields, str):  # ALL_FIELDS
+            return tuple(f.name for f in self.model._meta.concrete_fields)
+        return self.fields
 
 
 def _value(instance: models.Model, name: str) -> Any:
@@ -154,7 +172,7 @@ def _changes(
 ) -> tuple[set[str], dict[str, Any]]:
     """The names (and attnames) of the fields a save changed, and the values to
     compare the next save with. With ``update_fields``, only those were saved."""
-    before = instance.__dict__.get(_LOADED, {})
+    before = _compared_with(instance)
     now = _snapshot(instance)
     saved = None if update_fields is None else set(update_fields)
     changed: set[str] = set()
@@ -199,8 +217,13 @@ class Registry:
             given.append("payload")
         if len(given) > 1:
             raise TypeError(f"hook for {label}: give only one of {', '.join(given)}")
-        if isinstance(fields, str):
-            raise TypeError(f"hook for {label}: fields must be a list of names, not a str")
+        if isinstance(fields, str) and fields != ALL_FIELDS:
+            raise TypeError(
+                f"hook for {label}: fields must be a list of names or {ALL_FIELDS!r}, "
+                f"not the str {fields!r}"
+            )
+        if event is not None:
+            _check_event(label, event, actions)
         if not (callable(channels) or isinstance(channels, str) or list(channels)):
             raise ValueError(f"hook for {label}: channels is empty")
         if not isinstance(channels, str) and not callable(channels):
@@ -209,7 +232,7 @@ class Registry:
             model,
             channels,
             actions,
-            None if fields is None else tuple(fields),
+            _fields(fields),
             serializer,
             payload,
             bool(changed_only),
@@ -219,6 +242,7 @@ class Registry:
         uid = f"django_sse.hooks.{model._meta.label}"
         if not hooks:
             post_save.connect(_on_save, sender=model, dispatch_uid=uid, weak=False)
+            pre_delete.connect(_before_delete, sender=model, dispatch_uid=uid, weak=False)
             post_delete.connect(_on_delete, sender=model, dispatch_uid=uid, weak=False)
         if hook.changed_only:
             # Only changed-only hooks need the values each instance was loaded
@@ -231,7 +255,7 @@ class Registry:
         """Forget every hook of ``model``."""
         if self._hooks.pop(model, None) is not None:
             uid = f"django_sse.hooks.{model._meta.label}"
-            for signal in (post_init, post_save, post_delete):
+            for signal in (post_init, post_save, pre_delete, post_delete):
                 signal.disconnect(sender=model, dispatch_uid=uid)
 
     def hooks_for(self, model: type[models.Model]) -> list[Hook]:
@@ -239,6 +263,37 @@ class Registry:
 
     def __iter__(self) -> Iterator[Hook]:
         return iter([h for hooks in self._hooks.values() for h in hooks])
+
+
+def _fields(fields: Iterable[str] | None) -> tuple[str, ...] | Literal["__all__"] | None:
+    if fields is None:
+        return None
+    if isinstance(fields, str):
+        return ALL_FIELDS  # register() refuses any other str
+    return tuple(fields)
+
+
+def _check_event(label: str, event: object, actions: tuple[str, ...]) -> None:
+    if not isinstance(event, str):
+        raise TypeError(f"hook for {label}: event must be a str, got {event!r}")
+    app_label, _, model = label.partition(".")
+    for action in actions:
+        try:
+            name = event.format(action=action, app_label=app_label, model=model.lower())
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"hook for {label}: event {event!r} may use only {{action}}, {{app_label}} "
+                f"and {{model}} ({exc!r})"
+            ) from None
+        if is_reserved_event_name(name):
+            raise ValueError(
+                f"hook for {label}: event name {name!r} is reserved for the server "
+                "(snapshot and every name starting with 'stream-')"
+            )
+        try:
+            validate_event_name(label, name)
+        except ValueError as exc:
+            raise ValueError(f"hook for {label}: {exc}") from None
 
 
 registry = Registry()
@@ -249,6 +304,51 @@ hooks_for = registry.hooks_for
 
 def _on_init(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
     instance.__dict__[_LOADED] = _snapshot(instance)
+
+
+class _Promote:
+    """Makes a save's values the ones the next save compares with, on commit.
+
+    Until then they hold only while the save's transaction (or savepoint) is
+    open: after a rollback the database still has the old values, and so
+    must the comparison."""
+
+    def __init__(self, instance: models.Model, after: dict[str, Any], using: str) -> None:
+        self.instance, self.after, self.using = instance, after, using
+
+    def __call__(self) -> None:
+        state = self.instance.__dict__
+        state[_LOADED] = self.after
+        pending = state.get(_PENDING, [])
+        if self in pending:
+            del pending[: pending.index(self) + 1]
+
+    def alive(self) -> bool:
+        # Django drops the on-commit callbacks of a rolled back block.
+        connection = transaction.get_connection(self.using)
+        return any(entry[1] is self for entry in connection.run_on_commit)
+
+
+def _compared_with(instance: models.Model) -> dict[str, Any]:
+    """The values the instance's next save is compared with."""
+    pending: list[_Promote] = instance.__dict__.get(_PENDING, [])
+    while pending and not pending[-1].alive():
+        pending.pop()
+    if pending:
+        return pending[-1].after
+    loaded: dict[str, Any] = instance.__dict__.get(_LOADED, {})
+    return loaded
+
+
+def _remember(instance: models.Model, after: dict[str, Any], using: str | None) -> None:
+    alias = using or instance._state.db or "default"
+    if not transaction.get_connection(alias).in_atomic_block:
+        instance.__dict__[_LOADED] = after
+        instance.__dict__.pop(_PENDING, None)
+        return
+    promote = _Promote(instance, after, alias)
+    instance.__dict__.setdefault(_PENDING, []).append(promote)
+    transaction.on_commit(promote, using=alias)
 
 
 def _on_save(
@@ -265,11 +365,19 @@ def _on_save(
     changed = None
     if any(h.changed_only for h in registry.hooks_for(sender)):
         changed, after = _changes(instance, None if created else kwargs.get("update_fields"))
-        instance.__dict__[_LOADED] = after  # what the next save compares with
+        _remember(instance, after, using)  # what the next save compares with
         if created:
             changed = None  # a new instance is sent whole
     if not _is_silenced(sender):
         _send(sender, instance, action, using, changed)
+
+
+def _before_delete(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+    # A deferred field read after the row is gone would fail (and with DEBUG,
+    # roll the delete back): load them while the row still exists.
+    deferred = instance.get_deferred_fields()
+    if deferred and any("deleted" in h.actions for h in registry.hooks_for(sender)):
+        instance.refresh_from_db(fields=list(deferred))
 
 
 def _on_delete(

@@ -2,18 +2,68 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.db.models import QuerySet
+from django.http.request import split_domain_port, validate_host
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from .channels import user_channel
 from .events import Event
 from .publish import asend_event, send_event
 
-__all__ = ["NOTIFICATION_EVENT", "anotify", "notify"]
+__all__ = ["NOTIFICATION_EVENT", "anotify", "notify", "validate_notification_url"]
 
 NOTIFICATION_EVENT = "notification"
+MAX_URL_LENGTH = 2000
+# Whitespace, controls and backslashes: browsers drop or reinterpret them
+# ("\\evil.com" is "//evil.com" to Chrome), and a link never needs them raw.
+_UNSAFE_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f-\x9f\\]")
+
+
+def _allowed_hosts() -> list[str]:
+    hosts = [h for h in settings.ALLOWED_HOSTS if h != "*"]  # "*" is every site, not ours
+    if settings.DEBUG and not settings.ALLOWED_HOSTS:
+        hosts = [".localhost", "127.0.0.1", "[::1]"]  # as Django's own host check
+    return hosts
+
+
+def validate_notification_url(url: object) -> str:
+    """Return ``url`` if a notification may link to it, else raise ``ValueError``.
+
+    A relative URL ("/tickets/42/", "?page=2") or an http(s) URL whose host
+    matches ``ALLOWED_HOSTS`` (without ``"*"``): never ``javascript:``,
+    ``data:``, "//evil.com" or another site, since a page puts the link in
+    front of the user as the site's own."""
+    if not isinstance(url, str):
+        raise TypeError(f"notification url must be a str, got {type(url).__name__}")
+    shown = repr(url[:80])
+    if not url or len(url) > MAX_URL_LENGTH:
+        raise ValueError(f"notification url must be 1 to {MAX_URL_LENGTH} characters long")
+    if _UNSAFE_URL_CHARS.search(url):
+        raise ValueError(
+            f"notification url {shown} contains whitespace, a control character or a "
+            "backslash; percent-encode them"
+        )
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        netloc = "\x00"  # malformed (a bad IPv6 literal): matches no host
+    ours = set()
+    if netloc and "@" not in netloc:
+        domain, _ = split_domain_port(netloc)
+        if domain and validate_host(domain, _allowed_hosts()):
+            ours.add(netloc)
+    if not url_has_allowed_host_and_scheme(url, allowed_hosts=ours):
+        raise ValueError(
+            f"notification url {shown} is not safe: use a relative URL such as "
+            "'/tickets/42/' or an http(s) URL on a host in ALLOWED_HOSTS"
+        )
+    return url
 
 
 def _prepare(
@@ -25,7 +75,9 @@ def _prepare(
         users = list(user_or_users)
     if not isinstance(level, str) or not level:
         raise ValueError(f"notification level must be a non-empty str, got {level!r}")
-    data = {"message": str(message), "level": level, "url": None if url is None else str(url)}
+    if url is not None:
+        url = validate_notification_url(str(url))  # str(): lazy reverse_lazy() URLs
+    data = {"message": str(message), "level": level, "url": url}
     data.update(extra)
     return [user_channel(user) for user in users], data
 

@@ -68,12 +68,14 @@ def _not_published(event: Event) -> None:
 async def asend_event(channel: str, event: str, data: Any) -> Event:
     """Store and publish an event for every stream on ``channel``, in any process.
 
-    Raises ``ValueError`` for a bad channel or event name or an oversized
+    Raises ``ValueError`` for a bad channel or event name (a channel that
+    matches no registered pattern, a name the server reserves) or an oversized
     payload, ``TypeError`` for a payload JSON cannot encode. Stores and
     publishes at once: it does not wait for a database transaction. The
     database write runs in a worker thread, never on the event loop.
     """
     built = build_event(channel, event, data)
+    registry.require(channel)  # a typo would be stored forever, unreadable
     store = _history(built)
     if store is None:
         await _publish(built)
@@ -94,6 +96,7 @@ def send_event(channel: str, event: str, data: Any, *, using: str | None = None)
     event then has no ``seq`` yet. Bad input raises at once.
     """
     built = build_event(channel, event, data)
+    registry.require(channel)  # a typo would be stored forever, unreadable
     try:
         asyncio.get_running_loop()
     except RuntimeError:

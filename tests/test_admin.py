@@ -146,3 +146,102 @@ async def test_a_staff_edit_in_the_change_form_reaches_an_open_stream_live() -> 
     [event] = sub.drain()
     assert b"event: testapp.ticket.updated\n" in event.wire
     assert b'"status":"fixed"' in event.wire
+
+
+def notification_post(client: Client, user: Any, **fields: str) -> Any:
+    body = {"action": "send_notification", "_selected_action": [user.pk], "apply": "Send"}
+    return client.post(USERS, {**body, "message": "m", "level": "info", **fields}, follow=True)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(document.cookie)",
+        "JavaScript:alert(1)",
+        " javascript:alert(1)",
+        "java\tscript:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "//evil.example/",
+        "\\\\evil.example/",
+        "/\\evil.example/",
+        "https://evil.example/login",
+        "http://testserver@evil.example/",
+        "https:evil.example",
+        "http:///evil.example",
+    ],
+)
+def test_the_notification_form_refuses_unsafe_links(url: str) -> None:
+    client = staff_client(superuser=True)
+    ann = get_user_model().objects.create(username="ann")
+    response = notification_post(client, ann, url=url)
+    assert (response.status_code == 200 and b"is not safe" in response.content) or (
+        b"contains whitespace" in response.content
+    ), url
+    assert StoredEvent.objects.count() == 0
+
+
+def test_the_notification_form_offers_every_level_and_takes_links_on_this_site() -> None:
+    client = staff_client(superuser=True)
+    ann = get_user_model().objects.create(username="ann")
+    form = client.post(USERS, {"action": "send_notification", "_selected_action": [ann.pk]})
+    for level in ("debug", "info", "success", "warning", "error"):
+        assert f'value="{level}"'.encode() in form.content
+    for url in ("/tickets/42/", "?page=2", "http://testserver/t/1/"):
+        response = notification_post(client, ann, url=url, level="debug")
+        assert "Sent a notification to 1 user." in messages_of(response), url
+    assert [data["url"] for _, data in payloads(f"user:{ann.pk}")] == [
+        "/tickets/42/",
+        "?page=2",
+        "http://testserver/t/1/",
+    ]
+    assert {data["level"] for _, data in payloads(f"user:{ann.pk}")} == {"debug"}
+
+
+def test_a_failing_channel_template_is_a_message_and_sends_nothing() -> None:
+    from django_sse import hooks
+
+    def channels_of(note: Note) -> str:
+        if note.priority == 2:
+            raise AttributeError("'Note' object has no attribute 'owner'")
+        return "notes"
+
+    hooks.register(Note, channels=channels_of, fields=["text"])
+    try:
+        client = staff_client(superuser=True)
+        with hooks.silenced():
+            notes = [Note.objects.create(text=str(n), priority=n) for n in (1, 2, 3)]
+        response = client.post(
+            "/admin/testapp/note/",
+            {"action": "broadcast_state", "_selected_action": [n.pk for n in notes]},
+            follow=True,
+        )
+    finally:
+        hooks.unregister(Note)
+    assert response.status_code == 200
+    [message] = messages_of(response)
+    assert message.startswith("Nothing was sent: AttributeError: ")
+    assert StoredEvent.objects.count() == 0  # not even the objects before the failing one
+
+
+def test_notify_users_mixin_on_another_model_answers_with_a_message() -> None:
+    from django.contrib import admin
+    from django.contrib.messages.storage.cookie import CookieStorage
+    from django.test import RequestFactory
+
+    from django_sse.admin import NotifyUsersMixin
+
+    class NoteAdmin(NotifyUsersMixin, admin.ModelAdmin):  # type: ignore[type-arg]
+        pass
+
+    request = RequestFactory().post(
+        "/", {"apply": "Send", "message": "m", "level": "info", "url": ""}
+    )
+    request._messages = CookieStorage(request)  # type: ignore[attr-defined]
+    note = Note.objects.create(text="not a user")
+    result = NoteAdmin(Note, admin.AdminSite()).send_notification(
+        request, Note.objects.filter(pk=note.pk)
+    )
+    assert result is None
+    [message] = [str(m) for m in request._messages]  # type: ignore[attr-defined]
+    assert message.startswith("Nothing was sent: ")
+    assert StoredEvent.objects.count() == 0

@@ -100,7 +100,9 @@ def test_invalid_input_is_a_400_naming_the_field(
 
 def test_the_permission_classes_come_from_the_setting() -> None:
     with override_settings(SSE_PUBLISH_PERMISSION_CLASSES=["rest_framework.permissions.AllowAny"]):
-        assert publish(client_for(None), {"channel": "public", "event": "e"}).status_code == 201
+        # The endpoint lets anyone in; the channel's publish policy decides.
+        assert publish(client_for(None), {"channel": "wall", "event": "e"}).status_code == 201
+        assert publish(client_for(None), {"channel": "public", "event": "e"}).status_code == 403
     with override_settings(
         SSE_PUBLISH_PERMISSION_CLASSES=["rest_framework.permissions.IsAdminUser"]
     ):
@@ -126,3 +128,37 @@ def test_the_browsable_api_shows_a_form_and_publishes_from_it() -> None:
     )
     assert response.status_code == 201
     assert StoredEvent.objects.get(name="form").payload == '{"from":"form"}'
+
+
+@pytest.mark.parametrize("name", ["stream-closed", "stream-reset", "snapshot", "Stream-Closed"])
+def test_reserved_event_names_are_a_400(name: str) -> None:
+    response = publish(client_for("ann", publisher=True), {"channel": "public", "event": name})
+    assert response.status_code == 400
+    assert "reserved for the server" in response.json()["non_field_errors"][0]
+    assert not StoredEvent.objects.exists()
+
+
+def test_an_unregistered_channel_is_a_400_and_nothing_is_stored() -> None:
+    response = publish(client_for("ann", publisher=True), {"channel": "nowhere", "event": "e"})
+    assert response.status_code == 400
+    assert response.json() == {"channel": ["channel 'nowhere' matches no registered channel"]}
+    assert not StoredEvent.objects.exists()
+
+
+def test_the_channels_publish_policy_decides_with_a_one_line_403() -> None:
+    ann = client_for("ann", publisher=True)
+    bob = get_user_model().objects.create(username="bob")
+    cases = [
+        (f"user:{bob.pk}", 403),  # another user's private channel, whatever the permission
+        ("bulletin", 403),  # publish=channels.NOBODY
+        ("board:bob", 403),  # a callable: only bob posts to his board
+        ("board:ann", 201),
+        ("wall", 201),
+    ]
+    for channel, expected in cases:
+        response = publish(ann, {"channel": channel, "event": "e", "data": 1})
+        assert response.status_code == expected, (channel, response.content)
+        if expected == 403:
+            detail = response.json()["detail"]
+            assert detail == f"you are not allowed to publish to channel {channel!r}"
+    assert sorted(StoredEvent.objects.values_list("channel", flat=True)) == ["board:ann", "wall"]

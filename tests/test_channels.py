@@ -186,3 +186,73 @@ async def test_callable_objects_sync_and_async(registry: Registry, alice: User) 
     assert not await allowed(registry, alice, "a:2")
     assert await allowed(registry, alice, "s:2")
     assert not await allowed(registry, alice, "s:1")
+
+
+def publish_status(reg: Registry, user: Any, name: object) -> int:
+    try:
+        reg.authorize_publish(user, name)
+    except ChannelError as exc:
+        assert "\n" not in exc.reason and exc.reason
+        return exc.status
+    return 200
+
+
+def test_publish_needs_the_permission_by_default(registry: Registry, alice: User) -> None:
+    registry.register("a", channels.PUBLIC)
+    assert publish_status(registry, alice, "a") == 403
+    assert publish_status(registry, AnonymousUser(), "a") == 403
+    alice.user_permissions.add(Permission.objects.get(codename="publish_event"))
+    publisher = User.objects.get(pk=alice.pk)  # a fresh permission cache
+    assert publish_status(registry, publisher, "a") == 200
+    assert publish_status(registry, publisher, "nowhere") == 400
+    assert publish_status(registry, publisher, "bad name") == 400
+    assert publish_status(registry, publisher, 7) == 400
+
+
+def test_publish_policies_of_every_kind(registry: Registry, alice: User, staff: User) -> None:
+    class AsyncPublisher:
+        async def __call__(self, user: Any, pk: str) -> bool:
+            return pk == "1"
+
+    async def async_function(user: Any, pk: str) -> bool:
+        return pk == "2"
+
+    def raises(user: Any) -> bool:
+        raise RuntimeError("bug in app code")
+
+    registry.register("open", channels.PUBLIC, publish=channels.PUBLIC)
+    registry.register("closed", channels.PUBLIC, publish=channels.NOBODY)
+    registry.register("staff-only", channels.PUBLIC, publish=channels.STAFF)
+    registry.register("members", channels.PUBLIC, publish=channels.AUTHENTICATED)
+    registry.register("obj:{pk}", channels.PUBLIC, publish=AsyncPublisher())
+    registry.register("fn:{pk}", channels.PUBLIC, publish=async_function)
+    registry.register("boom", channels.PUBLIC, publish=raises)
+
+    @registry.register("deco:{pk}", publish=lambda user, pk: pk == "3")
+    def read(user: Any, pk: str) -> bool:
+        return True
+
+    anonymous = AnonymousUser()
+    assert publish_status(registry, anonymous, "open") == 200
+    assert publish_status(registry, staff, "closed") == 403
+    assert [publish_status(registry, u, "staff-only") for u in (alice, staff)] == [403, 200]
+    assert [publish_status(registry, u, "members") for u in (anonymous, alice)] == [403, 200]
+    assert [publish_status(registry, alice, f"obj:{n}") for n in (1, 2)] == [200, 403]
+    assert [publish_status(registry, alice, f"fn:{n}") for n in (1, 2)] == [403, 200]
+    assert [publish_status(registry, alice, f"deco:{n}") for n in (3, 4)] == [200, 403]
+    assert publish_status(registry, alice, "boom") == 403
+    with pytest.raises(TypeError, match="publish policy"):
+        registry.register("bad", channels.PUBLIC, publish=42)  # type: ignore[arg-type]
+
+
+def test_another_users_channel_is_never_open_to_publishing(alice: User) -> None:
+    everything = User.objects.create_superuser("root")
+    assert publish_status(channels.registry, everything, user_channel(alice)) == 403
+    assert publish_status(channels.registry, everything, user_channel(everything)) == 200
+    assert publish_status(channels.registry, alice, user_channel(alice)) == 403  # no permission
+
+
+def test_require_names_sse_py_for_an_unregistered_channel() -> None:
+    assert channels.registry.require("news:x")[1] == {"topic": "x"}
+    with pytest.raises(ValueError, match=r"'nowhere' matches no registered .*sse\.py"):
+        channels.registry.require("nowhere")

@@ -111,9 +111,42 @@ def test_e021_hook_names_an_unknown_field_and_w020_an_unreadable_channel(note_ho
 
     assert check_hooks() == []  # the test project's own hooks
     note_hooks(channels="public", fields=["text", "colour"])
-    note_hooks(channels=["news:{slug}", "nowhere:{pk}", "news:{text.upper}"])
-    note_hooks(channels=lambda note: "anything")  # not checked: computed per instance
+    note_hooks(channels=["news:{slug}", "nowhere:{pk}", "news:{text.upper}"], fields=["text"])
+    note_hooks(channels=lambda note: "anything", fields="__all__")  # computed per instance
     messages = check_hooks()
     assert ids(messages) == ["django_sse.E021", "django_sse.E021", "django_sse.W020"]
     assert "'colour'" in messages[0].msg and "'slug'" in messages[1].msg
     assert "'nowhere:{pk}'" in messages[2].msg
+
+
+def test_e022_a_hook_names_no_payload_and_w021_a_published_secret(note_hooks: Any) -> None:
+    from django_sse.checks import check_hooks
+
+    note_hooks(channels="public")  # names nothing
+    note_hooks(channels="public", fields=["text", "api_key", "reset_token", "pin"])
+    note_hooks(channels="public", fields=["text", "spinner"])  # "pin" only as a word
+    # (E021 also reports that Note has no such fields: names are what W021 reads.)
+    messages = [m for m in check_hooks() if m.id != "django_sse.E021"]
+    assert ids(messages) == ["django_sse.E022", "django_sse.W021"]
+    assert "names no payload" in messages[0].msg
+    assert "'api_key', 'reset_token', 'pin'" in messages[1].msg
+
+
+def test_e030_notify_users_mixin_on_an_admin_that_is_not_the_users() -> None:
+    from django.contrib import admin
+
+    from django_sse.admin import BroadcastMixin, NotifyUsersMixin
+    from tests.testapp.models import Note
+
+    class NoteAdmin(NotifyUsersMixin, admin.ModelAdmin):  # type: ignore[type-arg]
+        pass
+
+    class FineAdmin(BroadcastMixin, admin.ModelAdmin):  # type: ignore[type-arg]
+        pass
+
+    site = admin.AdminSite(name="checks")
+    [message] = [m for m in NoteAdmin(Note, site).check() if m.id.startswith("django_sse")]
+    assert ids([message]) == ["django_sse.E030"] and "testapp.Note" in message.msg
+    assert [m for m in FineAdmin(Note, site).check() if m.id.startswith("django_sse")] == []
+    # The test project's own User admin passes.
+    assert not [m for m in admin.site.check(None) if str(m.id).startswith("django_sse")]

@@ -112,10 +112,14 @@ def test_serializer_payload(note_hook: Callable[..., hooks.Hook]) -> None:
     ]
 
 
-def test_all_fields_by_default_and_a_callable_for_channels(
+def test_all_fields_when_asked_and_a_callable_for_channels(
     note_hook: Callable[..., hooks.Hook],
 ) -> None:
-    note_hook(channels=lambda note: [f"notes-{note.priority}", "notes"], actions=["created"])
+    note_hook(
+        channels=lambda note: [f"notes-{note.priority}", "notes"],
+        actions=["created"],
+        fields="__all__",
+    )
     note = Note.objects.create(text="x", priority=7, extra={"a": [1]})
     data = {"pk": note.pk, "id": note.pk, "text": "x", "priority": 7, "extra": {"a": [1]}}
     assert sent("notes-7") == sent("notes") == [("testapp.note.created", data)]
@@ -237,8 +241,15 @@ def test_registration_errors() -> None:
         hooks.register(Note, channels="x", actions=["saved"])
     with pytest.raises(TypeError, match="only one of fields, serializer"):
         hooks.register(Note, channels="x", fields=["text"], serializer=object)
-    with pytest.raises(TypeError, match="list of names"):
+    with pytest.raises(TypeError, match="list of names or '__all__'"):
         hooks.register(Note, channels="x", fields="text")
+    for event in ("stream-closed", "stream-{action}", "snapshot", "Snapshot"):
+        with pytest.raises(ValueError, match="reserved for the server"):
+            hooks.register(Note, channels="x", fields=["text"], event=event)
+    with pytest.raises(ValueError, match="control character"):
+        hooks.register(Note, channels="x", fields=["text"], event="a\n{action}")
+    with pytest.raises(ValueError, match="may use only"):
+        hooks.register(Note, channels="x", fields=["text"], event="{colour}")
     assert hooks.hooks_for(Note) == []
 
 
@@ -261,3 +272,136 @@ def test_channel_templates_read_any_attribute(note_hook: Callable[..., hooks.Hoo
         == sent(f"notes:hi-{note.pk}")
         == [("testapp.note.created", {"pk": note.pk, "text": "hi"})]
     )
+
+
+# -- a hook sends only what it names -----------------------------------------
+
+
+@pytest.fixture
+def careless_user_hook() -> Iterator[None]:
+    """``hooks.register(User, channels="staff")``: the integrator named no fields."""
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    hooks.register(User, channels="staff")
+    yield
+    hooks.unregister(User)
+
+
+@pytest.mark.usefixtures("careless_user_hook")
+async def test_a_hook_without_fields_sends_nothing_on_the_wire_or_in_the_store(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from asgiref.sync import sync_to_async
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from django_sse import asend_event
+    from django_sse.checks import check_hooks
+    from tests.asgi_client import asgi_stream
+
+    boss = await get_user_model().objects.acreate_user("boss", password="pw", is_staff=True)
+    client = Client()
+    await sync_to_async(client.force_login)(boss)
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+    async with asgi_stream("channel=staff", {"Cookie": cookie}) as stream:
+        with caplog.at_level(logging.ERROR, logger="django_sse"):
+            victim = await get_user_model().objects.acreate_user(
+                "victim", "v@example.com", "s3cret"
+            )
+            victim.first_name = "changed"
+            await victim.asave()
+        await asend_event("staff", "marker", 1)  # everything sent before it has arrived
+        [event] = await stream.wait_events(1)
+    assert event["event"] == "marker"
+    for leak in (victim.password.encode(), b"v@example.com", b"is_superuser"):
+        assert leak not in stream.body
+    assert not await StoredEvent.objects.exclude(name="marker").aexists()
+    assert "names no payload" in caplog.text  # logged, and the save went through
+    assert await get_user_model().objects.filter(first_name="changed").aexists()
+    [error] = [m for m in await sync_to_async(check_hooks)() if m.id == "django_sse.E022"]
+    assert "auth.User" in error.msg and "'__all__'" in str(error.hint)
+
+
+@pytest.mark.usefixtures("careless_user_hook")
+def test_a_hook_without_fields_raises_while_developing() -> None:
+    from django.contrib.auth import get_user_model
+    from django.core.exceptions import ImproperlyConfigured
+
+    with override_settings(DEBUG=True), pytest.raises(ImproperlyConfigured, match="fields="):
+        get_user_model().objects.create_user("dev", password="pw")
+    assert not StoredEvent.objects.exists()
+
+
+def test_w021_warns_of_published_secrets() -> None:
+    from django.contrib.auth import get_user_model
+
+    from django_sse.checks import check_hooks
+
+    User = get_user_model()
+
+    class UserSerializer(serializers.ModelSerializer[Any]):
+        class Meta:
+            model = User
+            fields = ["username", "password"]
+
+    try:
+        hooks.register(User, channels="staff", fields="__all__")
+        hooks.register(User, channels="staff", serializer=UserSerializer)
+        hooks.register(User, channels="staff", fields=["username", "email"])
+        hooks.register(User, channels="staff", payload=lambda user, action: {})
+        warnings = [m for m in check_hooks() if m.id == "django_sse.W021"]
+    finally:
+        hooks.unregister(User)
+    assert len(warnings) == 2 and all("'password'" in m.msg and m.hint for m in warnings)
+
+
+# -- deferred instances and rolled back saves --------------------------------
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_deleting_a_deferred_instance_sends_deleted_and_deletes(debug: bool) -> None:
+    ticket = Ticket.objects.create(title="Deferred", status="pending")
+    with override_settings(DEBUG=debug):
+        Ticket.objects.only("title").get(pk=ticket.pk).delete()
+        Ticket.objects.defer("title", "status").filter(pk=ticket.pk).delete()  # already gone
+    assert not Ticket.objects.filter(pk=ticket.pk).exists()
+    assert sent(f"ticket:{ticket.pk}")[-1] == (
+        "testapp.ticket.deleted",
+        {"pk": ticket.pk, "title": "Deferred", "status": "pending", "owner": None},
+    )
+
+
+def test_deferred_instances_in_a_queryset_delete_send_their_values() -> None:
+    a, b = Ticket.objects.create(title="qa"), Ticket.objects.create(title="qb")
+    for ticket in Ticket.objects.only("pk").filter(pk__in=[a.pk, b.pk]):
+        ticket.delete()
+    assert [sent(f"ticket:{t.pk}")[-1][1]["title"] for t in (a, b)] == ["qa", "qb"]
+
+
+def test_changed_only_forgets_what_a_rollback_undid(note_hook: Callable[..., hooks.Hook]) -> None:
+    note_hook(fields=["text", "priority"], changed_only=True)
+    note = Note.objects.create(text="a", priority=1)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        note.priority = 2
+        note.save()
+        raise RuntimeError  # the database keeps priority 1
+    note.save()  # priority 2 now reaches the database: a change
+    with transaction.atomic():
+        note.text = "b"
+        note.save()
+        try:
+            with transaction.atomic():
+                note.priority = 3
+                note.save()
+                raise ValueError
+        except ValueError:
+            pass
+        note.save()  # the savepoint's priority 3 is a change again, the text is not
+        note.save()  # and now nothing is
+    assert sent("notes") == [
+        ("testapp.note.created", {"pk": note.pk, "text": "a", "priority": 1}),
+        ("testapp.note.updated", {"pk": note.pk, "priority": 2}),
+        ("testapp.note.updated", {"pk": note.pk, "text": "b"}),
+        ("testapp.note.updated", {"pk": note.pk, "priority": 3}),
+    ]

@@ -72,3 +72,38 @@ async def test_anotify_accepts_a_queryset() -> None:
     assert [e.channel for e in events] == [f"user:{ann.pk}", f"user:{bob.pk}"]
     got = await sync_to_async(notifications)(bob)
     assert got == [{"message": "async", "level": "warning", "url": None}]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(1)",
+        "data:text/html;base64,PHNjcmlwdD4=",
+        "//evil.example/x",
+        "\\\\evil.example/x",
+        "https://evil.example/x",
+        "vbscript:msgbox(1)",
+        "\x01//evil.example",
+        "",
+    ],
+)
+def test_notify_refuses_unsafe_urls(url: str) -> None:
+    [ann] = make_users("ann")
+    with pytest.raises(ValueError, match="notification url"):
+        notify(ann, "x", url=url)
+    assert notifications(ann) == []
+
+
+def test_notify_takes_relative_urls_and_urls_on_allowed_hosts() -> None:
+    from django.test import override_settings
+
+    [ann] = make_users("ann")
+    with override_settings(ALLOWED_HOSTS=[".example.com", "*"]):
+        notify(ann, "x", url="https://app.example.com:8443/t/1/")
+        notify(ann, "x", url="/t/2/?a=b#c")
+        with pytest.raises(ValueError, match="ALLOWED_HOSTS"):
+            notify(ann, "x", url="https://example.org/")  # "*" is not "every host is ours"
+    assert [n["url"] for n in notifications(ann)] == [
+        "https://app.example.com:8443/t/1/",
+        "/t/2/?a=b#c",
+    ]

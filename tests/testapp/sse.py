@@ -34,6 +34,21 @@ def count_for(user: Any, name: str) -> dict[str, Any]:
 
 channels.register("counter:{name}", channels.PUBLIC, snapshot=count_for)
 channels.register("typing:{room}", channels.PUBLIC, ephemeral=True)
+channels.register("wall", channels.PUBLIC, publish=channels.PUBLIC)
+channels.register("bulletin", channels.PUBLIC, publish=channels.NOBODY)
+
+
+def can_post_to_board(user: Any, owner: str) -> bool:
+    return bool(user.is_authenticated) and user.get_username() == owner
+
+
+channels.register("board:{owner}", channels.PUBLIC, publish=can_post_to_board)
+
+# Publishing needs a registered channel: the names the in-process tests use.
+for name in ("a", "b", "m", "o", "w", "rc", "race", "exp", "out", "late", "nobody-listens"):
+    channels.register(name, channels.PUBLIC)
+for name in ("tx", "tx2", "tx3", "cmd", "notes", "notes2", "notes-{n}", "notes:{key}"):
+    channels.register(name, channels.PUBLIC)
 
 
 hooks.register(Ticket, channels="ticket:{pk}", fields=["title", "status", "owner"])
