@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
+from django.utils.safestring import SafeData
 
 from .conf import conf
 from .names import validate_channel_name
@@ -98,9 +99,12 @@ def is_reserved_event_name(name: str) -> bool:
 
 
 def encode_payload(channel: str, name: str, data: Any) -> str:
-    """``str`` is sent verbatim; anything else as JSON (DjangoJSONEncoder)."""
-    if isinstance(data, str):
-        return data
+    """Markup marked safe (a ``SafeString``: ``render_to_string``, ``format_html``,
+    ``mark_safe``) is sent verbatim; anything else, a plain ``str`` included, as
+    JSON (DjangoJSONEncoder), so a client can tell markup from data and never runs
+    a plain string (user input, say) as markup."""
+    if isinstance(data, SafeData) and isinstance(data, str):
+        return str(data)
     try:
         text = json.dumps(
             data,

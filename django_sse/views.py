@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from django.contrib.auth.decorators import login_not_required
 from django.core.handlers.asgi import ASGIRequest
 from django.http import (
     HttpRequest,
@@ -52,6 +53,9 @@ def _cors(request: HttpRequest, methods: str) -> tuple[HttpResponseBase | None, 
 
 
 # GET only, so CSRF cannot apply; exempt so other methods get a clean 405.
+# The stream does its own authentication and answers 403, never a login
+# redirect, so LoginRequiredMiddleware must let it through.
+@login_not_required
 @csrf_exempt
 async def stream(request: HttpRequest) -> HttpResponseBase:
     """Serve ``GET ?channel=a&channel=b`` as ``text/event-stream``."""
@@ -93,6 +97,8 @@ def _csrf_failure(request: HttpRequest) -> HttpResponseBase | None:
 
 # CSRF is enforced below for session users only: a client that sends its own
 # credentials (a REST framework token) carries no ambient authority to abuse.
+# Anonymous requests get a 403 with the reason, never a login redirect.
+@login_not_required
 @csrf_exempt
 async def token(request: HttpRequest) -> HttpResponseBase:
     """``POST channel=a&channel=b``: a short-lived, single-use stream token."""

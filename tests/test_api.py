@@ -45,7 +45,8 @@ def test_a_publisher_gets_201_with_the_stored_event() -> None:
     assert row.seq == 1 and row.payload == '{"n":1}' and body["id"]
 
 
-def test_str_data_is_sent_verbatim_and_data_may_be_omitted() -> None:
+def test_str_data_is_sent_as_json_text_and_data_may_be_omitted() -> None:
+    # A str from a REST client is data, never markup: JSON on the wire.
     client = client_for("ann", publisher=True)
     assert (
         publish(client, {"channel": "public", "event": "html", "data": "<b>hi</b>"}).status_code
@@ -53,7 +54,7 @@ def test_str_data_is_sent_verbatim_and_data_may_be_omitted() -> None:
     )
     assert publish(client, {"channel": "public", "event": "ping"}).status_code == 201
     assert list(StoredEvent.objects.order_by("seq").values_list("payload", flat=True)) == [
-        "<b>hi</b>",
+        '"<b>hi</b>"',
         "null",
     ]
 

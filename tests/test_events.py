@@ -7,7 +7,10 @@ import re
 import uuid
 
 import pytest
+from django.template import Context, Template
 from django.test import override_settings
+from django.utils.html import format_html
+from django.utils.safestring import SafeData, mark_safe
 from httpx_sse._decoders import SSEDecoder
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -46,10 +49,26 @@ def test_json_payload_uses_django_encoder() -> None:
     }
 
 
-def test_str_payload_is_verbatim_html() -> None:
-    html = '<li class="x">Tom &amp; "Jerry"</li>'
-    [parsed] = parse(build_event("c", "e", html).wire)
-    assert parsed["data"] == html
+def test_markup_marked_safe_is_sent_verbatim() -> None:
+    html = '<li class="x">Tom &amp; "Jerry"</li>\n<li>two</li>'
+    for safe in (mark_safe(html), format_html("{}", mark_safe(html))):
+        [parsed] = parse(build_event("c", "e", safe).wire)
+        assert parsed["data"] == html
+    rendered = Template("<b>{{ name }}</b>").render(Context({"name": "<i>"}))
+    [parsed] = parse(build_event("c", "e", rendered).wire)
+    assert parsed["data"] == "<b>&lt;i&gt;</b>"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['<img src=x onerror="alert(1)">', json.dumps("<img src=x onerror=alert(1)>"), "", "a\nb"],
+)
+def test_a_plain_str_is_data_sent_as_json(text: str) -> None:
+    # A str taken from user input must never reach a client as markup.
+    event = build_event("c", "e", text)
+    [parsed] = parse(event.wire)
+    assert json.loads(str(parsed["data"])) == text
+    assert event.payload == json.dumps(text, ensure_ascii=False, separators=(",", ":"))
 
 
 def test_event_ids_are_unique_ascii_cors_safe_and_short() -> None:
@@ -91,11 +110,13 @@ def test_circular_payload_is_type_error() -> None:
 
 @override_settings(SSE_MAX_EVENT_BYTES=100)
 def test_payload_over_limit_is_value_error() -> None:
-    build_event("news", "ok", "x" * 100)
+    build_event("news", "ok", mark_safe("x" * 100))
     with pytest.raises(ValueError, match=r"101 bytes, more than SSE_MAX_EVENT_BYTES \(100\)"):
-        build_event("news", "big", "x" * 101)
+        build_event("news", "big", mark_safe("x" * 101))
     with pytest.raises(ValueError, match="SSE_MAX_EVENT_BYTES"):
-        build_event("news", "big", "é" * 51)  # 102 bytes in UTF-8
+        build_event("news", "big", mark_safe("é" * 51))  # 102 bytes in UTF-8
+    with pytest.raises(ValueError, match=r"101 bytes"):
+        build_event("news", "big", "x" * 99)  # with its JSON quotes
 
 
 def test_bad_channel_name_is_value_error_naming_it() -> None:
@@ -132,7 +153,10 @@ json_values = st.recursive(
 
 
 @settings(max_examples=300, deadline=None)
-@given(name=st.text(max_size=30), data=st.one_of(st.text(max_size=200), json_values))
+@given(
+    name=st.text(max_size=30),
+    data=st.one_of(st.text(max_size=200).map(mark_safe), st.text(max_size=200), json_values),
+)
 def test_any_event_is_rejected_or_round_trips(name: str, data: object) -> None:
     """Either the documented error, or a real SSE parser gets back what was sent."""
     try:
@@ -144,7 +168,7 @@ def test_any_event_is_rejected_or_round_trips(name: str, data: object) -> None:
     [parsed] = parse(event.wire)
     assert parsed["id"] == event.id
     assert parsed["event"] == name
-    if isinstance(data, str):
+    if isinstance(data, SafeData):
         assert parsed["data"] == normalize_newlines(data)
     else:
         assert json.loads(str(parsed["data"])) == data

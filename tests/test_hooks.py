@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.db import transaction
 from django.test import override_settings
+from django.utils.html import format_html
 from rest_framework import serializers
 
 from django_sse import hooks
@@ -136,14 +137,20 @@ def test_custom_event_name_and_payload_function(note_hook: Callable[..., hooks.H
     ]
 
 
-def test_a_str_payload_is_sent_verbatim(note_hook: Callable[..., hooks.Hook]) -> None:
+def test_a_safestring_payload_is_sent_verbatim_and_a_plain_str_as_json(
+    note_hook: Callable[..., hooks.Hook],
+) -> None:
     @note_hook(actions=["created"])
     def fragment(note: Note, action: str) -> str:
-        return f"<li id='note-{note.pk}'>{note.text}</li>"
+        if note.text == "plain":
+            return f"<li id='note-{note.pk}'>{note.text}</li>"
+        return format_html("<li id='note-{}'>{}</li>", note.pk, note.text)
 
-    note = Note.objects.create(text="x")
-    row = StoredEvent.objects.get(channel="notes")
-    assert row.payload == f"<li id='note-{note.pk}'>x</li>"
+    marked = Note.objects.create(text="<b>")
+    plain = Note.objects.create(text="plain")
+    rows = list(StoredEvent.objects.filter(channel="notes").order_by("seq"))
+    assert rows[0].payload == f"<li id='note-{marked.pk}'>&lt;b&gt;</li>"
+    assert rows[1].payload == json.dumps(f"<li id='note-{plain.pk}'>plain</li>")
 
 
 def test_changed_only_sends_the_changed_fields_and_nothing_without_a_change(

@@ -5,7 +5,10 @@ process on the in-memory layer, with history in a shared SQLite file."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -32,9 +35,18 @@ async def browser() -> AsyncIterator[Any]:
         yield b
 
 
-async def publish(server: Server, channel: str, data: Any, event: str = "message") -> None:
+async def publish(
+    server: Server,
+    channel: str,
+    data: Any,
+    event: str = "message",
+    *,
+    markup: bool = False,
+    count: int = 1,
+) -> None:
+    """Publish from inside the server; ``markup``: as a ``SafeString`` (``mark_safe``)."""
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-        body = {"channel": channel, "event": event, "data": data}
+        body = {"channel": channel, "event": event, "data": data, "markup": markup, "count": count}
         response = await client.post("/test/publish/", content=json.dumps(body))
         response.raise_for_status()
 
@@ -79,9 +91,11 @@ async def test_events_render_json_parsed_text_as_text_and_fragments_swap(
 
     await publish(page_server, "news:render", {"n": 1, "text": "é <b>"})
     await publish(page_server, "news:render", "plain <i>text</i>")
-    await publish(page_server, "news:render", "<b class='hot'>swapped</b>", event="fragment")
-    await publish(page_server, "news:render", "<li>row 1</li>", event="row")
-    await publish(page_server, "news:render", "<li>row 2</li>", event="row")
+    await publish(
+        page_server, "news:render", "<b class='hot'>swapped</b>", event="fragment", markup=True
+    )
+    await publish(page_server, "news:render", "<li>row 1</li>", event="row", markup=True)
+    await publish(page_server, "news:render", "<li>row 2</li>", event="row", markup=True)
 
     assert await wait_logged(page, 2) == [{"n": 1, "text": "é <b>"}, "plain <i>text</i>"]
     await page.wait_for_selector("#swap b.hot", timeout=TIMEOUT)
@@ -265,3 +279,201 @@ async def test_5xx_answers_are_retried_with_back_off_until_the_stream_opens(
         assert ceiling / 2 <= delay <= ceiling
     await publish(page_server, channel, {"n": 1})
     await page.wait_for_function("window.flakyData && window.flakyData.n === 1", timeout=TIMEOUT)
+
+
+SCRIPT = '<img src=x onerror="window.xss = (window.xss || 0) + 1">'
+
+
+@pytest.mark.parametrize(
+    ("data", "markup", "shown"),
+    [
+        # A plain str (user input) is data: JSON on the wire, text in the page.
+        (SCRIPT, False, SCRIPT),
+        # A JSON document sent as a str stays that text, quotes included.
+        (json.dumps(SCRIPT), False, json.dumps(SCRIPT)),
+        # Markup that is valid JSON (a JSON string) is parsed, and a JSON string is text.
+        (json.dumps(SCRIPT), True, SCRIPT),
+    ],
+    ids=["plain-str", "json-dumps-str", "safe-json-string"],
+)
+async def test_only_markup_marked_safe_is_swapped_as_html(
+    browser: Any, page_server: Server, data: str, markup: bool, shown: str
+) -> None:
+    channel = "news:xss"
+    page = await open_page(await browser.new_context(), page_server, f"channel={channel}")
+    await publish(page_server, channel, data, event="fragment", markup=markup)
+    await publish(page_server, channel, data, event="row", markup=markup)
+    await publish(page_server, channel, data, markup=markup)
+    await wait_logged(page, 1)
+    await page.wait_for_function(
+        "document.querySelector('#appended').textContent.length > 0", timeout=TIMEOUT
+    )
+    # The image would have loaded (and failed) at once: give its error handler a turn.
+    await page.wait_for_timeout(200)
+    assert await page.evaluate("window.xss") is None
+    assert await page.locator("img").count() == 0
+    assert await page.text_content("#swap") == shown
+    assert await page.text_content("#appended") == shown
+    assert await logged(page) == [shown]
+
+
+async def test_markup_marked_safe_runs_as_markup_which_is_why_it_takes_a_safestring(
+    browser: Any, page_server: Server
+) -> None:
+    # The control for the test above: the same payload, marked safe, is markup.
+    page = await open_page(await browser.new_context(), page_server, "channel=news:xss-control")
+    await publish(page_server, "news:xss-control", SCRIPT, event="fragment", markup=True)
+    await page.wait_for_function("window.xss === 1", timeout=TIMEOUT)
+    assert await page.locator("#swap img").count() == 1
+
+
+async def test_two_identical_ephemeral_events_are_both_delivered(
+    browser: Any, page_server: Server
+) -> None:
+    # With a stored channel in the stream, ephemeral events repeat the stream's position id.
+    channel = "typing:js-dedupe"
+    query = f"channel={channel}&channel=news:js-dedupe"
+    page = await open_page(await browser.new_context(), page_server, query)
+    await publish(page_server, "news:js-dedupe", {"stored": 1})
+    assert await wait_logged(page, 1) == [{"stored": 1}]
+    await page.evaluate("document.getElementById('log').replaceChildren()")
+    await publish(page_server, channel, {"typing": "ann"}, count=2)
+    await publish(page_server, channel, {"typing": "bob"})
+    assert await wait_logged(page, 3) == [{"typing": "ann"}, {"typing": "ann"}, {"typing": "bob"}]
+    ids = await page.eval_on_selector_all("#log li", "els => els.map(e => e.dataset.id)")
+    assert ids[0] == ids[1]  # same id, same data: still two events
+
+
+async def test_stream_closed_without_reconnect_stops_the_helper(
+    browser: Any, page_server: Server
+) -> None:
+    context = await browser.new_context()
+    await context.request.get(f"{page_server.url}/test/login/?username=js-revoked")
+    page = await context.new_page()
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/sse/" in r.url else None)
+    await page.goto(f"{page_server.url}/test/page/?channel=news:revoked&retry=50")
+    await page.wait_for_selector("html[data-sse-state='open']", timeout=TIMEOUT)
+    assert len(requests) == 1
+
+    response = await context.request.get(f"{page_server.url}/test/revoke/?username=js-revoked")
+    assert response.ok
+    await page.wait_for_selector("html[data-sse-state='revoked']", timeout=TIMEOUT)
+    await wait_subscribers(page_server, "news:revoked", 0)
+    # With a 50 ms retry base, a helper that came back would have tried several times by now.
+    await page.wait_for_timeout(1500)
+    assert await page.get_attribute("html", "data-sse-state") == "revoked"
+    assert len(requests) == 1
+    assert await page.evaluate("DjangoSSE.connection.timer") is None
+
+
+async def test_a_new_leader_streams_the_events_every_tab_listens_for(
+    browser: Any, page_server: Server
+) -> None:
+    channel = "news:handover"
+    context = await browser.new_context()
+    tabs = []
+    for _ in range(3):
+        tab = await context.new_page()
+        await tab.goto(f"{page_server.url}/test/page/?channel={channel}&own=0")
+        await tab.wait_for_selector("html[data-sse-state='open']", timeout=TIMEOUT)
+        tabs.append(tab)
+    one, two, three = tabs
+    assert await one.evaluate("DjangoSSE.connection.leader") is True
+    # Only the third tab listens for "special".
+    await three.evaluate(
+        "window.special = []; DjangoSSE.on('special', (data) => window.special.push(data))"
+    )
+    await publish(page_server, channel, {"n": 1}, event="special")
+    await three.wait_for_function("window.special.length === 1", timeout=TIMEOUT)
+
+    # The leader goes; the second tab (next in the lock's queue) takes over.
+    await one.close()
+    await two.wait_for_function("DjangoSSE.connection.leader === true", timeout=TIMEOUT)
+    await two.wait_for_selector("html[data-sse-state='open']", timeout=TIMEOUT)
+    await wait_subscribers(page_server, channel, 1)
+    await publish(page_server, channel, {"n": 2}, event="special")
+    await publish(page_server, channel, {"n": 3})
+    await three.wait_for_function("window.special.length === 2", timeout=TIMEOUT)
+    assert await three.evaluate("window.special") == [{"n": 1}, {"n": 2}]
+    for tab in (two, three):
+        assert await wait_logged(tab, 1) == [{"n": 3}]
+
+
+async def test_retry_after_of_a_429_is_honoured(browser: Any, page_server: Server) -> None:
+    page = await open_page(await browser.new_context(), page_server, "channel=news:other&own=0")
+    key = f"ra-{id(page)}"
+    await page.evaluate(
+        """(key) => {
+          window.busy = DjangoSSE.connect({
+            url: "/test/js/busy/?after=2&key=" + key, channels: ["news:busy"],
+            retryBase: 50, share: false,
+          });
+        }""",
+        key,
+    )
+    async with httpx.AsyncClient(base_url=page_server.url, timeout=10) as client:
+
+        async def times() -> list[float]:
+            response = await client.get("/test/js/attempts/", params={"key": key})
+            return list(response.json()["times"])
+
+        # The first attempt is the EventSource and the probe that read the status.
+        await wait_until(lambda: _at_least(times, 3), timeout=TIMEOUT / 1000)
+        got = await times()
+    assert got[1] < 1.0
+    # With a 50 ms retry base the next attempt would come within ~50 ms; the server said 2 s.
+    assert got[2] >= 2.0, got
+    status = await page.evaluate("({state: window.busy.state, status: window.busy.status})")
+    assert status == {"state": "reconnecting", "status": 429}
+
+
+async def _at_least(times: Any, n: int) -> bool:
+    return len(await times()) >= n
+
+
+async def test_refused_connections_back_off_with_jitter(browser: Any, page_server: Server) -> None:
+    # A port that reads the request and hangs up, as a server going down does; it
+    # counts the EventSource's connection attempts (the helper's status probe
+    # after each one asks for */*).
+    accepted: list[float] = []
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.read(4096)
+        if b"accept: text/event-stream" in head.lower():
+            accepted.append(time.monotonic())
+        writer.close()
+
+    dead = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = dead.sockets[0].getsockname()[1]
+    try:
+        page = await open_page(await browser.new_context(), page_server, "channel=news:o&own=0")
+        await page.evaluate(
+            """(port) => {
+              window.delays = [];
+              document.addEventListener("sse:state", (e) => {
+                if (e.detail.delay != null) window.delays.push(e.detail.delay);
+              });
+              window.dead = DjangoSSE.connect({
+                url: "http://127.0.0.1:" + port + "/sse/", channels: ["news:dead"],
+                retryBase: 100, retryMax: 800, share: false,
+              });
+            }""",
+            port,
+        )
+
+        await wait_until(lambda: len(accepted) >= 6, timeout=TIMEOUT / 1000)
+        starts = list(accepted)
+        delays = await page.evaluate("window.delays")
+    finally:
+        dead.close()
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    for n, gap in enumerate(gaps[:5]):
+        ceiling = min(0.8, 0.1 * 2**n)
+        # Drawn from the upper half of the doubling ceiling (plus the probe's round trip).
+        assert ceiling / 2 <= gap <= ceiling + 0.3, (n, gaps)
+    assert len(delays) >= 5
+    # Jitter: the delays are drawn, not the bare ceilings.
+    ceilings = [100, 200, 400, 800, 800]
+    assert all(c / 2 <= d <= c for c, d in zip(ceilings, delays, strict=False))
+    assert any(d != c for c, d in zip(ceilings, delays, strict=False))

@@ -61,7 +61,9 @@ async def test_event_delivery_fields(server: Server, client: httpx.AsyncClient) 
     channel = f"news:{unique()}"
     async with open_stream(client, f"{server.url}/sse/?channel={channel}") as stream:
         await publish(client, server.url, channel, event="headline", data={"text": "hi", "n": 1})
-        await publish(client, server.url, channel, event="html", data="<b>one</b>\n<i>two</i>")
+        await publish(
+            client, server.url, channel, event="html", data="<b>one</b>\n<i>two</i>", markup=True
+        )
         first, second = await stream.collect(2)
     assert first.event == "headline" and json.loads(first.data) == {"text": "hi", "n": 1}
     assert second.event == "html" and second.data == "<b>one</b>\n<i>two</i>"

@@ -73,7 +73,7 @@ async def test_sse_send_from_a_subprocess_reaches_streams_on_both_servers(
             assert [(e.event, e.data) for e in got] == [
                 ("json", '{"n":1}'),
                 ("stdin", '["a"]'),
-                ("html", html),
+                ("html", json.dumps(html)),  # --text: a str, so JSON text
             ]
 
 

@@ -21,6 +21,12 @@ def render(source: str, **context: Any) -> str:
     return Template("{% load django_sse %}" + source).render(Context(context))
 
 
+def request_of(user: Any) -> Any:
+    request = RequestFactory().get("/")
+    request.user = user
+    return request
+
+
 def config(html: str) -> dict[str, Any]:
     found = re.search(r'<script id="django-sse-config"[^>]*>(.*?)</script>', html)
     assert found, html
@@ -32,7 +38,7 @@ def test_sse_script_configures_the_declared_channels_and_the_users_own() -> None
     html = render(
         '{% sse_channels "news:a" names %}{% sse_script "public" retry_base=50 share=False %}',
         names=["news:b", "news:a"],
-        user=user,
+        request=request_of(user),
     )
     cfg = config(html)
     assert cfg["url"] == "/sse/"
@@ -45,8 +51,9 @@ def test_sse_script_configures_the_declared_channels_and_the_users_own() -> None
 @pytest.mark.django_db(transaction=True)
 def test_sse_script_writes_the_render_time_position() -> None:
     send_event("public", "message", {"n": 1})
-    assert config(render("{% sse_script %}", user=AnonymousUser()))["channels"] == []
-    cfg = config(render('{% sse_script "public" %}', user=AnonymousUser()))
+    anonymous = request_of(AnonymousUser())
+    assert config(render("{% sse_script %}", request=anonymous))["channels"] == []
+    cfg = config(render('{% sse_script "public" %}', request=anonymous))
     assert cfg["channels"] == ["public"]
     assert cfg["position"].endswith("-1")
 
@@ -69,7 +76,7 @@ def test_channels_declared_in_an_included_template_count() -> None:
 
 def test_own_channel_can_be_left_out() -> None:
     user = User.objects.create_user("tags2")
-    html = render('{% sse_script "public" own_channel=False %}', user=user)
+    html = render('{% sse_script "public" own_channel=False %}', request=request_of(user))
     assert config(html)["channels"] == ["public"]
 
 
@@ -84,3 +91,14 @@ def test_the_user_is_read_from_the_request_without_the_auth_context_processor() 
     request.user = user
     html = render("{% sse_script %}", request=request)
     assert config(html)["channels"] == [f"user:{user.pk}"]
+
+
+def test_the_own_channel_is_the_request_users_never_a_user_context_variable() -> None:
+    # A DetailView(model=User) puts the *viewed* user in the context as "user".
+    viewer = User.objects.create_user("viewer")
+    viewed = User.objects.create_user("viewed")
+    html = render('{% sse_script "public" %}', request=request_of(viewer), user=viewed)
+    assert config(html)["channels"] == ["public", f"user:{viewer.pk}"]
+    assert f"user:{viewed.pk}" not in html
+    # Without a request in the context, no user channel at all.
+    assert config(render("{% sse_script %}", user=viewed))["channels"] == []

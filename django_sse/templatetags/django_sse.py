@@ -87,13 +87,14 @@ def sse_script(
     """Include ``django-sse.js`` and its configuration.
 
     Streams the channels given here, those declared earlier with
-    ``{% sse_channels %}``, and the signed-in user's own channel."""
+    ``{% sse_channels %}``, and the signed-in user's own channel (the user of
+    ``request``, which needs ``django.template.context_processors.request``)."""
     names = list(_declared(context))
     names.extend(n for n in _validated(channels) if n not in names)
-    user = context.get("user")
-    if user is None and context.get("request") is not None:
-        # Without the auth context processor, the request still knows the user.
-        user = getattr(context["request"], "user", None)
+    # The request's user, never a "user" context variable: a DetailView(model=User)
+    # puts the *viewed* user there, whose private channel must not be subscribed.
+    request = context.get("request")
+    user = getattr(request, "user", None) if request is not None else None
     if own_channel and user is not None and getattr(user, "is_authenticated", False):
         own = user_channel(user)
         if own not in names:

@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model, login, logout
 from django.contrib.auth.models import Permission
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
+from django.utils.safestring import mark_safe
 from django.views.decorators.csrf import csrf_exempt
 
 from django_sse import asend_event, revoke, send_event
@@ -36,6 +37,8 @@ async def publish(request: HttpRequest) -> HttpResponse:
     body = json.loads(request.body)
     for i in range(int(body.get("count", 1))):
         data = body.get("data", {"n": i})
+        if body.get("markup"):
+            data = mark_safe(data)  # markup, as render_to_string returns it
         await asend_event(body["channel"], body.get("event", "message"), data)
     return JsonResponse({"ok": True})
 

@@ -12,6 +12,7 @@
 
   // Statuses that will not change by retrying: the helper stops and says so.
   var STOP_STATUSES = [400, 401, 403, 404];
+  var STREAM_TYPE = "text/event-stream";
   // Events the server sends itself; never dropped as duplicates.
   var CONTROL_EVENTS = ["stream-reset", "stream-closed", "snapshot"];
   var STORAGE_PREFIX = "django-sse:last-event-id:";
@@ -23,6 +24,16 @@
     share: true,
     retryBase: 1000,
     retryMax: 30000,
+    // Cross-origin: send the other origin's cookies (EventSource and fetch).
+    withCredentials: false,
+    // The stream-token flow: POST the channels here before every connection and
+    // stream with the token it returns (``?token=``), e.g. "/sse/token/".
+    tokenUrl: "",
+    // Extra headers for the token request (``{Authorization: "Token ..."}``).
+    tokenHeaders: null,
+    // The CSRF token for a session-authenticated token request; by default
+    // the ``csrftoken`` cookie, when this page can read it.
+    csrfToken: null,
   };
 
   function assign(target) {
@@ -45,11 +56,56 @@
 
   // JSON payloads arrive parsed; anything else (an HTML fragment) stays text.
   function parse(text) {
+    return decode(text).data;
+  }
+
+  // The wire tells markup from data: the server sends every value, a plain
+  // string included, as JSON, and only markup marked safe verbatim. So only a
+  // payload that is not JSON is markup; a JSON string is text.
+  function decode(text) {
     try {
-      return JSON.parse(text);
+      return { data: JSON.parse(text), markup: false };
     } catch (err) {
-      return text;
+      return { data: text, markup: true };
     }
+  }
+
+  /** ``url`` if it is relative or http(s), else null: never put ``javascript:`` in an href. */
+  function safeUrl(url) {
+    if (typeof url !== "string" || !url) return null;
+    try {
+      var parsed = new URL(url, global.location.href);
+      return parsed.protocol === "http:" || parsed.protocol === "https:" ? parsed.href : null;
+    } catch (err) {
+      return null;
+    }
+  }
+
+  function cookie(name) {
+    var found = null;
+    (document.cookie || "").split(";").forEach(function (part) {
+      var at = part.indexOf("=");
+      if (at !== -1 && part.slice(0, at).trim() === name) found = decodeURIComponent(part.slice(at + 1).trim());
+    });
+    return found;
+  }
+
+  // Retry-After in milliseconds (seconds or an HTTP date), or 0.
+  function retryAfter(response) {
+    var value = response.headers.get("Retry-After");
+    if (!value) return 0;
+    var seconds = Number(value);
+    if (!isNaN(seconds)) return Math.max(0, seconds * 1000);
+    var at = Date.parse(value);
+    return isNaN(at) ? 0 : Math.max(0, at - Date.now());
+  }
+
+  function isStream(response) {
+    return (response.headers.get("Content-Type") || "").indexOf(STREAM_TYPE) === 0;
+  }
+
+  function firstLine(text) {
+    return String(text || "").trim().split("\n")[0].slice(0, 300);
   }
 
   function storage() {
@@ -79,10 +135,11 @@
     return unique(names);
   }
 
-  function swap(root, name, data) {
+  function swap(root, name, data, markup) {
     root.querySelectorAll("[data-sse-swap]").forEach(function (el) {
       if (el.getAttribute("data-sse-swap").split(/\s+/).indexOf(name) === -1) return;
-      var html = typeof data === "string" ? data : null;
+      // Only verbatim markup is inserted as HTML; any JSON value, a string too, is text.
+      var html = markup && typeof data === "string" ? data : null;
       var mode = el.getAttribute("data-sse-mode") || "inner";
       if (mode === "text" || html === null) {
         el.textContent = typeof data === "string" ? data : JSON.stringify(data);
@@ -100,7 +157,9 @@
 
   /**
    * A stream on a set of channels. States: "connecting", "open",
-   * "reconnecting", "denied" (the server refused: 400/401/403/404, no retry)
+   * "reconnecting", "denied" (the server refused: 400/401/403/404, a redirect
+   * or an answer that is not an event stream; no retry), "revoked" (the server
+   * closed the stream for good: ``stream-closed`` with ``reconnect: false``)
    * and "closed" (``close()`` was called).
    */
   function Connection(options) {
@@ -116,6 +175,8 @@
     this.timer = null;
     this.leader = false;
     this.seen = [];
+    this.lastId = "";
+    this.opened = false;
     this.started = false;
   }
 
@@ -169,26 +230,35 @@
     if (this.source) this.source.close();
     this.source = null;
     if (this.probeAbort) this.probeAbort.abort();
+    this.probeAbort = null;
+    // A pending token request or probe from before must not act any more.
+    this.generation = (this.generation || 0) + 1;
   };
 
-  Connection.prototype.url = function () {
+  Connection.prototype.url = function (token) {
     var query = this.channels.map(function (c) {
       return "channel=" + encodeURIComponent(c);
     });
     var last = this.lastEventId();
     if (last) query.push("lastEventId=" + encodeURIComponent(last));
+    if (token) query.push("token=" + encodeURIComponent(token));
     return this.options.url + (this.options.url.indexOf("?") === -1 ? "?" : "&") + query.join("&");
   };
 
   /** Where to resume from: this tab's last event on these channels, else the render-time position. */
   Connection.prototype.lastEventId = function () {
     var store = storage();
-    return (store && store.getItem(STORAGE_PREFIX + this.key)) || this.position || "";
+    return this.lastId || (store && store.getItem(STORAGE_PREFIX + this.key)) || this.position || "";
   };
 
   Connection.prototype.remember = function (id) {
     var store = storage();
+    this.lastId = id;
     if (id && store) store.setItem(STORAGE_PREFIX + this.key, id);
+  };
+
+  Connection.prototype.credentials = function () {
+    return this.options.withCredentials ? "include" : "same-origin";
   };
 
   // Tabs showing the same channels share one connection: the tab holding the
@@ -201,7 +271,9 @@
     this.bus.onmessage = function (e) {
       self.relayed(e.data);
     };
-    this.bus.postMessage({ type: "hello", names: this.names });
+    // "ask": every other tab answers with the names it listens for, so whichever
+    // tab leads later streams the events of every tab.
+    this.bus.postMessage({ type: "hello", names: this.names, ask: true });
     navigator.locks.request(name, function () {
       if (self.state === "closed") return null;
       return new Promise(function (resolve) {
@@ -213,9 +285,11 @@
 
   Connection.prototype.relayed = function (message) {
     if (message.type === "hello") {
-      if (!this.leader) return;
-      this.listen(message.names);
-      this.broadcast({ type: "state", state: this.state, detail: this.detail() });
+      // Every tab keeps the names of all tabs: a follower that takes over
+      // listens for them from its first connection.
+      this.listen(message.names, true);
+      if (message.ask && this.bus && !this.leader) this.bus.postMessage({ type: "hello", names: this.names });
+      if (this.leader) this.broadcast({ type: "state", state: this.state, detail: this.detail() });
     } else if (!this.leader && message.type === "event") {
       this.deliver(message.name, message.data, message.id);
     } else if (!this.leader && message.type === "state") {
@@ -232,7 +306,7 @@
     this.connect();
   };
 
-  Connection.prototype.listen = function (names) {
+  Connection.prototype.listen = function (names, quiet) {
     var self = this;
     var added = (names || []).filter(function (name) {
       if (!name || self.names.indexOf(name) !== -1) return false;
@@ -241,7 +315,9 @@
       return true;
     });
     // A follower tells the leader which events it wants relayed.
-    if (added.length && this.bus && !this.leader) this.bus.postMessage({ type: "hello", names: added });
+    if (added.length && !quiet && this.bus && !this.leader) {
+      this.bus.postMessage({ type: "hello", names: added });
+    }
   };
 
   Connection.prototype.addListener = function (source, name) {
@@ -256,80 +332,200 @@
   Connection.prototype.connect = function () {
     var self = this;
     this.timer = null;
-    var source = new EventSource(this.url());
+    if (!this.options.tokenUrl) {
+      this.open(null);
+      return;
+    }
+    var generation = this.generation;
+    this.fetchToken().then(function (token) {
+      if (generation === self.generation && token) self.open(token);
+    });
+  };
+
+  // A fresh single-use stream token for every connection (the stream-token flow).
+  // Resolves to the token, or to null after handling the failure.
+  Connection.prototype.fetchToken = function () {
+    var self = this;
+    var generation = this.generation;
+    var headers = assign({ "Content-Type": "application/x-www-form-urlencoded" }, this.options.tokenHeaders);
+    var csrf = typeof this.options.csrfToken === "function" ? this.options.csrfToken() : this.options.csrfToken;
+    csrf = csrf || cookie("csrftoken");
+    if (csrf) headers["X-CSRFToken"] = csrf;
+    var body = this.channels.map(function (c) {
+      return "channel=" + encodeURIComponent(c);
+    });
+    return fetch(this.options.tokenUrl, {
+      method: "POST",
+      headers: headers,
+      body: body.join("&"),
+      credentials: this.credentials(),
+      cache: "no-store",
+    })
+      .then(function (response) {
+        if (generation !== self.generation) return null;
+        if (response.ok && !response.redirected) {
+          return response.json().then(function (json) {
+            return json && typeof json.token === "string" ? json.token : null;
+          });
+        }
+        return self.refused(response).then(function () {
+          return null;
+        });
+      })
+      .catch(function () {
+        if (generation === self.generation) self.retry(null);
+        return null;
+      });
+  };
+
+  Connection.prototype.open = function (token) {
+    var self = this;
+    var source = new EventSource(this.url(token), { withCredentials: !!this.options.withCredentials });
     this.source = source;
+    this.opened = false;
     this.names.forEach(function (name) {
       self.addListener(source, name);
     });
     source.onopen = function () {
       if (source !== self.source) return;
       self.attempts = 0;
+      self.opened = true;
       self.setState("open");
     };
     source.onerror = function () {
       if (source !== self.source) return;
-      if (source.readyState === EventSource.CLOSED) {
-        // The browser gave up (a non-200 answer, or a response that is not a stream).
-        self.source = null;
-        self.probe();
+      // The helper reconnects itself, never the browser: the browser retries
+      // every ``retry:`` ms in lockstep with every other client, without backoff.
+      source.close();
+      self.source = null;
+      if (self.opened) {
+        // A stream that ran dropped (a restart): come back soon, with jitter.
+        self.retry(null);
       } else {
-        // The browser reconnects on its own, sending Last-Event-ID.
-        self.setState("reconnecting");
+        // Refused or unreachable: find out which before trying again.
+        self.probe();
       }
     };
   };
 
   // EventSource does not expose the status of a refused request: ask again
-  // with fetch to tell "denied" (stop) from "unavailable" (back off, retry).
+  // with fetch (read the head, then abort) to tell "denied" (stop) from
+  // "unavailable" (back off, honour Retry-After, retry).
   Connection.prototype.probe = function () {
     var self = this;
+    var generation = this.generation;
     var abort = global.AbortController ? new AbortController() : null;
     this.probeAbort = abort;
-    fetch(this.url(), { credentials: "same-origin", signal: abort && abort.signal, cache: "no-store" })
-      .then(function (response) {
-        if (STOP_STATUSES.indexOf(response.status) === -1) {
-          if (abort) abort.abort();
-          self.retry(response.status);
-          return null;
-        }
-        return response.text().then(function (text) {
-          self.setState("denied", { status: response.status, reason: text.trim() });
+    var target = this.options.tokenUrl
+      ? this.fetchToken().then(function (token) {
+          return token ? self.url(token) : null;
+        })
+      : Promise.resolve(this.url());
+    target
+      .then(function (url) {
+        if (!url || generation !== self.generation) return null;
+        return fetch(url, {
+          credentials: self.credentials(),
+          signal: abort && abort.signal,
+          cache: "no-store",
+        }).then(function (response) {
+          if (generation !== self.generation) return null;
+          if (response.ok && isStream(response) && !response.redirected) {
+            // It would stream now: the failure was passing.
+            if (abort) abort.abort();
+            self.retry(response.status);
+            return null;
+          }
+          return self.refused(response, abort);
         });
       })
       .catch(function () {
-        if (self.state !== "closed") self.retry(null);
+        if (generation === self.generation) self.retry(null);
       });
   };
 
-  Connection.prototype.retry = function (status) {
-    if (this.state === "closed" || this.state === "denied") return;
+  // A response that is not a stream: stop (denied) or retry.
+  Connection.prototype.refused = function (response, abort) {
+    var self = this;
+    var status = response.status;
+    if (response.redirected && !(response.ok && isStream(response))) {
+      // A login page (LoginRequiredMiddleware, a proxy's sign-in): retrying will not help.
+      if (abort) abort.abort();
+      this.setState("denied", { status: status, reason: "redirected to " + response.url });
+      return Promise.resolve();
+    }
+    if (response.ok && !isStream(response)) {
+      if (abort) abort.abort();
+      var type = response.headers.get("Content-Type") || "no Content-Type";
+      this.setState("denied", { status: status, reason: "not an event stream (" + type + ")" });
+      return Promise.resolve();
+    }
+    if (STOP_STATUSES.indexOf(status) !== -1) {
+      return response.text().then(function (text) {
+        self.setState("denied", { status: status, reason: firstLine(text) });
+      });
+    }
+    if (abort) abort.abort();
+    this.retry(status, retryAfter(response));
+    return Promise.resolve();
+  };
+
+  Connection.prototype.retry = function (status, notBefore) {
+    if (this.state === "closed" || this.state === "denied" || this.state === "revoked") return;
+    clearTimeout(this.timer);
     var ceiling = Math.min(this.options.retryMax, this.options.retryBase * Math.pow(2, this.attempts));
     // Full jitter in the upper half: clients that lost the same server spread out.
     var delay = ceiling / 2 + Math.random() * (ceiling / 2);
+    if (notBefore) {
+      // The server said when (Retry-After): never earlier, spread over a tenth more.
+      delay = Math.max(delay, notBefore + Math.random() * (notBefore / 10));
+    }
     this.attempts += 1;
     this.setState("reconnecting", { status: status, delay: Math.round(delay) });
     this.timer = setTimeout(this.connect.bind(this), delay);
   };
 
+  /** Stop for good: the server said not to come back. */
+  Connection.prototype.stop = function (state, detail) {
+    this.disconnect();
+    this.setState(state, detail);
+  };
+
   Connection.prototype.deliver = function (name, raw, id) {
-    if (id && CONTROL_EVENTS.indexOf(name) === -1) {
-      // Ephemeral events repeat their stream's id, so the id alone is not enough.
-      var key = id + "\n" + name + "\n" + raw;
-      if (this.seen.indexOf(key) !== -1) return;
-      this.seen.push(key);
+    if (id && CONTROL_EVENTS.indexOf(name) === -1 && id !== this.lastId) {
+      // A stored event moves the position: its id is new, and one seen before
+      // is a replayed duplicate. Ephemeral events repeat the stream's current
+      // id, so an id equal to the last one is never a reason to drop an event.
+      if (this.seen.indexOf(id) !== -1) return;
+      this.seen.push(id);
       if (this.seen.length > SEEN_LIMIT) this.seen.shift();
       this.remember(id);
     }
-    var data = parse(raw);
-    var event = { name: name, data: data, raw: raw, id: id };
+    var decoded = decode(raw);
+    var data = decoded.data;
+    var event = { name: name, data: data, raw: raw, id: id, markup: decoded.markup };
     if (name === "stream-reset") {
       // The stored position is useless now: a reload must not be reset again.
       var store = storage();
       if (store) store.removeItem(STORAGE_PREFIX + this.key);
       this.position = "";
+      this.lastId = "";
       this.emit("sse:reset", { reason: data && data.reason });
     }
-    swap(this.root, name, data);
+    if (name === "stream-closed" && this.leader) {
+      var reason = data && typeof data.reason === "string" ? data.reason : "";
+      if (data && data.reconnect === false) {
+        // Revoked, logged out, password changed: coming back would be refused.
+        this.stop("revoked", { reason: reason });
+      } else if (this.source) {
+        // Overflow, max age, shutdown: resume from the last id, with jitter.
+        this.source.close();
+        this.source = null;
+        this.attempts = 0;
+        this.retry(null);
+      }
+    }
+    swap(this.root, name, data, decoded.markup);
     (this.handlers[name] || []).slice().forEach(function (handler) {
       handler(data, event);
     });
@@ -377,6 +573,8 @@
 
   var DjangoSSE = {
     Connection: Connection,
+    /** ``url`` if relative or http(s), else null: check a URL from an event before using it as an href. */
+    safeUrl: safeUrl,
     /** The page's connection, configured by ``{% sse_script %}``; null without it. */
     connection: page,
     /** A connection of your own: ``DjangoSSE.connect({url, channels})``. */

@@ -1,0 +1,65 @@
+"""Test-only endpoints for the JS helper's browser tests (``/test/js/...``)."""
+
+from __future__ import annotations
+
+import time
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_not_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import path
+from django.views.generic import DetailView
+
+#: Times (time.monotonic()) of the requests each ``key`` made to ``busy``.
+ATTEMPTS: dict[str, list[float]] = {}
+
+
+@login_not_required
+def page(request: HttpRequest) -> HttpResponse:
+    """The test page, open to anonymous users under LoginRequiredMiddleware too."""
+    context = {
+        "channels": request.GET.getlist("channel"),
+        "share": request.GET.get("share") != "0",
+        "own_channel": request.GET.get("own") != "0",
+        "retry_base": int(request.GET.get("retry", "1000")),
+    }
+    return render(request, "testapp/page.html", context)
+
+
+@login_not_required
+def login_page(request: HttpRequest) -> HttpResponse:
+    """Where LoginRequiredMiddleware sends anonymous requests: a 200 HTML page."""
+    return HttpResponse("<!doctype html><title>Log in</title><form></form>")
+
+
+@login_not_required
+def busy(request: HttpRequest) -> HttpResponse:
+    """``?key=K&after=S``: always 429 with ``Retry-After: S``, counting requests."""
+    ATTEMPTS.setdefault(request.GET.get("key", ""), []).append(time.monotonic())
+    response = HttpResponse("too many streams\n", status=429, content_type="text/plain")
+    response["Retry-After"] = request.GET.get("after", "2")
+    return response
+
+
+@login_not_required
+def attempts(request: HttpRequest) -> HttpResponse:
+    """The request times of ``?key=K``, in seconds from the first."""
+    times = ATTEMPTS.get(request.GET.get("key", ""), [])
+    return JsonResponse({"times": [t - times[0] for t in times]})
+
+
+class UserDetail(DetailView):  # type: ignore[type-arg]
+    """A profile page: its context has ``user`` = the *viewed* user."""
+
+    model = get_user_model()
+    template_name = "testapp/user_detail.html"
+
+
+urlpatterns = [
+    path("page/", page),
+    path("login/", login_page),
+    path("busy/", busy),
+    path("attempts/", attempts),
+    path("users/<int:pk>/", UserDetail.as_view()),
+]
