@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +57,8 @@ class Counts:
     statuses: dict[str, int] = field(default_factory=dict)
     note: str = ""
     test: str = ""
+    #: A few of the silent gaps, for the failure message.
+    gaps: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -74,6 +76,7 @@ class Counts:
             f"reconnects={self.reconnects} seconds={self.seconds:.1f} closes={closes}"
             + (f" statuses={refused}" if refused else "")
             + (f" note={self.note}" if self.note else "")
+            + (f" gaps={self.gaps}" if self.gaps else "")
         )
 
 
@@ -87,7 +90,7 @@ def score(
     (``heads``: last sequence number per channel; ``rows``: payload per number)."""
     counts.clients = len(records)
     counts.published = sum(heads.values())
-    for record in records:
+    for index, record in enumerate(records):
         channels = record["channels"]
         pos = dict.fromkeys(channels, 0)
         received: dict[str, set[int]] = {c: set() for c in channels}
@@ -119,7 +122,13 @@ def score(
             pos[channel] = max(pos[channel], seq)
         for c in channels:
             wanted = set(range(1, heads.get(c, 0) + 1))
-            counts.lost += len(wanted - received[c] - excused[c])
+            missing = sorted(wanted - received[c] - excused[c])
+            counts.lost += len(missing)
+            if missing and len(counts.gaps) < 3:
+                counts.gaps.append(
+                    f"client {index} {c}: missing {_ranges(missing)}, resets "
+                    f"{[i[1:] for i in record['timeline'] if i[0] == 'reset']}"
+                )
         for reason, k in record["closes"].items():
             counts.closes[reason] = counts.closes.get(reason, 0) + k
         for status, k in record["statuses"].items():
@@ -129,6 +138,16 @@ def score(
         if record["refused"]:
             counts.statuses["refused"] = counts.statuses.get("refused", 0) + record["refused"]
     return counts
+
+
+def _ranges(numbers: list[int]) -> str:
+    out: list[str] = []
+    for n in numbers:
+        if out and out[-1].split("-")[-1] == str(n - 1):
+            out[-1] = out[-1].split("-")[0] + f"-{n}"
+        else:
+            out.append(str(n))
+    return ",".join(out)
 
 
 def sqlite_store(path: str, channels: list[str]) -> tuple[dict[str, int], dict[str, dict[int, Any]]]:
@@ -267,15 +286,17 @@ class LoadClient:
         await self.proc.stdin.drain()
         return await self._answer(wait)
 
-    async def wait_streaming(self, count: int, timeout: float = 30.0) -> dict[str, Any]:
-        """Wait until ``count`` clients are inside a stream's body."""
+    async def wait_status(
+        self, done: Callable[[dict[str, Any]], bool], timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """Poll the load client's status until ``done(status)``."""
         deadline = time.monotonic() + timeout
         while True:
             status = await self.command("status")
-            if status["streaming"] >= count:
+            if done(status):
                 return status
             if time.monotonic() > deadline:
-                raise TimeoutError(f"only {status} of {count} clients streaming")
+                raise TimeoutError(f"load client status still {status}")
             await asyncio.sleep(0.1)
 
     async def finish(self, heads: dict[str, int], timeout: float) -> list[dict[str, Any]]:

@@ -9,8 +9,9 @@ It opens every client (a few at a time, bounded), prints ``{"ready": N}``, then
 obeys one JSON command per line on stdin, answering each with one JSON line:
 
 - ``{"cmd": "status"}``: how many streams are open and reconnects so far;
-- ``{"cmd": "hang_up"}`` / ``{"cmd": "come_back"}``: every client closes its
-  connection and stays away / reconnects with its last id;
+- ``{"cmd": "hang_up"}`` / ``{"cmd": "come_back", "spread": s}``: every client
+  closes its connection and stays away / reconnects with its last id, each at
+  a random moment within ``spread`` seconds;
 - ``{"cmd": "unstall"}``: stalled clients read again;
 - ``{"cmd": "finish", "heads": {channel: seq}, "timeout": s}``: wait until
   every client has reached the heads (or a reset past them), then print the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sys
 import time
 from typing import Any
@@ -63,8 +65,10 @@ async def main(config: dict[str, Any]) -> None:
                 c.hang_up()
             say(status(clients))
         elif cmd == "come_back":
+            # Within ``spread`` seconds, each at a random moment.
+            spread = float(command.get("spread", 0))
             for c in clients:
-                c.connected.set()
+                loop.call_later(random.uniform(0, spread), c.connected.set)
             say(status(clients))
         elif cmd == "unstall":
             for i in stalled:
