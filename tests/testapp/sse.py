@@ -45,4 +45,3 @@ def comment_payload(comment: Comment, action: str) -> dict[str, Any]:
 
 # The fault-injection suite (tests/faults/) publishes only on these.
 channels.register("fault:{name}", channels.PUBLIC)
-channels.register("faultauth:{name}", channels.AUTHENTICATED)
