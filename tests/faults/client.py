@@ -141,7 +141,9 @@ class SSEClient:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         sock.setblocking(False)
         try:
-            await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", self.port)), CONNECT_TIMEOUT)
+            await asyncio.wait_for(
+                loop.sock_connect(sock, ("127.0.0.1", self.port)), CONNECT_TIMEOUT
+            )
         except BaseException:
             sock.close()
             self.record.refused += 1
@@ -262,7 +264,9 @@ def _json(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-async def open_all(clients: list[SSEClient], timeout: float) -> tuple[list[asyncio.Task[None]], int]:
+async def open_all(
+    clients: list[SSEClient], timeout: float
+) -> tuple[list[asyncio.Task[None]], int]:
     """Start every client, a few at a time; return the tasks and how many opened."""
     tasks: list[asyncio.Task[None]] = []
     deadline = time.monotonic() + timeout

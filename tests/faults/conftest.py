@@ -67,7 +67,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for c in TABLE:
         closes = ",".join(f"{k}:{v}" for k, v in sorted(c.closes.items())) or "-"
         refused = ",".join(f"{k}:{v}" for k, v in sorted(c.statuses.items()) if k != "200")
-        extra = closes + (f" statuses={refused}" if refused else "") + (f"; {c.note}" if c.note else "")
+        extra = (
+            closes + (f" statuses={refused}" if refused else "") + (f"; {c.note}" if c.note else "")
+        )
         tr.write_line(
             f"{c.scenario:<34} {c.server:<14} {_outcomes.get(c.test, '?'):<7} {c.clients:>7} "
             f"{c.published:>9} {c.delivered:>9} {c.lost:>5} {c.duplicated:>4} "

@@ -150,7 +150,9 @@ def _ranges(numbers: list[int]) -> str:
     return ",".join(out)
 
 
-def sqlite_store(path: str, channels: list[str]) -> tuple[dict[str, int], dict[str, dict[int, Any]]]:
+def sqlite_store(
+    path: str, channels: list[str]
+) -> tuple[dict[str, int], dict[str, dict[int, Any]]]:
     """Heads and ``{seq: (tag, n)}`` of ``channels`` in the SQLite store at ``path``."""
     with sqlite3.connect(path, timeout=30) as conn:
         return _store(conn.execute, channels, "?")
@@ -368,7 +370,9 @@ def running_graceful_uvicorn(grace: float, **env: str) -> Iterator[Server]:
     full_env = base_env(**env)
     with tempfile.NamedTemporaryFile(prefix="uvicorn-", suffix=".log", delete=False) as f:
         log = Path(f.name)
-    server = Server("uvicorn", port, spawn(graceful_command(port, grace), port, full_env, log), full_env, log)
+    server = Server(
+        "uvicorn", port, spawn(graceful_command(port, grace), port, full_env, log), full_env, log
+    )
     try:
         yield server
     finally:

@@ -4,6 +4,7 @@ getting its events, counted, including a follower's own event names."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -98,9 +99,7 @@ async def test_the_leader_tab_closed_every_remaining_tab_keeps_its_events(
         counts.delivered += len(values)
         counts.lost += len(set(expected) - set(values))
         counts.duplicated += len(values) - len(set(values))
-        counts.out_of_order += sum(b < a for a, b in zip(values, values[1:]))
-    counts.note = "per remaining tab: " + "; ".join(
-        f"{name}={seen[i][name]}" for name, i in wanted
-    )
+        counts.out_of_order += sum(b < a for a, b in itertools.pairwise(values))
+    counts.note = "per remaining tab: " + "; ".join(f"{name}={seen[i][name]}" for name, i in wanted)
     record_counts(counts)
     assert counts.clean, counts.line()

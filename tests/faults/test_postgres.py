@@ -92,7 +92,9 @@ async def test_postgres_connections_killed_under_streams_and_publishing(
     killed: list[int] = []
     with running_server("uvicorn", **env) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-            login = await http.get("/test/login/", params={"username": "faults-pg", "perm": "auth.view_user"})
+            login = await http.get(
+                "/test/login/", params={"username": "faults-pg", "perm": "auth.view_user"}
+            )
             login.raise_for_status()
             cookie = f"sessionid={login.cookies['sessionid']}"
         sets = channel_sets(public, ANONYMOUS) + [[private]] * SIGNED_IN

@@ -43,7 +43,7 @@ def batches(during: int) -> list[tuple[str, int]]:
 
 
 @pytest.mark.parametrize("kind", ["uvicorn", "daphne"])
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900 if LONG else 300)
 async def test_kill_9_and_restart_under_resuming_streams(
     kind: str,
     faults_db: str,
@@ -79,7 +79,7 @@ async def test_kill_9_and_restart_under_resuming_streams(
     assert not counts.closes.get("overflow"), counts.line()
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900 if LONG else 300)
 async def test_graceful_restart_closes_every_stream_with_shutdown_then_resumes(
     faults_db: str,
     private_redis_server: RedisServer,
@@ -117,9 +117,7 @@ async def test_graceful_restart_closes_every_stream_with_shutdown_then_resumes(
             records = await clients.finish(heads, timeout=60)
         log = server.output()
     counts.seconds = time.monotonic() - started
-    counts.note = (
-        f"exited {exited_after:.1f}s after SIGTERM; {log.count('Traceback')} tracebacks"
-    )
+    counts.note = f"exited {exited_after:.1f}s after SIGTERM; {log.count('Traceback')} tracebacks"
     record_counts(score(counts, records, heads, rows))
     assert ledger_matches(heads, rows, batches(30))
     assert counts.clean, counts.line()
