@@ -6,11 +6,12 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv demo test test-fast lint docs bench scale-out screenshots clean
+.PHONY: help venv demo test test-fast test-faults-long lint docs bench scale-out screenshots clean
 
 help:
 	@echo "make demo   - venv, install, migrate, serve the example at http://$(HOST):$(PORT)"
 	@echo "make test   - venv, install, run the whole test suite"
+	@echo "make test-faults-long - the fault-injection suite with 1,000 resuming streams"
 	@echo "make lint   - ruff and mypy"
 	@echo "make docs   - build the Sphinx docs with warnings as errors"
 	@echo "make bench  - run the fan-out benchmark"
@@ -38,6 +39,11 @@ PG_TESTS := tests/test_publish.py tests/test_channels.py tests/test_view.py test
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 	SSE_TEST_POSTGRES=1 $(PY) -m pytest $(PYTEST_ARGS) $(PG_TESTS)
+
+# The fault-injection suite (docs/faults.rst), long variant: 1,000+ resuming
+# streams in the restart scenarios. By hand; `make test` runs the short one.
+test-faults-long: $(STAMP)
+	SSE_FAULTS_LONG=1 $(PY) -m pytest $(PYTEST_ARGS) -m faults tests/faults
 
 lint: $(STAMP)
 	$(PY) -m ruff check django_sse tests example_project benchmarks

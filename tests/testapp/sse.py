@@ -57,3 +57,6 @@ hooks.register(Ticket, channels="ticket:{pk}", fields=["title", "status", "owner
 @hooks.register(Comment, channels=["ticket:{ticket_id}", "comments"], actions=["created"])
 def comment_payload(comment: Comment, action: str) -> dict[str, Any]:
     return {"text": comment.text, "ticket": comment.ticket_id}
+
+# The fault-injection suite (tests/faults/) publishes only on these.
+channels.register("fault:{name}", channels.PUBLIC)
