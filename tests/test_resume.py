@@ -209,3 +209,68 @@ async def test_a_hole_pruned_before_it_is_read_resets_with_a_resumable_id() -> N
     async with asgi_stream("channel=news:pruned", {"Last-Event-ID": reset["id"]}) as again:
         assert data(await again.wait_events(3)) == [3, 4, 5]
         assert not [e for e in again.events() if e["event"] == "stream-reset"]
+
+
+async def test_a_replay_resets_at_a_hole_instead_of_skipping_it() -> None:
+    from django_sse.ids import single_channel_id
+    from django_sse.models import StoredEvent
+
+    for i in range(1, 6):
+        await asend_event("news:rhole", "e", i)
+    # Pruned in the middle (a skewed clock, a manual delete): 1 is still the oldest.
+    await StoredEvent.objects.filter(channel="news:rhole", seq=3).adelete()
+    resume = single_channel_id("news:rhole", 0)
+    async with asgi_stream("channel=news:rhole", {"Last-Event-ID": resume}) as stream:
+        events = await stream.wait_events(5)
+    assert [e["event"] for e in events] == ["e", "e", "stream-reset", "e", "e"]
+    assert data(events) == [1, 2, 4, 5]
+    assert json.loads(events[2]["data"]) == {"reason": "history expired"}
+    assert events[2]["id"] == single_channel_id("news:rhole", 3)
+
+
+async def test_filling_a_hole_checks_every_record() -> None:
+    from django_sse.models import StoredEvent
+
+    store = get_store()
+    assert store is not None
+    async with asgi_stream("channel=news:fhole") as stream:
+        await asend_event("news:fhole", "e", 1)
+        await stream.wait_events(1)
+        # Stored, never published; the second of them is pruned before it is read.
+        for n in (2, 3, 4):
+            await sync_to_async(store.append)("news:fhole", "e", str(n))
+        await StoredEvent.objects.filter(channel="news:fhole", seq=3).adelete()
+        await asend_event("news:fhole", "e", 5)
+        events = await stream.wait_events(5)
+    assert [e["event"] for e in events] == ["e", "e", "stream-reset", "e", "e"]
+    assert data(events) == [1, 2, 4, 5]
+
+
+async def test_a_stream_revoked_while_starting_runs_no_snapshot_and_no_replay() -> None:
+    import time
+
+    from django.contrib.auth.models import User
+
+    from django_sse.auth import Identity
+    from django_sse.hub import get_hub
+    from django_sse.ids import single_channel_id
+    from django_sse.stream import event_stream
+
+    user = await sync_to_async(User.objects.create_user)("revoked-while-starting")
+    for i in range(3):
+        await asend_event("news:rvs", "e", {"private": i})
+    since = time.monotonic()
+    get_hub().revoke(str(user.pk), session="s")  # a logout just before the streams subscribe
+    closed = b'event: stream-closed\ndata: {"reason":"revoked","reconnect":false}\n\n'
+
+    async def body(channel: str, last_event_id: str | None = None) -> bytes:
+        identity = Identity(user, "session", session_key="s", since=since)
+        chunks = event_stream((channel,), identity=identity, last_event_id=last_event_id)
+        return b"".join([chunk async for chunk in chunks])
+
+    COUNTERS["rvs"] = 41
+    fresh = await body("counter:rvs")  # would send a snapshot
+    assert fresh.startswith(b"retry: 3000\n: connected\n") and fresh.endswith(closed)
+    assert b"snapshot" not in fresh and b"41" not in fresh
+    resumed = await body("news:rvs", single_channel_id("news:rvs", 0))  # would replay
+    assert b"private" not in resumed and resumed.endswith(closed)
