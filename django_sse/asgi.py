@@ -25,12 +25,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from functools import partial
 from typing import Any
 
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 from django.apps import apps
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.urls import NoReverseMatch, get_script_prefix, reverse
 
-from . import dbthreads
+from . import dbthreads, shutdown
+from .conf import conf
 from .request import CONTENT_TYPE, ERROR_CONTENT_TYPE, STREAM_HEADERS
 
 # The stream core is imported on first use, not here: asgi.py may import this
@@ -110,9 +112,11 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one stream request, from the first byte to the client's going."""
     from .channels import ChannelError
     from .cors import response_headers
+    from .events import control, retry
     from .request import accept
     from .stream import event_stream
 
+    shutdown.install(asyncio.get_running_loop())
     request = ASGIRequest(scope, io.BytesIO())
     _prepare(request)
     # On refusals too, as the view does: an allowed page can then read why.
@@ -120,12 +124,30 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         (name.lower().encode(), value.encode())
         for name, value in response_headers(request.headers.get("Origin")).items()
     ]
-    try:
-        accepted = await accept(request)
-    except ChannelError as exc:
-        await _error(send, exc.status, exc.reason, cors_headers)
-        return
+    # Policies, ``ahas_perm`` and sessions run sync code. Without a context of
+    # its own, every such call of every stream of the process queues on
+    # asgiref's one shared thread, whose connection nobody checks; this
+    # request's thread and connection live only while the request is checked.
+    async with ThreadSensitiveContext() as context:
+        try:
+            accepted = await accept(request)
+        except ChannelError as exc:
+            await _error(send, exc.status, exc.reason, cors_headers)
+            return
+        finally:
+            if context in SyncToAsync.context_to_thread_executor:
+                # As the view does: the thread goes, and must not take an
+                # open connection with it.
+                await dbthreads.release_connections()
     await send({"type": "http.response.start", "status": 200, "headers": _HEADERS + cors_headers})
+    if shutdown.closing.is_set():
+        # Shutting down: this stream would outlive the hub. Back in a moment.
+        if accepted.slot is not None:
+            accepted.slot.release()
+        closed = {"reason": shutdown.CLOSE_REASON, "reconnect": True}
+        body = retry(conf.SSE_RETRY_MS) + control("stream-closed", closed, None)
+        await send({"type": "http.response.body", "body": body})
+        return
     chunks = event_stream(
         accepted.channels,
         last_event_id=accepted.last_event_id,
@@ -133,6 +155,14 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         slot=accepted.slot,
     )
     del request, accepted
+    done = shutdown.opened()
+    try:
+        await _stream(chunks, receive, send)
+    finally:
+        shutdown.ended(done)
+
+
+async def _stream(chunks: AsyncIterator[bytes], receive: Receive, send: Send) -> None:
     pump = asyncio.ensure_future(_pump(chunks, send))
     gone = asyncio.ensure_future(_until_disconnect(receive))
     try:
@@ -147,6 +177,53 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
     error = results[0]
     if isinstance(error, Exception) and not isinstance(error, OSError):
         logger.error("Event stream failed", exc_info=error)
+
+
+async def lifespan(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """The ASGI lifespan protocol, passed through to ``app`` when it speaks it,
+    answered here when it does not (Django's handler rejects it).
+
+    Startup chains the server's signal handlers, so that streams are closed as
+    soon as a shutdown begins (:mod:`django_sse.shutdown`); ``lifespan.shutdown``
+    closes whatever is still open."""
+    received: list[str] = []
+    sent: list[str] = []
+
+    async def app_receive() -> Message:
+        message = await receive()
+        received.append(message["type"])
+        if message["type"] == "lifespan.startup":
+            shutdown.closing.clear()
+            shutdown.install(asyncio.get_running_loop())
+        elif message["type"] == "lifespan.shutdown":
+            await shutdown.close_streams()
+        return message
+
+    async def app_send(message: Message) -> None:
+        sent.append(message["type"])
+        await send(message)
+
+    try:
+        await app(scope, app_receive, app_send)
+    except Exception:
+        if sent:
+            raise  # the application speaks lifespan, and failed
+    else:
+        if sent:
+            return
+    # The application does not speak lifespan: answer for it.
+    if "lifespan.startup" in received:
+        await send({"type": "lifespan.startup.complete"})
+    if "lifespan.shutdown" in received:
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    while True:
+        kind = (await app_receive())["type"]
+        if kind == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif kind == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 class FastPath:
@@ -182,6 +259,8 @@ class FastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.handles(scope):
             await serve(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await lifespan(self.app, scope, receive, send)
         else:
             await self.app(scope, receive, send)
 

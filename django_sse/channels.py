@@ -24,9 +24,10 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeAlias, overload
 
-from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
+from asgiref.sync import SyncToAsync, async_to_sync, iscoroutinefunction, sync_to_async
 
 from .names import CHANNEL_NAME_RE, channel_name_error
 
@@ -313,11 +314,20 @@ class Registry:
 async def call_user_code(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call a sync or async function of the app's from async code.
 
-    A sync one may query the database, so it runs in a worker thread."""
+    A sync one may query the database, so it runs in a worker thread: the
+    request's own when there is one (a thread-sensitive context: Django's
+    view, the fast path while it checks a request), else one of a few threads
+    that heal their database connections; never asgiref's single shared
+    thread, where every stream of the process would queue."""
     call = type(func).__call__ if not isinstance(func, type) else None
     if iscoroutinefunction(func) or (call is not None and iscoroutinefunction(call)):
         return await func(*args, **kwargs)
-    result = await sync_to_async(func)(*args, **kwargs)
+    if SyncToAsync.thread_sensitive_context.get(None) is not None:
+        result = await sync_to_async(func)(*args, **kwargs)
+    else:
+        from .dbthreads import run_user_code
+
+        result = await run_user_code(partial(func, *args, **kwargs))
     if isinstance(result, Awaitable):
         result = await result
     return result

@@ -72,10 +72,10 @@ class StorePool:
     be asked to close its own connections (Django connections are per
     thread)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, kind: str = "store") -> None:
         self.pid = os.getpid()
         self.executors = [
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"django_sse-store-{i}")
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"django_sse-{kind}-{i}")
             for i in range(size)
         ]
         self.busy = [0] * size
@@ -103,28 +103,31 @@ class StorePool:
             executor.shutdown(wait=True)
 
 
-_pool: StorePool | None = None
+_pools: dict[str, StorePool] = {}
 _pool_lock = threading.Lock()
 
 
-def get_pool() -> StorePool:
-    global _pool
+def get_pool(kind: str = "store") -> StorePool:
+    """The store threads, or (``kind="user"``) the threads that run the
+    application's sync code for streams outside any request's thread."""
     with _pool_lock:
+        pool = _pools.get(kind)
         # A forked worker inherits the object but not its threads.
-        if _pool is None or _pool.pid != os.getpid():
-            _pool = StorePool(conf.SSE_STORE_THREADS)
-        return _pool
+        if pool is None or pool.pid != os.getpid():
+            pool = _pools[kind] = StorePool(conf.SSE_STORE_THREADS, kind)
+        return pool
 
 
 def shutdown() -> None:
-    """Close the store threads' connections and stop them (tests, shutdown).
+    """Close the threads' connections and stop them (tests, shutdown).
 
-    The next store call starts new threads."""
-    global _pool
+    The next call starts new threads."""
     with _pool_lock:
-        pool, _pool = _pool, None
-    if pool is not None and pool.pid == os.getpid():
-        pool.shutdown()
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        if pool.pid == os.getpid():
+            pool.shutdown()
 
 
 async def run(func: Callable[..., T], *args: Any, retry: bool = True) -> T:
@@ -133,6 +136,13 @@ async def run(func: Callable[..., T], *args: Any, retry: bool = True) -> T:
     ``retry`` repeats the call once after a connection error; pass ``False``
     for writes, which must not be repeated."""
     return await asyncio.wrap_future(get_pool().submit(func, args, retry))
+
+
+async def run_user_code(func: Callable[..., T], *args: Any) -> T:
+    """Run the application's sync ``func(*args)`` (a policy, a snapshot) on a
+    thread that checks its connections as the store threads do: a database
+    restart then costs no denied check. Never repeated: it may write."""
+    return await asyncio.wrap_future(get_pool("user").submit(func, args, False))
 
 
 def _close_idle_connections() -> None:

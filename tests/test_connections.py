@@ -3,6 +3,8 @@ after the database drops them, and open streams hold none each."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -134,3 +136,58 @@ async def test_open_streams_do_not_hold_a_database_connection_each(postgres_db: 
             held = count_connections(postgres_db)
     # The store threads' connections, and at most one more (the stats request's).
     assert held <= conf.SSE_STORE_THREADS + 1, f"{held} connections for {streams} streams"
+
+
+async def open_slow_streams(base: str, count: int) -> tuple[float, list[int]]:
+    """Open ``count`` fast-path streams at once, each on a channel whose sync
+    policy takes 0.2 s; return the wall time until all answered, and statuses."""
+
+    async def one(client: httpx.AsyncClient, i: int) -> int:
+        url = f"{base}/sse/?channel=slow:{unique('p')}{i}"
+        async with open_stream(client, url) as stream:
+            return stream.response.status_code
+
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        await one(client, -1)  # warm up: imports, the first connection
+        start = time.monotonic()
+        statuses = await asyncio.gather(*(one(client, i) for i in range(count)))
+        return time.monotonic() - start, list(statuses)
+
+
+@pytest.mark.server
+async def test_slow_sync_policies_of_fast_path_streams_run_in_parallel(server_db: str) -> None:
+    env = {"SSE_TEST_DB": server_db, "SSE_TEST_LAYER": "memory", "SSE_TEST_DOOR": "fast"}
+    with running_server("uvicorn", **env) as server:
+        took, statuses = await open_slow_streams(server.url, 10)
+    print(f"ten 0.2 s policies on the fast path: {took:.2f}s")
+    assert statuses == [200] * 10
+    # One policy's time and some overhead; queued on one thread, they took 2.0 s.
+    assert took < 1.0, f"{took:.2f}s for ten 0.2 s policies"
+
+
+def terminate_all(dbname: str) -> int:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            [dbname],
+        ).fetchall()
+    return len(rows)
+
+
+@pytest.mark.server
+@pytest.mark.postgres
+async def test_fast_path_policy_checks_survive_the_database_dropping_connections(
+    postgres_db: str,
+) -> None:
+    env = {**postgres_env(postgres_db), "SSE_TEST_LAYER": "memory", "SSE_TEST_DOOR": "fast"}
+    with running_server("uvicorn", **env) as server:
+        _, before = await open_slow_streams(server.url, 2)
+        assert before == [200, 200]
+        # A database restart or an idle timeout, as the server sees it.
+        assert terminate_all(postgres_db) >= 1
+        _, after = await open_slow_streams(server.url, 2)
+        output = server.output()
+    assert after == [200, 200], output[-3000:]

@@ -58,5 +58,17 @@ hooks.register(Ticket, channels="ticket:{pk}", fields=["title", "status", "owner
 def comment_payload(comment: Comment, action: str) -> dict[str, Any]:
     return {"text": comment.text, "ticket": comment.ticket_id}
 
+
 # The fault-injection suite (tests/faults/) publishes only on these.
 channels.register("fault:{name}", channels.PUBLIC)
+
+
+@channels.register("slow:{name}")
+def can_read_slow(user: Any, name: str) -> bool:
+    # A slow sync check that queries the database, as real policies do.
+    import time
+
+    from django.contrib.auth.models import Permission
+
+    time.sleep(0.2)
+    return Permission.objects.filter(codename="view_user").exists()
