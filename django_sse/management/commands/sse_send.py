@@ -25,7 +25,8 @@ class Command(BaseCommand):
             # (argparse prints its usage and exits 2).
             if not parser.called_from_command_line:
                 raise CommandError(f"Error: {message}")
-            parser.exit(1, f"CommandError: {message} (see 'sse_send --help')\n")
+            shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in message)
+            parser.exit(1, f"CommandError: {shown} (see 'sse_send --help')\n")
 
         parser.error = error  # type: ignore[method-assign]
         return parser
