@@ -34,10 +34,20 @@ class CanPublishEvents(permissions.BasePermission):
         return bool(request.user and request.user.has_perm(PERMISSION))
 
 
+class _JSONField(serializers.JSONField):
+    """A ``JSONField`` that refuses nesting too deep for Python's JSON (a 400, not a 500)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        try:
+            return super().to_internal_value(data)
+        except RecursionError:
+            self.fail("invalid")
+
+
 class PublishSerializer(serializers.Serializer[Any]):
     channel = serializers.CharField(max_length=100, trim_whitespace=False)
     event = serializers.CharField(max_length=200, trim_whitespace=False)
-    data = serializers.JSONField(required=False, allow_null=True, default=None)
+    data = _JSONField(required=False, allow_null=True, default=None)
 
     def validate_channel(self, value: str) -> str:
         error = channel_name_error(value)
@@ -70,7 +80,12 @@ class PublishView(GenericAPIView[Any]):
         return Response({"detail": "POST {channel, event, data} to publish an event."})
 
     def post(self, request: Request) -> Response:
-        serializer = self.get_serializer(data=request.data)
+        try:
+            body = request.data
+        except RecursionError:
+            # DRF's JSON parser turns only ValueError into a 400.
+            raise exceptions.ParseError("JSON parse error - nested too deeply") from None
+        serializer = self.get_serializer(data=body)
         serializer.is_valid(raise_exception=True)
         attrs = serializer.validated_data
         try:

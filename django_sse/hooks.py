@@ -377,7 +377,10 @@ def _before_delete(sender: type[models.Model], instance: models.Model, **kwargs:
     # roll the delete back): load them while the row still exists.
     deferred = instance.get_deferred_fields()
     if deferred and any("deleted" in h.actions for h in registry.hooks_for(sender)):
-        instance.refresh_from_db(fields=list(deferred))
+        try:
+            instance.refresh_from_db(fields=list(deferred))
+        except sender.DoesNotExist:  # type: ignore[attr-defined]
+            pass  # a stale instance: the delete itself must still run
 
 
 def _on_delete(

@@ -412,3 +412,14 @@ def test_changed_only_forgets_what_a_rollback_undid(note_hook: Callable[..., hoo
         ("testapp.note.updated", {"pk": note.pk, "text": "b"}),
         ("testapp.note.updated", {"pk": note.pk, "priority": 3}),
     ]
+
+
+def test_deleting_a_stale_deferred_instance_does_not_raise(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ticket = Ticket.objects.create(title="Stale")
+    stale = Ticket.objects.only("title").get(pk=ticket.pk)
+    Ticket.objects.filter(pk=ticket.pk).delete()  # someone else deleted it first
+    with caplog.at_level(logging.ERROR, logger="django_sse"):
+        stale.delete()  # the row is gone: nothing to load, and no exception
+    assert not Ticket.objects.filter(pk=ticket.pk).exists()

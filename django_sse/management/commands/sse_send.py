@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -14,8 +14,22 @@ from django_sse.publish import send_event
 class Command(BaseCommand):
     help = (
         "Publish one event. DATA is JSON (or '-' to read it from stdin); with --text "
-        "it is sent verbatim."
+        "it is sent verbatim. CHANNEL must match a registered channel pattern."
     )
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+
+        def error(message: str) -> NoReturn:
+            # One line and status 1, like every other refusal of this command
+            # (argparse prints its usage and exits 2).
+            if not parser.called_from_command_line:
+                raise CommandError(f"Error: {message}")
+            shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in message)
+            parser.exit(1, f"CommandError: {shown} (see 'sse_send --help')\n")
+
+        parser.error = error  # type: ignore[method-assign]
+        return parser
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("channel")
@@ -28,8 +42,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         raw: str = options["data"]
         if raw == "-":
-            # Drop the newline that ends what echo and most commands print.
-            raw = sys.stdin.read().removesuffix("\n")
+            try:
+                # Drop the newline that ends what echo and most commands print.
+                raw = sys.stdin.read().removesuffix("\n")
+            except UnicodeDecodeError as exc:
+                raise CommandError(f"DATA on stdin is not valid text ({exc.reason})") from None
         data: Any = raw
         if not options["text"]:
             try:
@@ -38,6 +55,8 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"DATA is not valid JSON ({exc}); use --text to send text"
                 ) from None
+            except (ValueError, RecursionError) as exc:  # too many digits, too deep
+                raise CommandError(f"DATA cannot be read as JSON ({exc})") from None
         try:
             event = send_event(options["channel"], options["event"], data)
         except (TypeError, ValueError) as exc:
