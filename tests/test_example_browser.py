@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -25,6 +26,8 @@ pytestmark = [pytest.mark.server, requires_chromium]
 def example_url() -> Iterator[str]:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "EXAMPLE_DB": str(Path(tmp) / "example.sqlite3")}
+        # This checkout's django_sse, not whichever one the environment installed.
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         env.pop("REDIS_URL", None)  # the in-memory layer, as `make demo` serves it
         env.pop("DJANGO_SETTINGS_MODULE", None)
         for command in (["migrate", "--noinput", "-v", "0"], ["seed_demo"]):
@@ -201,3 +204,31 @@ async def test_eight_tabs_of_the_helpdesk_stay_live(example_url: str) -> None:
             await pill.wait_for(timeout=TIMEOUT)
         leaders = [await tab.evaluate("DjangoSSE.connection.leader") for tab in tabs]
         assert leaders.count(True) == 1
+
+
+async def test_a_toast_never_links_a_javascript_url_nor_runs_markup(example_url: str) -> None:
+    async with chromium() as browser:
+        bob = await logged_in(browser, example_url, "bob", "/tickets/")
+        # Events delivered through the helper as the stream would (the server
+        # refuses such URLs before they are sent; the page must not trust that).
+        hostile = [
+            {"message": "<img src=x onerror='window.xss=1'>", "level": "info", "url": "/t/"},
+            {"message": "click", "level": "info", "url": "javascript:window.xss=2"},
+            {"message": "data", "level": "info", "url": "data:text/html,<script>1</script>"},
+            {"message": "site", "level": "info", "url": "https://example.com/x"},
+        ]
+        for n, data in enumerate(hostile):
+            await bob.evaluate(
+                "([raw, id]) => DjangoSSE.connection.deliver('notification', raw, id)",
+                [json.dumps(data), f"hostile-{n}"],
+            )
+        toasts = bob.locator("#toasts .toast")
+        await toasts.nth(3).wait_for(timeout=TIMEOUT)
+        assert await toasts.all_text_contents() == [d["message"] for d in hostile]
+        hrefs = await bob.eval_on_selector_all(
+            "#toasts .toast", "els => els.map(e => e.getAttribute('href'))"
+        )
+        assert hrefs == [f"{example_url}/t/", None, None, "https://example.com/x"]
+        await toasts.nth(1).click()
+        assert await bob.evaluate("window.xss") is None
+        assert await bob.locator("#toasts img").count() == 0

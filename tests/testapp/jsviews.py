@@ -11,6 +11,8 @@ from django.shortcuts import render
 from django.urls import path
 from django.views.generic import DetailView
 
+from tests.testapp import views
+
 #: Times (time.monotonic()) of the requests each ``key`` made to ``busy``.
 ATTEMPTS: dict[str, list[float]] = {}
 
@@ -62,4 +64,6 @@ urlpatterns = [
     path("busy/", busy),
     path("attempts/", attempts),
     path("users/<int:pk>/", UserDetail.as_view()),
+    # /test/publish/, open under LoginRequiredMiddleware.
+    path("publish/", login_not_required(views.publish)),
 ]
