@@ -1,10 +1,11 @@
-"""A prune racing a resume: clients come back while a publisher prunes the
-history on every event. Each client gets everything, or an explicit
+"""A prune racing a resume: clients come back just as a publisher, pruning the
+history on every event, reaches the events they missed. Each client gets everything, or an explicit
 ``stream-reset`` for what was pruned, never a silent gap."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Callable
 
@@ -21,14 +22,22 @@ from tests.faults.harness import (
     sqlite_store,
 )
 from tests.servers import RedisServer, running_server
-from tests.sse_client import unique
+from tests.sse_client import unique, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.server, pytest.mark.redis]
 
 KEEP = 20
 STREAMS = 200
 #: Events published (each followed by a prune) while the clients come back.
-RACING = 300
+RACING = 40
+
+
+def oldest(db: str, channel: str) -> int:
+    with sqlite3.connect(db, timeout=30) as conn:
+        (first,) = conn.execute(
+            "SELECT MIN(seq) FROM django_sse_storedevent WHERE channel = ?", [channel]
+        ).fetchone()
+    return int(first or 0)
 
 
 @pytest.mark.timeout(240)
@@ -56,11 +65,13 @@ async def test_prune_racing_a_resume_never_skips_silently(
                     channels,
                     RACING,
                     "racing",
-                    pause=0.01,
+                    pause=0.05,
                 )
             )
-            # The publisher starts pruning into the gap ~2 s from now (its start-up).
-            await clients.command("come_back", spread=5.0)
+            # Back just as the prune reaches the first event they missed (6): the
+            # history they are told about at connect is gone when they read it.
+            await wait_until(lambda: oldest(own_db, channels[0]) >= 4, timeout=30, interval=0.01)
+            await clients.command("come_back", spread=1.0)
             racer = await racing
             assert racer.status == 0, racer.output[-2000:]
             heads, rows = sqlite_store(own_db, channels)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -101,13 +102,13 @@ async def test_graceful_restart_closes_every_stream_with_shutdown_then_resumes(
 
             stopping = time.monotonic()
             os.kill(server.proc.pid, signal.SIGTERM)
-            down = await down_task
             try:
-                server.proc.wait(grace + 10)
-            except Exception:
+                await asyncio.to_thread(server.proc.wait, grace + 10)
+            except subprocess.TimeoutExpired:
                 server.proc.kill()
                 server.proc.wait(10)
             exited_after = time.monotonic() - stopping
+            down = await down_task
             server.proc = spawn(server.proc.args, server.port, server.env, server.log)  # type: ignore[arg-type]
             assert down.status == 0, down.output[-2000:]
             after = await publish(env, channels, 10, "after")
