@@ -20,6 +20,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
+from . import sessions
 from .events import Event, encode_body
 from .names import group_name
 
@@ -202,6 +203,7 @@ class Hub:
             try:
                 self._spawn(self._keepalive_loop())
                 self._spawn(self._catch_up_loop())
+                self._spawn(sessions.check_loop(self))
                 if self.layer is not None and not is_in_memory(self.layer):
                     self.channel_name = await self.layer.new_channel("sse.hub.")
                     try:

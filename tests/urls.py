@@ -18,4 +18,5 @@ urlpatterns = [
     path("test/drf-token/", views.drf_token),
     path("test/deactivate/", views.deactivate),
     path("test/revoke/", views.revoke_view),
+    path("test/session/", include("tests.testapp.session_views")),
 ]
