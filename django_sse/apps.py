@@ -39,9 +39,15 @@ class DjangoSSEConfig(AppConfig):
 
     def _connect_sessions(self) -> None:
         """Tell a key rotation from a deleted session, as it happens (see sessions.py)."""
+        from django.core.signals import request_started
         from django.db.models.signals import post_save, pre_delete
 
-        from .sessions import on_session_deleting, on_session_saved, session_model
+        from .sessions import (
+            on_request_started,
+            on_session_deleting,
+            on_session_saved,
+            session_model,
+        )
 
         try:
             model = session_model()
@@ -53,3 +59,4 @@ class DjangoSSEConfig(AppConfig):
         pre_delete.connect(
             on_session_deleting, sender=model, dispatch_uid="django_sse.session_deleting"
         )
+        request_started.connect(on_request_started, dispatch_uid="django_sse.request_started")

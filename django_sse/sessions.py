@@ -51,7 +51,7 @@ ROTATION_KEPT = 300.0
 #: its response is sent; meanwhile the new row holds the old hash.
 ROTATION_GRACE = 10.0
 #: ``cycle_key()`` deletes the old row right after creating the new one.
-PAIRING_WINDOW = 5.0
+PAIRING_WINDOW = 2.0
 #: Primary keys per ``IN`` list.
 BATCH = 500
 
@@ -91,6 +91,12 @@ def on_session_saved(sender: Any, instance: Any, created: bool = False, **kwargs
     """``post_save`` of the session model: ``cycle_key()`` creates the new row,
     then deletes the old one. Any other save ends the pairing."""
     _created.set((time.monotonic(), instance) if created else None)
+
+
+def on_request_started(**kwargs: Any) -> None:
+    """``request_started``: a row created by an earlier request on this thread
+    (WSGI threads keep their context) never pairs with this one's deletes."""
+    _created.set(None)
 
 
 def on_session_deleting(sender: Any, instance: Any, **kwargs: Any) -> None:
