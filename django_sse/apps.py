@@ -23,11 +23,40 @@ class DjangoSSEConfig(AppConfig):
             return
         from django.contrib.auth import get_user_model
         from django.contrib.auth.signals import user_logged_out
-        from django.db.models.signals import post_save
+        from django.db.models.signals import post_delete, post_save
 
-        from .revocation import on_logout, on_user_saved
+        from .revocation import on_logout, on_user_deleted, on_user_saved
 
+        User = get_user_model()
         user_logged_out.connect(on_logout, dispatch_uid="django_sse.revoke_on_logout")
         post_save.connect(
-            on_user_saved, sender=get_user_model(), dispatch_uid="django_sse.revoke_on_deactivate"
+            on_user_saved, sender=User, dispatch_uid="django_sse.revoke_on_deactivate"
         )
+        post_delete.connect(
+            on_user_deleted, sender=User, dispatch_uid="django_sse.revoke_on_delete"
+        )
+        self._connect_sessions()
+
+    def _connect_sessions(self) -> None:
+        """Tell a key rotation from a deleted session, as it happens (see sessions.py)."""
+        from django.core.signals import request_started
+        from django.db.models.signals import post_save, pre_delete
+
+        from .sessions import (
+            on_request_started,
+            on_session_deleting,
+            on_session_saved,
+            session_model,
+        )
+
+        try:
+            model = session_model()
+        except (ImportError, LookupError, RuntimeError):
+            return  # no usable session engine: nothing to follow
+        if model is None:
+            return
+        post_save.connect(on_session_saved, sender=model, dispatch_uid="django_sse.session_saved")
+        pre_delete.connect(
+            on_session_deleting, sender=model, dispatch_uid="django_sse.session_deleting"
+        )
+        request_started.connect(on_request_started, dispatch_uid="django_sse.request_started")

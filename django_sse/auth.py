@@ -22,7 +22,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
 from django.utils.module_loading import import_string
 
-from . import dbthreads, tokens
+from . import dbthreads, sessions, tokens
 from .channels import ChannelError
 from .conf import conf
 
@@ -180,5 +180,15 @@ async def _authenticate(request: HttpRequest, requested: tuple[str, ...]) -> Ide
     user = await dbthreads.run(_token_user, grant.user_pk)
     if user is None or not user.is_active:
         raise tokens.TokenError("token user no longer exists or is inactive")
+    key = await tokens.issuer(grant)
+    expires_at = None
+    if key is not None:
+        # The stream lasts as long as the session that asked for the token:
+        # logout, a password change or its expiry end both.
+        reason, key, expires_at = await dbthreads.run(sessions.check_session, key, grant.user_pk)
+        if reason is not None:
+            raise tokens.TokenError(
+                f"token refused: the session that requested it has ended ({reason}); log in again"
+            )
     await tokens.consume(grant)
-    return Identity(user, "token", token_channels=grant.channels)
+    return Identity(user, "token", key, expires_at, token_channels=grant.channels)

@@ -169,6 +169,15 @@ SETTINGS: tuple[Setting, ...] = (
         "may take before it is abandoned; a stored event then reaches streams through "
         "the catch-up poll.",
     ),
+    Setting(
+        "SSE_SESSION_CHECK_INTERVAL",
+        2.0,
+        float,
+        0.1,
+        "Seconds between the checks each server process makes of the sessions and users "
+        "behind its open streams: a password change, a deleted session or user ends "
+        "those streams within about this long.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -281,6 +290,10 @@ class Settings:
     @property
     def SSE_PUBLISH_TIMEOUT(self) -> float:
         return float(self._get("SSE_PUBLISH_TIMEOUT"))
+
+    @property
+    def SSE_SESSION_CHECK_INTERVAL(self) -> float:
+        return float(self._get("SSE_SESSION_CHECK_INTERVAL"))
 
 
 conf = Settings()

@@ -24,7 +24,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from . import catchup, ticker
+from . import catchup, sessions, ticker
 from .events import Event
 from .membership import (
     BACKOFF_INITIAL,
@@ -142,6 +142,7 @@ class Hub:
             try:
                 self._keep_running(lambda: ticker.run(self), "keepalive ticker")
                 self._keep_running(lambda: catchup.run(self), "catch-up poll")
+                self._keep_running(lambda: sessions.check_loop(self), "session check")
                 if self.layer is not None and not is_in_memory(self.layer):
                     self.membership.channel_name = await bounded(self.layer.new_channel("sse.hub."))
                     try:

@@ -45,15 +45,38 @@ class StoredEvent(models.Model):
 
 
 class StreamToken(models.Model):
-    """A stream token that has been used, kept until it expires so it is used once.
+    """A stream token given out by the token endpoint, kept until it expires.
 
-    A database row, so that every server process sees it, on any deployment."""
+    A database row, so that every server process sees it: a token is usable
+    once (``used``), and only while the session that asked for it lasts."""
 
     nonce = models.CharField(max_length=32, primary_key=True)
     expires = models.DateTimeField(db_index=True)
+    #: The key of the session that asked for the token (empty: another
+    #: credential). Kept here, never in the token, which is signed, not secret.
+    session_key = models.CharField(max_length=255, blank=True, default="")
+    used = models.BooleanField(default=False)
 
     class Meta:
-        verbose_name = "used stream token"
+        verbose_name = "stream token"
 
     def __str__(self) -> str:
-        return f"used token until {self.expires:%Y-%m-%d %H:%M:%S}"
+        state = "used" if self.used else "unused"
+        return f"{state} token until {self.expires:%Y-%m-%d %H:%M:%S}"
+
+
+class SessionRotation(models.Model):
+    """A session whose key ``cycle_key()`` replaced (``login()``,
+    ``update_session_auth_hash()``): its open streams follow the new key
+    instead of ending. Kept for a few minutes."""
+
+    #: A keyed hash of the replaced key.
+    old = models.CharField(max_length=64, primary_key=True)
+    new_key = models.CharField(max_length=255)
+    created = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "rotated session"
+
+    def __str__(self) -> str:
+        return f"session rotated at {self.created:%Y-%m-%d %H:%M:%S}"

@@ -3,8 +3,10 @@
 A revocation is a message to a channel-layer group that every process's hub
 joins (``hub.CONTROL_GROUP``); each hub closes the matching streams with a
 ``stream-closed`` event ``{"reason": "revoked", "reconnect": false}``. Sent on
-logout (the streams of that session), when a user is saved inactive, and by
-:func:`revoke` when the application changes a permission.
+logout (the streams of that session), when a session row is deleted (not
+rotated, see ``sessions.py``), when a user is saved inactive or deleted, and by
+:func:`revoke` when the application changes a permission. Whatever a message
+misses, the hubs' periodic session check (``sessions.py``) still closes.
 """
 
 from __future__ import annotations
@@ -86,6 +88,27 @@ def on_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     key = getattr(session, "session_key", None)
     if key:
         revoke(user, session=key)
+
+
+def revoke_soon(user: Any, session: str | None = None) -> None:
+    """:func:`revoke`, from sync or async code (signal receivers run in both)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        revoke(user, session=session)
+        return
+    task = loop.create_task(arevoke(user, session=session))
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+
+
+_pending: set[asyncio.Task[None]] = set()
+
+
+def on_user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """``post_delete`` of the user model: all of the user's streams close."""
+    if getattr(instance, "pk", None) is not None:
+        revoke_soon(instance)
 
 
 def on_user_saved(sender: Any, instance: Any, created: bool = False, **kwargs: Any) -> None:

@@ -44,7 +44,7 @@ SNAPSHOT = "snapshot"
 #: Longer ``Last-Event-ID`` values are not ours: treated as unknown.
 MAX_LAST_EVENT_ID = 256
 #: Close reasons after which the client must not reconnect: access is gone.
-FINAL_REASONS = frozenset({"revoked"})
+FINAL_REASONS = frozenset({"revoked", "password changed", "session ended", "user deleted"})
 SESSION_EXPIRED = "session expired"
 MAX_AGE = "max age"
 #: The store failed mid-stream (a database outage): come back later.

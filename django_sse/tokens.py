@@ -3,8 +3,11 @@
 ``EventSource`` on another origin, or a native client, asks the ``token/``
 endpoint for a token and opens ``?token=...``. A token is signed with
 ``SECRET_KEY`` (``django.core.signing``), names the user, the channels and an
-expiry, and is usable once: its nonce is recorded in the database
-(``StreamToken``) when a stream starts with it, so every process sees the use.
+expiry. Its nonce is recorded in the database (``StreamToken``) when it is
+given out, with the key of the session that asked for it, so every process
+sees that it is used once, and refuses it once that session has ended. The
+token itself carries no session key: it is signed, not encrypted, and URLs end
+up in logs.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.core import signing
-from django.db import IntegrityError, transaction
 
 from . import dbthreads
 from .channels import ChannelError
@@ -44,11 +46,29 @@ class Grant:
     expires: float
 
 
-def issue(user: Any, channels: tuple[str, ...]) -> tuple[str, datetime]:
-    """A new token for ``user`` on ``channels``, and when it expires."""
+def issue(
+    user: Any, channels: tuple[str, ...], *, session_key: str | None = None
+) -> tuple[str, datetime]:
+    """A new token for ``user`` on ``channels``, and when it expires.
+
+    With ``session_key`` (the session that asks for it), the token is refused
+    and its stream closed once that session ends. Writes a row: sync code only."""
+    from .models import StreamToken
+
     expires = time.time() + conf.SSE_TOKEN_MAX_AGE
-    payload = {"u": str(user.pk), "c": list(channels), "n": secrets.token_urlsafe(16), "e": expires}
-    return signing.dumps(payload, salt=SALT), datetime.fromtimestamp(expires, UTC)
+    nonce = secrets.token_urlsafe(16)
+    when = datetime.fromtimestamp(expires, UTC)
+    StreamToken.objects.create(nonce=nonce, expires=when, session_key=session_key or "")
+    prune()
+    payload = {"u": str(user.pk), "c": list(channels), "n": nonce, "e": expires}
+    return signing.dumps(payload, salt=SALT), when
+
+
+async def aissue(
+    user: Any, channels: tuple[str, ...], *, session_key: str | None = None
+) -> tuple[str, datetime]:
+    """:func:`issue` from async code."""
+    return await dbthreads.run(lambda: issue(user, channels, session_key=session_key), retry=False)
 
 
 def verify(token: str, requested: tuple[str, ...]) -> Grant:
@@ -74,24 +94,38 @@ def verify(token: str, requested: tuple[str, ...]) -> Grant:
 def _record_use(grant: Grant) -> bool:
     from .models import StreamToken
 
-    expires = datetime.fromtimestamp(grant.expires, UTC)
-    try:
-        with transaction.atomic():
-            StreamToken.objects.create(nonce=grant.nonce, expires=expires)
-    except IntegrityError:
-        return False
-    prune()
-    return True
+    # One UPDATE: of two streams starting with the same token, one wins.
+    return StreamToken.objects.filter(nonce=grant.nonce, used=False).update(used=True) == 1
+
+
+def _issuer(grant: Grant) -> str | None:
+    from .models import StreamToken
+
+    row = StreamToken.objects.filter(nonce=grant.nonce).values("session_key", "used").first()
+    if row is None:
+        raise TokenError("unknown token: request a new one from the token endpoint")
+    if row["used"]:
+        raise TokenError(USED)
+    return row["session_key"] or None
+
+
+USED = "token already used: request a new one for each stream"
+
+
+async def issuer(grant: Grant) -> str | None:
+    """The key of the session that asked for ``grant`` (``None``: another
+    credential); ``TokenError`` if the token is unknown or used already."""
+    return await dbthreads.run(_issuer, grant)
 
 
 async def consume(grant: Grant) -> None:
     """Record that ``grant`` was used; raise ``TokenError`` if it already was."""
     if not await dbthreads.run(_record_use, grant, retry=False):
-        raise TokenError("token already used: request a new one for each stream")
+        raise TokenError(USED)
 
 
 def prune() -> int:
-    """Forget used tokens that have expired (they can no longer be replayed)."""
+    """Forget tokens that have expired (they can no longer be used or replayed)."""
     from .models import StreamToken
 
     deleted, _ = StreamToken.objects.filter(expires__lt=datetime.now(UTC)).delete()

@@ -118,7 +118,7 @@ async def token(request: HttpRequest) -> HttpResponseBase:
         channels = await authorize(identity.user, request.POST.getlist("channel"))
     except ChannelError as exc:
         return error_response(exc.status, exc.reason, headers)
-    value, expires = tokens.issue(identity.user, channels)
+    value, expires = await tokens.aissue(identity.user, channels, session_key=identity.session_key)
     response = JsonResponse({"token": value, "expires": expires.isoformat()}, headers=headers)
     response["Cache-Control"] = "no-store"
     return response

@@ -108,7 +108,7 @@ async def test_a_token_is_used_once_and_expired_uses_are_pruned() -> None:
     from django_sse.models import StreamToken
 
     user = await sync_to_async(make_user)("t3")
-    grant = tokens.verify(tokens.issue(user, ("members",))[0], ())
+    grant = tokens.verify((await tokens.aissue(user, ("members",)))[0], ())
     await tokens.consume(grant)
     with pytest.raises(tokens.TokenError, match="already used"):
         await tokens.consume(grant)

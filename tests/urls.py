@@ -19,4 +19,5 @@ urlpatterns = [
     path("test/deactivate/", views.deactivate),
     path("test/revoke/", views.revoke_view),
     path("test/js/", include("tests.testapp.jsviews")),
+    path("test/session/", include("tests.testapp.session_views")),
 ]

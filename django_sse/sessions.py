@@ -1,0 +1,347 @@
+"""Streams end when the session or the user behind them does.
+
+Django ends a session in ways that send no logout signal: a password change
+(the session's auth hash no longer matches the user's), a deleted row (the
+admin, ``clearsessions``, ``SessionStore(key).flush()``, raw SQL), a deleted or
+deactivated user. Every hub checks the sessions and users of its open streams
+every ``SSE_SESSION_CHECK_INTERVAL`` seconds, one batched query per kind for
+all its streams (so the cost grows with distinct sessions, not streams), and
+closes the streams whose access is gone. Signals make the common cases faster.
+
+A key rotation (``cycle_key()``, which ``login()`` and
+``update_session_auth_hash()`` call) deletes the old row too, but the session
+lives on: it is recorded (``SessionRotation``) as it happens, and streams
+follow the new key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib import import_module
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare, salted_hmac
+
+from . import dbthreads
+from .conf import conf
+
+logger = logging.getLogger("django_sse")
+
+#: Close reasons (the client must not reconnect, but for ``SESSION_CHANGED``).
+PASSWORD_CHANGED = "password changed"
+SESSION_ENDED = "session ended"
+USER_DELETED = "user deleted"
+REVOKED = "revoked"
+SESSION_EXPIRED = "session expired"
+#: The session is gone from an engine that cannot tell a rotation from an end
+#: (``cache``): the client reconnects, and its new request is checked afresh.
+SESSION_CHANGED = "session changed"
+
+#: Seconds a rotation is remembered: every process's check sees it well before.
+ROTATION_KEPT = 300.0
+#: ``update_session_auth_hash()`` rotates the key, then stores the new hash when
+#: its response is sent; meanwhile the new row holds the old hash.
+ROTATION_GRACE = 10.0
+#: ``cycle_key()`` deletes the old row right after creating the new one.
+PAIRING_WINDOW = 2.0
+#: Primary keys per ``IN`` list.
+BATCH = 500
+
+SIGNED_COOKIES = "django.contrib.sessions.backends.signed_cookies"
+SESSION_KEY = "_auth_user_id"
+BACKEND_KEY = "_auth_user_backend"
+HASH_KEY = "_auth_user_hash"
+
+
+def digest(key: str) -> str:
+    """A keyed hash of a session key, to store in its place."""
+    return salted_hmac("django_sse.session-rotation", key, algorithm="sha256").hexdigest()
+
+
+def store_class() -> Any:
+    return import_module(settings.SESSION_ENGINE).SessionStore
+
+
+def session_model() -> Any:
+    """The model of the configured session engine, or ``None`` (``cache``, ``file``)."""
+    store = store_class()
+    return store.get_model_class() if hasattr(store, "get_model_class") else None
+
+
+def verifiable() -> bool:
+    """Whether sessions can be checked server-side (not with ``signed_cookies``)."""
+    return bool(settings.SESSION_ENGINE != SIGNED_COOKIES)
+
+
+# -- rotations -----------------------------------------------------------------
+
+#: The session row this context created last, until the next delete.
+_created: ContextVar[tuple[float, Any] | None] = ContextVar("django_sse_created", default=None)
+
+
+def on_session_saved(sender: Any, instance: Any, created: bool = False, **kwargs: Any) -> None:
+    """``post_save`` of the session model: ``cycle_key()`` creates the new row,
+    then deletes the old one. Any other save ends the pairing."""
+    _created.set((time.monotonic(), instance) if created else None)
+
+
+def on_request_started(**kwargs: Any) -> None:
+    """``request_started``: a row created by an earlier request on this thread
+    (WSGI threads keep their context) never pairs with this one's deletes."""
+    _created.set(None)
+
+
+def on_session_deleting(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """``pre_delete`` of the session model: record a rotation, or end the
+    session's streams now rather than at the next check."""
+    created = _created.get()
+    _created.set(None)
+    expire = getattr(instance, "expire_date", None)
+    if expire is not None and expire <= timezone.now():
+        # Expired (``clearsessions``): its streams closed at expiry.
+        return
+    data = _decode(instance)
+    owner = data.get(SESSION_KEY)
+    if owner is None:
+        return  # anonymous: no stream hangs on it
+    if created is not None and time.monotonic() - created[0] < PAIRING_WINDOW:
+        new = created[1]
+        # cycle_key() copies the data as it is: equal data, a new key.
+        if new.session_key != instance.session_key and _decode(new) == data:
+            record_rotation(instance.session_key, new.session_key)
+            return
+    from .revocation import revoke_soon
+
+    revoke_soon(str(owner), instance.session_key)
+
+
+def _decode(instance: Any) -> dict[str, Any]:
+    try:
+        decoded: dict[str, Any] = instance.get_decoded()
+    except Exception:
+        return {}
+    return decoded
+
+
+def record_rotation(old: str, new: str) -> None:
+    from .models import SessionRotation
+
+    now = timezone.now()
+    SessionRotation.objects.filter(created__lt=now - timedelta(seconds=ROTATION_KEPT)).delete()
+    SessionRotation.objects.update_or_create(
+        old=digest(old), defaults={"new_key": new, "created": now}
+    )
+
+
+# -- checks ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """A session as the check found it, after following its rotations."""
+
+    key: str
+    #: The decoded data, or ``None``: the session is gone.
+    data: dict[str, Any] | None
+    expires_at: float | None = None
+    #: Epoch seconds of the last rotation followed, if any.
+    rotated_at: float | None = None
+
+
+def _chunks(items: Iterable[str]) -> Iterable[list[str]]:
+    items = list(items)
+    for i in range(0, len(items), BATCH):
+        yield items[i : i + BATCH]
+
+
+def _rows(model: Any, keys: Iterable[str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for chunk in _chunks(keys):
+        for row in model._default_manager.filter(session_key__in=chunk):
+            found[row.session_key] = row
+    return found
+
+
+def _rotations(keys: Iterable[str]) -> dict[str, tuple[str, float]]:
+    from .models import SessionRotation
+
+    by_digest = {digest(k): k for k in keys}
+    found: dict[str, tuple[str, float]] = {}
+    for chunk in _chunks(by_digest):
+        for rec in SessionRotation.objects.filter(old__in=chunk):
+            found[by_digest[rec.old]] = (rec.new_key, rec.created.timestamp())
+    return found
+
+
+def _model_sessions(model: Any, keys: set[str]) -> dict[str, SessionState]:
+    rows = _rows(model, keys)
+    follow: dict[str, tuple[str, float]] = {}
+    pending = keys - rows.keys()
+    for _ in range(3):  # a rotation of a rotation...: a few hops at most
+        if not pending:
+            break
+        hops = _rotations(pending)
+        follow.update(hops)
+        new = {n for n, _ in hops.values()} - rows.keys()
+        rows.update(_rows(model, new))
+        pending = new - rows.keys()
+    states: dict[str, SessionState] = {}
+    for key in keys:
+        current, rotated_at = key, None
+        seen = {key}
+        while current not in rows and current in follow:
+            current, rotated_at = follow[current]
+            if current in seen:
+                break
+            seen.add(current)
+        row = rows.get(current)
+        if row is None:
+            states[key] = SessionState(current, None)
+        else:
+            states[key] = SessionState(
+                current, _decode(row), row.expire_date.timestamp(), rotated_at
+            )
+    return states
+
+
+def _other_sessions(keys: set[str]) -> dict[str, SessionState]:
+    store_cls = store_class()
+    states: dict[str, SessionState] = {}
+    for key in keys:
+        store = store_cls(key)
+        if not store.exists(key):
+            states[key] = SessionState(key, None)
+            continue
+        data = dict(store.load())
+        states[key] = SessionState(key, data or None, time.time() + store.get_expiry_age())
+    return states
+
+
+def sessions(keys: set[str]) -> dict[str, SessionState]:
+    """The state of each session key (sync: call on a store thread)."""
+    if not keys or not verifiable():
+        return {}
+    model = session_model()
+    return _model_sessions(model, keys) if model is not None else _other_sessions(keys)
+
+
+def users(owners: set[str]) -> dict[str, Any]:
+    from django.contrib.auth import get_user_model
+
+    model = get_user_model()
+    found: dict[str, Any] = {}
+    for chunk in _chunks(owners):
+        try:
+            for user in model._default_manager.filter(pk__in=chunk):
+                found[str(user.pk)] = user
+        except (ValueError, TypeError):
+            continue  # a key that is no primary key of this model: no user
+    return found
+
+
+def _hash_ok(stored: Any, user: Any) -> bool:
+    if not hasattr(user, "get_session_auth_hash"):
+        return True
+    if not stored:
+        return False
+    if constant_time_compare(stored, user.get_session_auth_hash()):
+        return True
+    fallbacks = getattr(user, "get_session_auth_fallback_hash", lambda: ())()
+    return any(constant_time_compare(stored, h) for h in fallbacks)
+
+
+def verdict(
+    state: SessionState | None, user: Any, owner: str, now: float, model_backed: bool = True
+) -> str | None:
+    """Why a stream of ``owner`` through this session must close, or ``None``."""
+    if user is None:
+        return USER_DELETED
+    if getattr(user, "is_active", True) is False:
+        return REVOKED
+    if state is None:
+        return None  # not a session stream, or the engine cannot be checked
+    if state.data is None:
+        return SESSION_ENDED if model_backed else SESSION_CHANGED
+    if str(state.data.get(SESSION_KEY)) != owner:
+        return SESSION_ENDED
+    if state.data.get(BACKEND_KEY) not in settings.AUTHENTICATION_BACKENDS:
+        return SESSION_ENDED
+    if state.expires_at is not None and state.expires_at <= now:
+        return SESSION_EXPIRED
+    if not _hash_ok(state.data.get(HASH_KEY), user):
+        if state.rotated_at is not None and now - state.rotated_at < ROTATION_GRACE:
+            return None  # update_session_auth_hash() has not saved the new hash yet
+        return PASSWORD_CHANGED
+    return None
+
+
+Pair = tuple[str | None, str]
+
+
+def verify(pairs: set[Pair]) -> dict[Pair, tuple[str | None, str | None]]:
+    """For each ``(session key or None, owner)``: a close reason or ``None``,
+    and the session key to follow (sync: call on a store thread)."""
+    found = users({owner for _, owner in pairs})
+    states = sessions({key for key, _ in pairs if key})
+    backed = session_model() is not None
+    now = time.time()
+    out: dict[Pair, tuple[str | None, str | None]] = {}
+    for key, owner in pairs:
+        state = states.get(key) if key else None
+        reason = verdict(state, found.get(owner), owner, now, backed)
+        out[(key, owner)] = (reason, state.key if state else key)
+    return out
+
+
+def check_session(key: str, owner: str) -> tuple[str | None, str, float | None]:
+    """One session of ``owner``: why it no longer grants access (or ``None``),
+    its current key and its expiry (sync: call on a store thread)."""
+    state = sessions({key}).get(key)
+    backed = session_model() is not None
+    reason = verdict(state, users({owner}).get(owner), owner, time.time(), backed)
+    if state is None:
+        return reason, key, None
+    return reason, state.key, state.expires_at
+
+
+# -- the hub's loop -----------------------------------------------------------------
+
+
+async def check_hub(hub: Any) -> int:
+    """Check the open streams of ``hub`` once; return how many were closed."""
+    subs = [s for s in hub._subscriptions if not s.closed and s.owner is not None]
+    if not subs:
+        return 0
+    pairs = {(s.session_key, s.owner) for s in subs}
+    results = await dbthreads.run(verify, pairs)
+    closed = 0
+    for sub in subs:
+        result = results.get((sub.session_key, sub.owner))
+        if result is None:
+            continue
+        reason, key = result
+        if reason is not None:
+            sub.close(reason)
+            closed += 1
+        elif key != sub.session_key:
+            # A rotated key: logout and the next checks find the stream by it.
+            sub.session_key = key
+    return closed
+
+
+async def check_loop(hub: Any) -> None:
+    """Every ``SSE_SESSION_CHECK_INTERVAL`` seconds, :func:`check_hub`."""
+    while True:
+        await asyncio.sleep(conf.SSE_SESSION_CHECK_INTERVAL)
+        try:
+            await check_hub(hub)
+        except Exception:
+            logger.warning("Checking the sessions of open streams failed", exc_info=True)

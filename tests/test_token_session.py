@@ -1,0 +1,133 @@
+"""Stream tokens belong to the session that asked for them: its logout, its
+password change and its expiry end their streams and refuse the unused ones.
+Real daphne and uvicorn processes, both doors."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.servers import Server
+from tests.sse_client import Stream, login, open_stream, publish, unique
+from tests.test_access_servers import drf_key, get_token
+
+pytestmark = pytest.mark.server
+
+ENDED = "token refused: the session that requested it has ended"
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    # ``page`` holds the session; ``bare`` has no cookie (another origin, a native app).
+    async with httpx.AsyncClient(timeout=15.0) as page, httpx.AsyncClient(timeout=15.0) as bare:
+        yield page, bare
+
+
+async def closed(stream: Stream, timeout: float = 8.0) -> dict[str, Any]:
+    [event] = await stream.collect(1, name="stream-closed", timeout=timeout)
+    return json.loads(event.data)  # type: ignore[no-any-return]
+
+
+async def status_of(client: httpx.AsyncClient, url: str) -> tuple[int, str]:
+    async with client.stream("GET", url) as response:
+        return response.status_code, (await response.aread()).decode()
+
+
+async def token_for(page: httpx.AsyncClient, base: str, channel: str) -> str:
+    response = await get_token(page, base, channel)
+    assert response.status_code == 200, response.text
+    return str(response.json()["token"])
+
+
+async def test_unused_token_is_refused_after_logout(
+    server: Server, clients: tuple[httpx.AsyncClient, httpx.AsyncClient]
+) -> None:
+    page, bare = clients
+    pk = await login(page, server.url, unique("replay"))
+    token = await token_for(page, server.url, f"user:{pk}")
+    (await page.get(f"{server.url}/test/logout/")).raise_for_status()
+    status, reason = await status_of(bare, f"{server.url}/sse/?token={token}")
+    assert status == 403 and reason.startswith(ENDED), reason
+    assert reason.count("\n") == 1
+
+
+async def test_token_stream_ends_when_its_session_logs_out(
+    server: Server, clients: tuple[httpx.AsyncClient, httpx.AsyncClient]
+) -> None:
+    page, bare = clients
+    pk = await login(page, server.url, unique("tout"))
+    token = await token_for(page, server.url, f"user:{pk}")
+    async with open_stream(bare, f"{server.url}/sse/?token={token}") as stream:
+        await publish(bare, server.url, f"user:{pk}", event="private", data={"n": 1})
+        [event] = await stream.collect(1)
+        assert event.event == "private"
+        (await page.get(f"{server.url}/test/logout/")).raise_for_status()
+        assert await closed(stream) == {"reason": "revoked", "reconnect": False}
+
+
+async def test_token_stream_ends_when_the_password_changes_elsewhere(
+    server: Server, clients: tuple[httpx.AsyncClient, httpx.AsyncClient]
+) -> None:
+    page, bare = clients
+    name = unique("tpw")
+    pk = await login(page, server.url, name)
+    token = await token_for(page, server.url, f"user:{pk}")
+    unused = await token_for(page, server.url, f"user:{pk}")
+    async with open_stream(bare, f"{server.url}/sse/?token={token}") as stream:
+        response = await bare.get(
+            f"{server.url}/test/session/set-password/", params={"username": name}
+        )
+        response.raise_for_status()
+        assert await closed(stream) == {"reason": "password changed", "reconnect": False}
+    status, reason = await status_of(bare, f"{server.url}/sse/?token={unused}")
+    assert status == 403 and reason.startswith(ENDED), reason
+
+
+async def test_token_stream_closes_at_the_issuing_sessions_expiry(
+    server: Server, server_db: str, clients: tuple[httpx.AsyncClient, httpx.AsyncClient]
+) -> None:
+    page, bare = clients
+    pk = await login(page, server.url, unique("texp"))
+    token = await token_for(page, server.url, f"user:{pk}")
+    soon = datetime.now(UTC) + timedelta(seconds=2)
+    with sqlite3.connect(server_db) as db:
+        db.execute(
+            "UPDATE django_session SET expire_date = ? WHERE session_key = ?",
+            (soon.strftime("%Y-%m-%d %H:%M:%S.%f"), page.cookies["sessionid"]),
+        )
+    async with open_stream(bare, f"{server.url}/sse/?token={token}") as stream:
+        assert await closed(stream) == {"reason": "session expired", "reconnect": True}
+
+
+async def test_token_of_a_rotated_session_still_works_and_follows_it(
+    server: Server, clients: tuple[httpx.AsyncClient, httpx.AsyncClient]
+) -> None:
+    page, bare = clients
+    pk = await login(page, server.url, unique("trot"))
+    token = await token_for(page, server.url, f"user:{pk}")
+    (await page.get(f"{server.url}/test/session/cycle-key/")).raise_for_status()
+    async with open_stream(bare, f"{server.url}/sse/?token={token}") as stream:
+        assert stream.response.status_code == 200
+        (await page.get(f"{server.url}/test/logout/")).raise_for_status()
+        assert await closed(stream) == {"reason": "revoked", "reconnect": False}
+
+
+async def test_token_asked_for_with_a_rest_framework_key_is_not_tied_to_a_session(
+    server: Server, clients: tuple[httpx.AsyncClient, httpx.AsyncClient]
+) -> None:
+    page, bare = clients
+    key, pk = await drf_key(page, server.url, unique("tdrf"))
+    response = await bare.post(
+        f"{server.url}/sse/token/",
+        data={"channel": f"user:{pk}"},
+        headers={"Authorization": f"Token {key}"},
+    )
+    token = response.json()["token"]
+    async with open_stream(bare, f"{server.url}/sse/?token={token}") as stream:
+        assert stream.response.status_code == 200
