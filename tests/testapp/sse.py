@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+from django.contrib.auth import get_user_model
 
 from django_sse import channels, hooks
 from tests.testapp.models import Comment, Ticket
@@ -57,3 +60,8 @@ hooks.register(Ticket, channels="ticket:{pk}", fields=["title", "status", "owner
 @hooks.register(Comment, channels=["ticket:{ticket_id}", "comments"], actions=["created"])
 def comment_payload(comment: Comment, action: str) -> dict[str, Any]:
     return {"text": comment.text, "ticket": comment.ticket_id}
+
+
+if os.environ.get("SSE_TEST_CARELESS_HOOKS"):
+    # The integrator's mistake the attack tests try: a hook that names no fields.
+    hooks.register(get_user_model(), channels="staff")
