@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from django_sse.names import CHANNEL_NAME_RE
-from tests.servers import ROOT, Server, base_env
+from tests.servers import ROOT, Server, base_env, running_server
 from tests.sse_client import login, open_stream, publish, unique
 
 
@@ -76,6 +76,31 @@ async def test_a_publisher_cannot_reach_b_or_forge_server_events(server: Server)
             await publish(b, server.url, f"user:{b_pk}", event="own", data=2)  # server code
             got = await s.collect(2)
     assert sorted((e.event, e.data) for e in got) == [("marker", "1"), ("own", "2")]
+
+
+@pytest.mark.server
+async def test_a_hook_without_fields_leaks_nothing_from_a_real_server(server_db: str) -> None:
+    import sqlite3
+
+    victim = unique("victim")
+    env = {"SSE_TEST_DB": server_db, "SSE_TEST_LAYER": "memory", "SSE_TEST_CARELESS_HOOKS": "1"}
+    with running_server("uvicorn", **env) as srv:
+        async with httpx.AsyncClient(timeout=15.0) as boss, httpx.AsyncClient(timeout=15.0) as v:
+            await login(boss, srv.url, unique("boss"), staff="1")
+            async with open_stream(boss, f"{srv.url}/sse/?channel=staff") as stream:
+                # Creates, saves and logs in the user inside the server: its hook runs.
+                victim_pk = await login(v, srv.url, victim)
+                await publish(boss, srv.url, "staff", event="marker", data=1)
+                [first] = await stream.collect(1)
+                body = b"".join([e.data.encode() for e in stream.events])
+    assert first.event == "marker", first
+    assert victim.encode() not in body and b"password" not in body
+    with sqlite3.connect(f"file:{server_db}?mode=ro", uri=True) as db:
+        rows = db.execute(
+            "SELECT name, payload FROM django_sse_storedevent WHERE channel = 'staff'"
+        ).fetchall()
+    assert not [row for row in rows if row[0].startswith("auth.user") or victim in row[1]]
+    assert victim_pk
 
 
 async def run_sse_send(*args: str, stdin: bytes = b"") -> tuple[int, str]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+from django.contrib.auth import get_user_model
 
 from django_sse import channels, hooks
 from tests.testapp.models import Comment, Ticket
@@ -72,3 +75,8 @@ def can_read_slow(user: Any, name: str) -> bool:
 
     time.sleep(0.2)
     return Permission.objects.filter(codename="view_user").exists()
+
+
+if os.environ.get("SSE_TEST_CARELESS_HOOKS"):
+    # The integrator's mistake the attack tests try: a hook that names no fields.
+    hooks.register(get_user_model(), channels="staff")
