@@ -316,10 +316,22 @@ async def event_stream(
         sub.close("revoked")
     state = StreamState(sub, None)
     try:
+        heads: dict[str, int] | None = None
+        failed = False
+        if stored and not last_event_id and not sub.closed:
+            # A new stream starts from the store's heads, read before its first
+            # bytes: every event published after ``onopen`` is then after them.
+            # One indexed query; a resuming stream needs none before its bytes.
+            try:
+                heads = await _call_store(history.get_store().heads, stored)  # type: ignore[union-attr]
+            except StoreUnavailable:
+                failed = True
         yield retry(conf.SSE_RETRY_MS) + comment("connected")
         sub.wrote()
         try:
-            async for chunk in _start(state, stored, channels, user, last_event_id, store):
+            if failed:
+                raise StoreUnavailable
+            async for chunk in _start(state, stored, channels, user, last_event_id, heads):
                 yield chunk
                 sub.wrote()
         except StoreUnavailable:
@@ -339,7 +351,7 @@ async def _start(
     channels: tuple[str, ...],
     user: Any,
     last_event_id: str | None,
-    store: Any,
+    heads: dict[str, int] | None,
 ) -> AsyncIterator[bytes]:
     """Position, reset, snapshots and replay: what comes before live events.
 
@@ -348,15 +360,12 @@ async def _start(
     sub = state.sub
     reset: str | None = None
     if stored and not sub.closed:
-        positions, reset = await _start_position(stored, last_event_id)
-        if reset or not last_event_id:
-            # Starting from the heads, read after the first bytes went out: an
-            # event published since then is queued, and is written, not skipped.
-            for channel, seq in sub.first_queued().items():
-                if channel in positions:
-                    positions[channel] = min(positions[channel], seq - 1)
+        if heads is not None:
+            positions = heads
+        else:
+            positions, reset = await _start_position(stored, last_event_id)
         state.cursor = sub.cursor = Cursor(stored, positions)
-    elif last_event_id and store is None:
+    elif last_event_id and state.store is None:
         reset = "history unavailable"
     cursor = state.cursor
     first = b""

@@ -148,14 +148,6 @@ class Subscription:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def first_queued(self) -> dict[str, int]:
-        """The lowest sequence number queued on each channel."""
-        found: dict[str, int] = {}
-        for event in self._buffer:
-            if event.seq is not None and event.seq < found.get(event.channel, event.seq + 1):
-                found[event.channel] = event.seq
-        return found
-
     def drain(self) -> list[Event]:
         events = list(self._buffer)
         self._buffer.clear()

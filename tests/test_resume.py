@@ -274,3 +274,76 @@ async def test_a_stream_revoked_while_starting_runs_no_snapshot_and_no_replay() 
     assert b"snapshot" not in fresh and b"41" not in fresh
     resumed = await body("news:rvs", single_channel_id("news:rvs", 0))  # would replay
     assert b"private" not in resumed and resumed.endswith(closed)
+
+
+async def test_first_bytes_go_out_before_the_snapshot_runs() -> None:
+    import asyncio
+    import threading
+
+    from django_sse import channels
+    from django_sse.stream import event_stream
+
+    release = threading.Event()
+
+    def slow_state(user: Any, name: str) -> dict[str, str]:
+        # Blocks until the test has the first chunk: the snapshot must not
+        # hold back the response head (daphne sends none before it).
+        assert release.wait(10)
+        return {"state": name}
+
+    channels.register("slowsnap:{name}", channels.PUBLIC, snapshot=slow_state)
+    try:
+        stream = event_stream(("slowsnap:a",))
+        first = await asyncio.wait_for(anext(stream), 5)
+        assert first == b"retry: 3000\n: connected\n"
+        release.set()
+        snapshot = await asyncio.wait_for(anext(stream), 5)
+        assert b"event: snapshot" in snapshot and b'"state":"a"' in snapshot
+        await asend_event("slowsnap:a", "e", {"n": 1})
+        assert b'data: {"n":1}' in await asyncio.wait_for(anext(stream), 5)
+        await stream.aclose()  # type: ignore[attr-defined]
+    finally:
+        release.set()
+        channels.registry.unregister("slowsnap:{name}")
+
+
+async def test_an_event_published_after_the_first_bytes_is_written() -> None:
+    import asyncio
+
+    from django_sse.stream import event_stream
+
+    stream = event_stream(("news:early",))
+    assert await asyncio.wait_for(anext(stream), 5) == b"retry: 3000\n: connected\n"
+    # The client has its first bytes (onopen); the stream has not read its
+    # position yet. An event published now is already counted in the store's
+    # head when the stream reads it, and must still be written.
+    await asend_event("news:early", "e", {"n": 1})
+    chunk = await asyncio.wait_for(anext(stream), 5)
+    assert b'data: {"n":1}' in chunk
+    await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def test_an_event_published_while_the_snapshot_runs_follows_it_once() -> None:
+    import asyncio
+
+    from django_sse import channels, send_event
+    from django_sse.stream import event_stream
+
+    def state_then_change(user: Any, name: str) -> dict[str, int]:
+        # The state already holds the change, whose event is published meanwhile:
+        # it is written after the snapshot (idempotent: it carries the value).
+        send_event(f"racesnap:{name}", "count", {"count": 8})
+        return {"count": 8}
+
+    channels.register("racesnap:{name}", channels.PUBLIC, snapshot=state_then_change)
+    try:
+        stream = event_stream(("racesnap:a",))
+        await asyncio.wait_for(anext(stream), 5)
+        body = b""
+        while b"event: count" not in body:
+            body += await asyncio.wait_for(anext(stream), 5)
+        await stream.aclose()  # type: ignore[attr-defined]
+    finally:
+        channels.registry.unregister("racesnap:{name}")
+    assert body.index(b"event: snapshot") < body.index(b"event: count")
+    assert body.count(b"event: count") == 1
