@@ -4,7 +4,7 @@ Server processes read their layer and database from the environment:
 ``SSE_TEST_LAYER`` (``memory`` or ``redis``), ``REDIS_URL``, ``SSE_TEST_DB``
 (an SQLite file shared with the test process), ``SSE_KEEPALIVE``,
 ``SSE_HISTORY_POLL``, ``SSE_QUEUE_SIZE``, ``SSE_MAX_STREAMS_PER_USER``,
-``SSE_MAX_STREAMS_PER_ADDRESS``, ``SSE_CLIENT_IP_HEADER``,
+``SSE_MAX_STREAMS_PER_ADDRESS``, ``SSE_CLIENT_IP_HEADER``, ``SSE_PUBLISH_TIMEOUT``,
 ``SSE_MAX_STREAM_AGE``, ``SSE_TOKEN_MAX_AGE`` and ``SESSION_COOKIE_AGE``.
 """
 
@@ -99,6 +99,7 @@ SSE_MAX_STREAMS_PER_ADDRESS = None
 _FROM_ENV: dict[str, type] = {
     "SSE_MAX_STREAMS_PER_ADDRESS": int,
     "SSE_CLIENT_IP_HEADER": str,
+    "SSE_PUBLISH_TIMEOUT": float,
     "SSE_KEEPALIVE": float,
     "SSE_HISTORY_POLL": float,
     "SSE_QUEUE_SIZE": int,
