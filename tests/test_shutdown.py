@@ -177,3 +177,40 @@ async def test_close_streams_ends_open_streams_and_closes_late_ones_at_once() ->
     finally:
         shutdown.closing.clear()
         task.cancel()
+
+
+async def test_lifespan_passes_through_to_an_application_that_speaks_it() -> None:
+    from django_sse.asgi import fast_path
+
+    seen: list[str] = []
+
+    async def app(scope: dict[str, str], receive: object, send: object) -> None:
+        assert scope["type"] == "lifespan"
+        while True:
+            message = await receive()  # type: ignore[operator]
+            seen.append(message["type"])
+            done = message["type"] + ".complete"
+            await send({"type": done, "by": "app"})  # type: ignore[operator]
+            if message["type"] == "lifespan.shutdown":
+                return
+
+    sent: list[dict[str, str]] = []
+    inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    for message in ({"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}):
+        inbox.put_nowait(message)
+
+    async def receive() -> dict[str, str]:
+        return await inbox.get()
+
+    async def send(message: dict[str, str]) -> None:
+        sent.append(message)
+
+    try:
+        await asyncio.wait_for(fast_path(app)({"type": "lifespan"}, receive, send), 5)
+    finally:
+        shutdown.closing.clear()
+    assert seen == ["lifespan.startup", "lifespan.shutdown"]
+    assert sent == [
+        {"type": "lifespan.startup.complete", "by": "app"},
+        {"type": "lifespan.shutdown.complete", "by": "app"},
+    ]
