@@ -33,7 +33,7 @@ from django.urls import NoReverseMatch, get_script_prefix, reverse
 
 from . import dbthreads, shutdown
 from .conf import conf
-from .request import CONTENT_TYPE, ERROR_CONTENT_TYPE, STREAM_HEADERS
+from .request import CONTENT_TYPE, ERROR_CONTENT_TYPE, STREAM_HEADERS, error_body, error_headers
 
 # The stream core is imported on first use, not here: asgi.py may import this
 # module before Django is set up.
@@ -86,11 +86,11 @@ def _prepare(request: ASGIRequest) -> None:
 
 
 async def _error(send: Send, status: int, reason: str, extra: list[tuple[bytes, bytes]]) -> None:
-    body = (reason + "\n").encode()
+    body = error_body(reason).encode()
     headers = [
         (b"content-type", ERROR_CONTENT_TYPE.encode()),
         (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
+        *((name.lower().encode(), value.encode()) for name, value in error_headers(status).items()),
         *extra,
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -95,6 +95,25 @@ SETTINGS: tuple[Setting, ...] = (
         nullable=True,
     ),
     Setting(
+        "SSE_MAX_STREAMS_PER_ADDRESS",
+        50,
+        int,
+        1,
+        "Most anonymous streams one client address may hold open in one server "
+        "process; more is a 429. None: no limit.",
+        nullable=True,
+    ),
+    Setting(
+        "SSE_CLIENT_IP_HEADER",
+        None,
+        str,
+        None,
+        "Request header a trusted proxy sets to the client's address (such as "
+        "``X-Forwarded-For``), read instead of the connection's address; None: the "
+        "connection's address.",
+        nullable=True,
+    ),
+    Setting(
         "SSE_MAX_STREAM_AGE",
         None,
         float,
@@ -198,7 +217,9 @@ def setting_error(s: Setting, value: Any) -> str | None:
     if s.kind is str:
         if isinstance(value, str) and value:
             return None
-        return f"{s.name} must be a dotted path{' or None' if s.nullable else ''}, got {value!r}"
+        return (
+            f"{s.name} must be a non-empty string{' or None' if s.nullable else ''}, got {value!r}"
+        )
     if s.kind is float:
         ok = _number(value)
     else:
@@ -253,6 +274,16 @@ class Settings:
     def SSE_MAX_STREAMS_PER_USER(self) -> int | None:
         value = self._get("SSE_MAX_STREAMS_PER_USER")
         return None if value is None else int(value)
+
+    @property
+    def SSE_MAX_STREAMS_PER_ADDRESS(self) -> int | None:
+        value = self._get("SSE_MAX_STREAMS_PER_ADDRESS")
+        return None if value is None else int(value)
+
+    @property
+    def SSE_CLIENT_IP_HEADER(self) -> str | None:
+        value = self._get("SSE_CLIENT_IP_HEADER")
+        return str(value) if value else None
 
     @property
     def SSE_MAX_STREAM_AGE(self) -> float | None:

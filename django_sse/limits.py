@@ -1,4 +1,5 @@
-"""Limits on streams: open streams per user, and the age at which a stream closes.
+"""Limits on streams: open streams per user (anonymous ones per client
+address), and the age at which a stream closes.
 
 Counted per server process: the count lives in memory, so with N processes a
 user may hold up to N times ``SSE_MAX_STREAMS_PER_USER`` streams in all.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import random
 import threading
 from collections import deque
+from collections.abc import Mapping
+from typing import Any
 
 from .channels import ChannelError
 from .conf import conf
@@ -16,6 +19,11 @@ from .conf import conf
 #: A stream closes between 90% and 100% of ``SSE_MAX_STREAM_AGE``, so streams
 #: opened together do not all reconnect at once.
 AGE_JITTER = 0.1
+#: Seconds a refused client is told to wait (``Retry-After``) before it tries
+#: again: streams are long-lived, so a slot rarely frees sooner.
+RETRY_AFTER = 30
+#: Counted owners of anonymous streams are addresses, kept apart from user pks.
+_ADDRESS = "address "
 
 _lock = threading.Lock()
 _open: dict[str, int] = {}
@@ -60,22 +68,47 @@ class StreamSlot:
     __del__ = release
 
 
-def acquire(owner: str | None) -> StreamSlot | None:
-    """Count a new stream of ``owner``, or raise a 429 ``ChannelError``."""
-    limit = conf.SSE_MAX_STREAMS_PER_USER
-    if limit is None or owner is None:
+def acquire(owner: str | None, address: str | None = None) -> StreamSlot | None:
+    """Count a new stream of ``owner`` (anonymous: of client ``address``), or
+    raise a 429 ``ChannelError``."""
+    if owner is not None:
+        limit, key = conf.SSE_MAX_STREAMS_PER_USER, owner
+        per, setting = "per user", "SSE_MAX_STREAMS_PER_USER"
+    else:
+        # Each anonymous stream can make the server read up to
+        # SSE_MAX_CHANNELS x 1,000 rows of history: bounded per address too.
+        limit, key = conf.SSE_MAX_STREAMS_PER_ADDRESS, _ADDRESS + (address or "")
+        per, setting = "per client address", "SSE_MAX_STREAMS_PER_ADDRESS"
+    if limit is None:
         return None
     with _lock:
         _apply_freed()
-        count = _open.get(owner, 0)
+        count = _open.get(key, 0)
         if count >= limit:
             raise ChannelError(
                 429,
-                f"too many open streams: at most {limit} per user in one server process "
-                "(SSE_MAX_STREAMS_PER_USER)",
+                f"too many open streams: at most {limit} {per} in one server process ({setting})",
             )
-        _open[owner] = count + 1
-    return StreamSlot(owner)
+        _open[key] = count + 1
+    return StreamSlot(key)
+
+
+def retry_after(status: int) -> dict[str, str]:
+    """The ``Retry-After`` header every 429 carries."""
+    return {"Retry-After": str(RETRY_AFTER)} if status == 429 else {}
+
+
+def client_address(meta: Mapping[str, Any]) -> str:
+    """The client's address: the connection's, or the last value of the
+    trusted proxy's header (``SSE_CLIENT_IP_HEADER``), which that proxy appends
+    after whatever the client sent."""
+    header = conf.SSE_CLIENT_IP_HEADER
+    if header:
+        value = meta.get("HTTP_" + header.upper().replace("-", "_"), "")
+        last = str(value).rsplit(",", 1)[-1].strip()
+        if last:
+            return last[:64]
+    return str(meta.get("REMOTE_ADDR") or "")
 
 
 def open_streams(owner: str) -> int:

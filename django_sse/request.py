@@ -5,6 +5,7 @@ of request, so they refuse and accept exactly the same requests."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,29 @@ STREAM_HEADERS = {
     "Content-Encoding": "identity",
 }
 ERROR_CONTENT_TYPE = "text/plain; charset=utf-8"
+#: Longest reason a refusal's body carries.
+MAX_REASON = 300
+# What a reason may carry as is: printable ASCII but markup's < > &.
+_UNSAFE = re.compile(r"[^\x20-\x7e]|[<>&]")
+
+
+def error_body(reason: str) -> str:
+    """A refusal's one-line body: bounded, and whatever of the request it
+    quotes (a hostile channel name, an origin) escaped, never raw markup."""
+    text = reason[:MAX_REASON]
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n"
+
+
+def error_headers(status: int) -> dict[str, str]:
+    """Headers of every refusal of a stream request, on both doors."""
+    from .limits import retry_after
+
+    return {
+        "Cache-Control": "no-store",
+        # The body is text, and must never be sniffed as markup.
+        "X-Content-Type-Options": "nosniff",
+        **retry_after(status),
+    }
 
 
 @dataclass(frozen=True)
@@ -36,7 +60,8 @@ class Accepted:
     user: Any
     last_event_id: str | None
     identity: Identity | None = None
-    #: The stream's place under ``SSE_MAX_STREAMS_PER_USER``, released when it ends.
+    #: The stream's place under ``SSE_MAX_STREAMS_PER_USER`` (anonymous:
+    #: ``SSE_MAX_STREAMS_PER_ADDRESS``), released when it ends.
     slot: StreamSlot | None = None
 
 
@@ -53,7 +78,7 @@ def own_origin(request: HttpRequest) -> str:
 
 async def accept(request: HttpRequest) -> Accepted:
     """Check the origin, authenticate ``request``, check its channels and the
-    per-user limit, or raise ``ChannelError``.
+    per-user (anonymous: per-address) limit, or raise ``ChannelError``.
 
     ``request.auser`` is used when set (Django's ``AuthenticationMiddleware``
     sets it for the view; the fast path sets its own)."""
@@ -74,5 +99,5 @@ async def accept(request: HttpRequest) -> Accepted:
         parse_channels(requested)  # a malformed request costs no query
     identity = await authenticate(request, requested)
     channels = await authorize(identity.user, requested or identity.token_channels or ())
-    slot = limits.acquire(identity.owner)
+    slot = limits.acquire(identity.owner, limits.client_address(request.META))
     return Accepted(channels, identity.user, last_event_id(request), identity, slot)

@@ -39,7 +39,10 @@ async def _send(message: dict[str, Any]) -> None:
         control_locally(message)
         return
     # Bounded: a stalled layer must not hang logout or a permission change.
-    await bounded_group_send(layer, CONTROL_GROUP, message, control=True)
+    if not await bounded_group_send(layer, CONTROL_GROUP, message, control=True):
+        # Other processes miss it (their streams are checked again when they
+        # reconnect), but this process's own streams close now.
+        control_locally(message)
 
 
 async def arevoke(user: Any, channel: str | None = None, *, session: str | None = None) -> None:

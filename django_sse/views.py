@@ -21,16 +21,23 @@ from . import cors, tokens
 from .auth import authenticate_classes
 from .channels import ChannelError
 from .dbthreads import release_connections
-from .request import CONTENT_TYPE, ERROR_CONTENT_TYPE, STREAM_HEADERS, accept, own_origin
+from .request import (
+    CONTENT_TYPE,
+    ERROR_CONTENT_TYPE,
+    STREAM_HEADERS,
+    accept,
+    error_body,
+    error_headers,
+    own_origin,
+)
 from .stream import authorize, event_stream
 
 logger = logging.getLogger("django_sse")
 
 
 def error_response(status: int, reason: str, headers: dict[str, str] | None = None) -> HttpResponse:
-    response = HttpResponse(reason + "\n", status=status, content_type=ERROR_CONTENT_TYPE)
-    response["Cache-Control"] = "no-store"
-    for key, value in (headers or {}).items():
+    response = HttpResponse(error_body(reason), status=status, content_type=ERROR_CONTENT_TYPE)
+    for key, value in {**error_headers(status), **(headers or {})}.items():
         response[key] = value
     return response
 

@@ -4,6 +4,7 @@ Server processes read their layer and database from the environment:
 ``SSE_TEST_LAYER`` (``memory`` or ``redis``), ``REDIS_URL``, ``SSE_TEST_DB``
 (an SQLite file shared with the test process), ``SSE_KEEPALIVE``,
 ``SSE_HISTORY_POLL``, ``SSE_QUEUE_SIZE``, ``SSE_MAX_STREAMS_PER_USER``,
+``SSE_MAX_STREAMS_PER_ADDRESS``, ``SSE_CLIENT_IP_HEADER``, ``SSE_PUBLISH_TIMEOUT``,
 ``SSE_MAX_STREAM_AGE``, ``SSE_TOKEN_MAX_AGE`` and ``SESSION_COOKIE_AGE``.
 """
 
@@ -90,8 +91,15 @@ if os.environ.get("SSE_TEST_LAYER") == "redis":
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-# Numeric settings a server process takes from its environment.
+# The suite and the benchmarks open thousands of anonymous streams from
+# 127.0.0.1; tests of the per-address limit set it through the environment.
+SSE_MAX_STREAMS_PER_ADDRESS = None
+
+# Settings a server process takes from its environment.
 _FROM_ENV: dict[str, type] = {
+    "SSE_MAX_STREAMS_PER_ADDRESS": int,
+    "SSE_CLIENT_IP_HEADER": str,
+    "SSE_PUBLISH_TIMEOUT": float,
     "SSE_KEEPALIVE": float,
     "SSE_HISTORY_POLL": float,
     "SSE_QUEUE_SIZE": int,

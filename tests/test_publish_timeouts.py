@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import httpx
 import pytest
 
 from tests.servers import RedisServer, run_python, running_server
-from tests.sse_client import open_stream, unique
+from tests.sse_client import login, open_stream, unique
 
 pytestmark = [pytest.mark.server, pytest.mark.redis]
 
@@ -87,3 +88,29 @@ async def test_publishing_to_a_stalled_redis_returns_in_time_and_nothing_is_lost
     # traceback per call.
     assert "Traceback" not in err, err
     assert err.count("did not answer within SSE_PUBLISH_TIMEOUT") == 2, err
+
+
+async def test_a_revocation_during_a_stall_still_closes_this_process_streams(
+    server_db: str, private_redis_server: RedisServer
+) -> None:
+    redis = private_redis_server
+    assert redis.proc is not None
+    env = {"SSE_TEST_DB": server_db, "SSE_TEST_LAYER": "redis", "REDIS_URL": redis.url}
+    username = unique("stall")
+    with running_server("uvicorn", **env, SSE_PUBLISH_TIMEOUT=str(BOUND)) as server:
+        async with httpx.AsyncClient(timeout=15.0) as client:
+            await login(client, server.url, username)
+            async with open_stream(client, f"{server.url}/sse/?channel=members") as stream:
+                os.kill(redis.proc.pid, signal.SIGSTOP)
+                try:
+                    start = time.monotonic()
+                    answer = await client.get(
+                        f"{server.url}/test/revoke/", params={"username": username}
+                    )
+                    took = time.monotonic() - start
+                    [closed] = await stream.collect(1, timeout=5.0)
+                finally:
+                    os.kill(redis.proc.pid, signal.SIGCONT)
+    assert answer.status_code == 200 and took < BOUND + 1.0, (answer.status_code, took)
+    assert closed.event == "stream-closed"
+    assert json.loads(closed.data) == {"reason": "revoked", "reconnect": False}

@@ -153,3 +153,64 @@ async def test_the_fast_path_answers_lifespan_for_django() -> None:
     finally:
         shutdown.closing.clear()  # this process's streams go on in other tests
     assert sent == [{"type": "lifespan.startup.complete"}, {"type": "lifespan.shutdown.complete"}]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_db_threads")
+async def test_close_streams_ends_open_streams_and_closes_late_ones_at_once() -> None:
+    from tests.asgi import application
+    from tests.asgi_client import ASGIStream
+
+    closed = b'event: stream-closed\ndata: {"reason":"shutdown","reconnect":true}\n\n'
+    stream = ASGIStream("/sse/", "channel=public")
+    task = asyncio.create_task(application(stream.scope, stream.receive, stream.send))
+    try:
+        await stream.wait_for(b"connected")
+        await asyncio.wait_for(shutdown.close_streams(), 5)
+        await asyncio.wait_for(task, 5)  # the response has ended
+        assert stream.body.endswith(closed), stream.body
+        # One that opens while the server shuts down would outlive the hub.
+        late = ASGIStream("/sse/", "channel=public")
+        await asyncio.wait_for(application(late.scope, late.receive, late.send), 5)
+        assert late.start is not None and late.start["status"] == 200
+        assert late.body.endswith(closed), late.body
+    finally:
+        shutdown.closing.clear()
+        task.cancel()
+
+
+async def test_lifespan_passes_through_to_an_application_that_speaks_it() -> None:
+    from django_sse.asgi import fast_path
+
+    seen: list[str] = []
+
+    async def app(scope: dict[str, str], receive: object, send: object) -> None:
+        assert scope["type"] == "lifespan"
+        while True:
+            message = await receive()  # type: ignore[operator]
+            seen.append(message["type"])
+            done = message["type"] + ".complete"
+            await send({"type": done, "by": "app"})  # type: ignore[operator]
+            if message["type"] == "lifespan.shutdown":
+                return
+
+    sent: list[dict[str, str]] = []
+    inbox: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+    for message in ({"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}):
+        inbox.put_nowait(message)
+
+    async def receive() -> dict[str, str]:
+        return await inbox.get()
+
+    async def send(message: dict[str, str]) -> None:
+        sent.append(message)
+
+    try:
+        await asyncio.wait_for(fast_path(app)({"type": "lifespan"}, receive, send), 5)
+    finally:
+        shutdown.closing.clear()
+    assert seen == ["lifespan.startup", "lifespan.shutdown"]
+    assert sent == [
+        {"type": "lifespan.startup.complete", "by": "app"},
+        {"type": "lifespan.shutdown.complete", "by": "app"},
+    ]
