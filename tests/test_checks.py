@@ -117,3 +117,11 @@ def test_e021_hook_names_an_unknown_field_and_w020_an_unreadable_channel(note_ho
     assert ids(messages) == ["django_sse.E021", "django_sse.E021", "django_sse.W020"]
     assert "'colour'" in messages[0].msg and "'slug'" in messages[1].msg
     assert "'nowhere:{pk}'" in messages[2].msg
+
+
+def test_w012_signed_cookie_sessions_cannot_be_ended_server_side() -> None:
+    from django_sse.sessions import check_session_engine
+
+    assert check_session_engine() == []
+    with override_settings(SESSION_ENGINE="django.contrib.sessions.backends.signed_cookies"):
+        assert ids(check_session_engine()) == ["django_sse.W012"]
