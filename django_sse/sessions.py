@@ -27,6 +27,7 @@ from importlib import import_module
 from typing import Any
 
 from django.conf import settings
+from django.core.checks import CheckMessage, Tags, Warning, register
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
@@ -79,6 +80,24 @@ def session_model() -> Any:
 def verifiable() -> bool:
     """Whether sessions can be checked server-side (not with ``signed_cookies``)."""
     return bool(settings.SESSION_ENGINE != SIGNED_COOKIES)
+
+
+@register(Tags.security)
+def check_session_engine(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W012: with signed cookies no session can be ended server-side."""
+    if verifiable():
+        return []
+    return [
+        Warning(
+            "SESSION_ENGINE is signed_cookies: a password change or a session ended "
+            "elsewhere cannot close open event streams, since no session is stored "
+            "server-side.",
+            hint="Use the 'db', 'cached_db' or 'cache' session engine; with signed cookies "
+            "only logout, deactivating or deleting the user and expiry end streams.",
+            obj="SESSION_ENGINE",
+            id="django_sse.W012",
+        )
+    ]
 
 
 # -- rotations -----------------------------------------------------------------

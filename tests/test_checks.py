@@ -150,3 +150,11 @@ def test_e030_notify_users_mixin_on_an_admin_that_is_not_the_users() -> None:
     assert [m for m in FineAdmin(Note, site).check() if m.id.startswith("django_sse")] == []
     # The test project's own User admin passes.
     assert not [m for m in admin.site.check(None) if str(m.id).startswith("django_sse")]
+
+
+def test_w012_signed_cookie_sessions_cannot_be_ended_server_side() -> None:
+    from django_sse.sessions import check_session_engine
+
+    assert check_session_engine() == []
+    with override_settings(SESSION_ENGINE="django.contrib.sessions.backends.signed_cookies"):
+        assert ids(check_session_engine()) == ["django_sse.W012"]

@@ -278,3 +278,18 @@ async def test_deleted_session_on_one_process_ends_streams_on_the_other(
         response.raise_for_status()
         data = await asyncio.wait_for(closed(s2), WITHIN)
         assert data["reconnect"] is False and data["reason"] in FINAL, data
+
+
+@pytest.mark.redis
+async def test_deleted_user_on_one_process_ends_streams_on_the_other(
+    redis_servers: tuple[Server, Server], clients: tuple[httpx.AsyncClient, httpx.AsyncClient]
+) -> None:
+    one, two = redis_servers
+    a, b = clients
+    name = unique("xgone")
+    pk = await login(a, one.url, name)
+    async with open_stream(a, f"{two.url}/sse/?channel=user:{pk}") as stream:
+        response = await b.get(f"{one.url}/test/session/delete-user/", params={"username": name})
+        response.raise_for_status()
+        data = await asyncio.wait_for(closed(stream), WITHIN)
+        assert data["reconnect"] is False and data["reason"] in {"revoked", "user deleted"}
