@@ -48,7 +48,7 @@ def can_post_to_board(user: Any, owner: str) -> bool:
 channels.register("board:{owner}", channels.PUBLIC, publish=can_post_to_board)
 
 # Publishing needs a registered channel: the names the in-process tests use.
-for name in ("a", "b", "m", "o", "w", "rc", "race", "exp", "out", "late", "nobody-listens"):
+for name in ("a", "b", "m", "o", "w", "rc", "race", "exp", "out", "late", "life", "nobody-listens"):
     channels.register(name, channels.PUBLIC)
 for name in ("tx", "tx2", "tx3", "cmd", "notes", "notes2", "notes-{n}", "notes:{key}"):
     channels.register(name, channels.PUBLIC)
