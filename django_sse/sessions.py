@@ -175,17 +175,38 @@ class SessionState:
     rotated_at: float | None = None
 
 
+#: Decoded session data by key, while the stored text is unchanged: decoding
+#: costs ~150 µs, and most sessions do not change between two checks.
+_decoded: dict[str, tuple[str, Any, dict[str, Any]]] = {}
+DECODED_KEPT = 50_000
+
+
+def _decode_row(model: Any, key: str, text: str, secret: Any) -> dict[str, Any]:
+    hit = _decoded.get(key)
+    if hit is not None and hit[0] == text and hit[1] == secret:
+        return hit[2]
+    data = _decode(model(session_key=key, session_data=text))
+    if len(_decoded) >= DECODED_KEPT:
+        _decoded.clear()
+    _decoded[key] = (text, secret, data)
+    return data
+
+
 def _chunks(items: Iterable[str]) -> Iterable[list[str]]:
     items = list(items)
     for i in range(0, len(items), BATCH):
         yield items[i : i + BATCH]
 
 
-def _rows(model: Any, keys: Iterable[str]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
+def _rows(model: Any, keys: Iterable[str]) -> dict[str, tuple[str, Any]]:
+    """``key: (session_data, expire_date)`` of the rows that exist."""
+    found: dict[str, tuple[str, Any]] = {}
     for chunk in _chunks(keys):
-        for row in model._default_manager.filter(session_key__in=chunk):
-            found[row.session_key] = row
+        rows = model._default_manager.filter(session_key__in=chunk).values_list(
+            "session_key", "session_data", "expire_date"
+        )
+        for key, text, expire in rows:
+            found[key] = (text, expire)
     return found
 
 
@@ -213,6 +234,8 @@ def _model_sessions(model: Any, keys: set[str]) -> dict[str, SessionState]:
         rows.update(_rows(model, new))
         pending = new - rows.keys()
     states: dict[str, SessionState] = {}
+    # What decoding depends on: a new secret decodes afresh.
+    secret = (settings.SECRET_KEY, tuple(settings.SECRET_KEY_FALLBACKS))
     for key in keys:
         current, rotated_at = key, None
         seen = {key}
@@ -225,8 +248,9 @@ def _model_sessions(model: Any, keys: set[str]) -> dict[str, SessionState]:
         if row is None:
             states[key] = SessionState(current, None)
         else:
+            text, expire = row
             states[key] = SessionState(
-                current, _decode(row), row.expire_date.timestamp(), rotated_at
+                current, _decode_row(model, current, text, secret), expire.timestamp(), rotated_at
             )
     return states
 
@@ -271,14 +295,23 @@ def _hash_ok(stored: Any, user: Any) -> bool:
         return True
     if not stored:
         return False
-    if constant_time_compare(stored, user.get_session_auth_hash()):
+    # Once per user and check, not once per session.
+    current = user.__dict__.get("_django_sse_hash")
+    if current is None:
+        current = user.__dict__["_django_sse_hash"] = user.get_session_auth_hash()
+    if constant_time_compare(stored, current):
         return True
     fallbacks = getattr(user, "get_session_auth_fallback_hash", lambda: ())()
     return any(constant_time_compare(stored, h) for h in fallbacks)
 
 
 def verdict(
-    state: SessionState | None, user: Any, owner: str, now: float, model_backed: bool = True
+    state: SessionState | None,
+    user: Any,
+    owner: str,
+    now: float,
+    model_backed: bool = True,
+    backends: frozenset[str] | None = None,
 ) -> str | None:
     """Why a stream of ``owner`` through this session must close, or ``None``."""
     if user is None:
@@ -291,7 +324,9 @@ def verdict(
         return SESSION_ENDED if model_backed else SESSION_CHANGED
     if str(state.data.get(SESSION_KEY)) != owner:
         return SESSION_ENDED
-    if state.data.get(BACKEND_KEY) not in settings.AUTHENTICATION_BACKENDS:
+    if backends is None:
+        backends = frozenset(settings.AUTHENTICATION_BACKENDS)
+    if state.data.get(BACKEND_KEY) not in backends:
         return SESSION_ENDED
     if state.expires_at is not None and state.expires_at <= now:
         return SESSION_EXPIRED
@@ -311,11 +346,12 @@ def verify(pairs: set[Pair]) -> dict[Pair, tuple[str | None, str | None]]:
     found = users({owner for _, owner in pairs})
     states = sessions({key for key, _ in pairs if key})
     backed = session_model() is not None
+    backends = frozenset(settings.AUTHENTICATION_BACKENDS)
     now = time.time()
     out: dict[Pair, tuple[str | None, str | None]] = {}
     for key, owner in pairs:
         state = states.get(key) if key else None
-        reason = verdict(state, found.get(owner), owner, now, backed)
+        reason = verdict(state, found.get(owner), owner, now, backed, backends)
         out[(key, owner)] = (reason, state.key if state else key)
     return out
 

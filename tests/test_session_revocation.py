@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import ROOT, Server, base_env
+from tests.servers import ROOT, RedisServer, Server, base_env, running_server
 from tests.sse_client import Stream, is_data_event, login, open_stream, publish, unique
 
 pytestmark = pytest.mark.server
@@ -293,3 +293,36 @@ async def test_deleted_user_on_one_process_ends_streams_on_the_other(
         response.raise_for_status()
         data = await asyncio.wait_for(closed(stream), WITHIN)
         assert data["reconnect"] is False and data["reason"] in {"revoked", "user deleted"}
+
+
+@pytest.mark.redis
+async def test_password_change_ends_streams_on_another_process_with_the_layer_down(
+    server_db: str,
+    private_redis_server: RedisServer,
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient],
+) -> None:
+    # The check reads the database, not the channel layer: Redis being gone
+    # delays no session change.
+    env = {
+        "SSE_TEST_DB": server_db,
+        "SSE_TEST_LAYER": "redis",
+        "REDIS_URL": private_redis_server.url,
+        "SSE_KEEPALIVE": "0.5",
+    }
+    a, b = clients
+    with (
+        running_server("daphne", **env, SSE_TEST_DOOR="view") as one,
+        running_server("uvicorn", **env, SSE_TEST_DOOR="fast") as two,
+    ):
+        name, pk = await two_sessions(one.url, a, b)
+        async with (
+            open_stream(a, f"{two.url}/sse/?channel=user:{pk}") as s1,
+            open_stream(b, f"{two.url}/sse/?channel=user:{pk}") as s2,
+        ):
+            private_redis_server.kill()
+            response = await a.get(
+                f"{one.url}/test/session/set-password/", params={"username": name}
+            )
+            response.raise_for_status()
+            assert await closed(s1) == {"reason": "password changed", "reconnect": False}
+            assert await closed(s2) == {"reason": "password changed", "reconnect": False}
