@@ -202,6 +202,14 @@ class SSEClient:
             if self.stopped:
                 return
 
+    def stop(self) -> None:
+        """Hang up for good."""
+        self.stopped = True
+        self.connected.set()
+        self.reading.set()
+        if self._writer is not None:
+            self._writer.close()
+
     def hang_up(self) -> None:
         """Close the connection now and stay away until ``connected`` is set again."""
         self.connected.clear()

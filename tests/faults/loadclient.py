@@ -51,6 +51,7 @@ async def main(config: dict[str, Any]) -> None:
         clients[i].open.set()
     started = time.monotonic()
     tasks, opened = await open_all(clients, config.get("open_timeout", 60.0))
+    log(f"{opened} of {len(clients)} open")
     say({"ready": opened, "seconds": round(time.monotonic() - started, 2)})
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -83,10 +84,16 @@ async def main(config: dict[str, Any]) -> None:
             ):
                 await asyncio.sleep(0.05)
             caught = sum(c.caught_up(heads) for c in clients)
+            log(f"{caught} of {len(clients)} caught up")
             await asyncio.sleep(SETTLE)
+            for c in clients:
+                c.stop()
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Bounded: Python 3.11's wait_for can swallow a cancellation; the
+            # clients' stop flag ends their loops anyway.
+            await asyncio.wait(tasks, timeout=10)
+            log("stopped")
             say({"caught_up": caught, "records": [c.record.as_json() for c in clients]})
             return
 
@@ -97,6 +104,10 @@ def status(clients: list[SSEClient]) -> dict[str, Any]:
         "reconnects": sum(c.record.reconnects for c in clients),
         "connects": sum(c.record.connects for c in clients),
     }
+
+
+def log(text: str) -> None:
+    print(f"loadclient {time.strftime('%H:%M:%S')}: {text}", file=sys.stderr, flush=True)
 
 
 def say(message: dict[str, Any]) -> None:
