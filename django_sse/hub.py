@@ -272,7 +272,8 @@ class Hub:
             return
         self._subscriptions.discard(sub)
         self.membership.discard(sub)
-        if not any(s.served for s in self._subscriptions):
+        # Only a stopping hub waits for its streams to end.
+        if self._stopped and not any(s.served for s in self._subscriptions):
             self._idle.set()
 
     # -- delivery ----------------------------------------------------------
