@@ -6,17 +6,18 @@ client. A stream that falls behind by ``SSE_QUEUE_SIZE`` events is closed (the
 client reconnects), so one slow reader never costs memory without bound or
 delays the others.
 
-The other jobs live in modules of their own: layer group membership
-(:mod:`.membership`), recent revocations (:mod:`.revocations`), the keepalive
-and deadline timer (:mod:`.ticker`) and the catch-up poll (:mod:`.catchup`).
-The hub runs their loops, restarts any that dies, and owns them: a stopped hub
-leaves no task behind, and the next :func:`get_hub` makes a new one.
+The other jobs live in modules of their own: a stream's queue and state
+(:mod:`.subscription`), layer group membership (:mod:`.membership`), the layer
+messages (:mod:`.messages`), recent revocations (:mod:`.revocations`), the
+keepalive and deadline timer (:mod:`.ticker`), the catch-up poll
+(:mod:`.catchup`) and the supervised tasks (:mod:`.tasks`). The hub runs their
+loops and owns them: a stopped hub leaves no task behind, and the next
+:func:`get_hub` makes a new one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import weakref
 from collections.abc import Callable, Coroutine
@@ -35,8 +36,10 @@ from .membership import (
     Membership,
     bounded,
 )
+from .messages import MESSAGE_TYPE, REVOKE_TYPE, from_message, revocation, to_message
 from .revocations import REVOCATIONS_KEPT, Revocations
 from .subscription import Subscription
+from .tasks import Tasks
 
 __all__ = [
     "BACKOFF_INITIAL",
@@ -59,38 +62,11 @@ __all__ = [
 
 logger = logging.getLogger("django_sse")
 
-MESSAGE_TYPE = "sse.event"
-#: Revocations reach every process's hub through this group (see revocation.py).
-REVOKE_TYPE = "sse.revoke"
 #: Yield to streams after this many messages in a row, so a burst does not
 #: fill queues faster than their writers can drain them.
 DISPATCH_BATCH = 64
 #: Seconds ``stop()`` lets streams write their closing event before cancelling.
 STOP_GRACE = 5.0
-
-
-def to_message(event: Event) -> dict[str, Any]:
-    return {
-        "type": MESSAGE_TYPE,
-        "channel": event.channel,
-        "name": event.name,
-        "id": event.id,
-        "seq": event.seq,
-        "body": event.body,
-    }
-
-
-def from_message(message: dict[str, Any]) -> Event:
-    """The event in a layer message; ``TypeError`` if it is not one of ours."""
-    channel, name, event_id = message["channel"], message["name"], message["id"]
-    body, seq = message["body"], message.get("seq")
-    if not (isinstance(channel, str) and isinstance(name, str) and isinstance(event_id, str)):
-        raise TypeError("channel, name and id must be str")
-    if not isinstance(body, bytes):
-        raise TypeError("body must be bytes")
-    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 1):
-        raise TypeError("seq must be a positive int")
-    return Event(channel=channel, name=name, id=event_id, body=body, seq=seq)
 
 
 class Hub:
@@ -99,7 +75,7 @@ class Hub:
         self.layer: Any = get_channel_layer()
         self.membership = Membership(self.layer, self._spawn)
         self._subscriptions: set[Subscription] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = Tasks(loop)
         self._started: asyncio.Future[None] | None = None
         self._stopped = False
         self._idle = asyncio.Event()
@@ -160,7 +136,7 @@ class Hub:
                 self._started.set_result(None)
             except BaseException as exc:
                 # No loop of a failed start outlives it: the next call starts afresh.
-                await self._cancel_tasks()
+                await self.tasks.cancel_all()
                 self.membership.channel_name = None
                 self._started.set_exception(exc)
                 self._started.exception()  # retrieved: the waiters below re-raise it
@@ -169,49 +145,18 @@ class Hub:
         await asyncio.shield(self._started)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        # An empty context: the hub outlives the request that happened to start
-        # it, and must not inherit that request's thread-sensitive executor.
-        task = self.loop.create_task(coro, context=contextvars.Context())
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("A django_sse hub task failed", exc_info=task.exception())
+        """Run ``coro`` as a task of this hub (cancelled when it stops)."""
+        return self.tasks.spawn(coro)
 
     def _keep_running(
         self, factory: Callable[[], Coroutine[Any, Any, Any]], name: str
     ) -> asyncio.Task[Any]:
-        """Run the loop ``factory()`` for the hub's life, restarting it (with
-        backoff) whenever it dies: one bug must not end delivery for good."""
+        """Run the loop ``factory()`` for the hub's life, restarted if it dies."""
+        return self.tasks.keep_running(factory, name)
 
-        async def supervise() -> None:
-            backoff = BACKOFF_INITIAL
-            while True:
-                started = self.loop.time()
-                try:
-                    await factory()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    logger.exception("The hub's %s failed; restarting in %.1fs", name, backoff)
-                else:
-                    logger.error("The hub's %s returned; restarting in %.1fs", name, backoff)
-                if self.loop.time() - started > BACKOFF_MAX * 4:
-                    backoff = BACKOFF_INITIAL  # it ran a good while: a fresh failure
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-
-        return self._spawn(supervise())
-
-    async def _cancel_tasks(self) -> None:
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    @property
+    def _tasks(self) -> set[asyncio.Task[Any]]:
+        return self.tasks.running
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """Close every stream with reason ``shutdown``, let the streams write
@@ -235,7 +180,7 @@ class Hub:
                 )
         self._subscriptions.clear()
         self._idle.set()
-        await self._cancel_tasks()
+        await self.tasks.cancel_all()
         if first and self._started is not None and self._started.done():
             await self.membership.leave_all()
         self.membership.groups.clear()
@@ -273,7 +218,8 @@ class Hub:
             return
         self._subscriptions.discard(sub)
         self.membership.discard(sub)
-        if not any(s.served for s in self._subscriptions):
+        # Only a stopping hub waits for its streams to end.
+        if self._stopped and not any(s.served for s in self._subscriptions):
             self._idle.set()
 
     # -- delivery ----------------------------------------------------------
@@ -300,13 +246,7 @@ class Hub:
 
     def handle_control(self, message: dict[str, Any]) -> None:
         if message.get("type") == REVOKE_TYPE:
-            owner = message["owner"]
-            channel, session = message.get("channel"), message.get("session")
-            if not isinstance(owner, (str, int)) or isinstance(owner, bool):
-                raise TypeError("owner must be a str")
-            if not all(v is None or isinstance(v, str) for v in (channel, session)):
-                raise TypeError("channel and session must be str")
-            self.revoke(str(owner), channel, session)
+            self.revoke(*revocation(message))
 
     def handle(self, message: Any) -> None:
         """Act on one layer message; raise if it is not one of ours."""

@@ -83,10 +83,11 @@ class Membership:
             group.members.discard(sub)
             if group.members:
                 continue
-            if not group.joined and not group.lock.locked():
-                del self.groups[channel]
+            if self.channel_name is None and not group.lock.locked():
+                del self.groups[channel]  # no layer to leave
             else:
-                # Joined, or a join or leave is in flight: decide under the lock.
+                # Under the lock, and always through the layer: a join that
+                # failed or was cancelled half-way may have reached it.
                 self._spawn(self._leave(channel, group))
 
     async def _join(self, channel: str, group: Group) -> None:
@@ -105,21 +106,18 @@ class Membership:
 
     async def _leave(self, channel: str, group: Group) -> None:
         async with group.lock:
-            if group.members:
-                return
-            if group.joined:
-                group.joined = False
-                if self.channel_name is not None:
-                    try:
-                        await bounded(
-                            self.layer.group_discard(group_name(channel), self.channel_name)
-                        )
-                    except Exception:
-                        logger.warning("Channel layer error leaving %r", channel, exc_info=True)
+            if group.members or self.groups.get(channel) is not group:
+                return  # a stream came back, or an earlier leave did the work
+            group.joined = False
+            if self.channel_name is not None:
+                try:
+                    await bounded(self.layer.group_discard(group_name(channel), self.channel_name))
+                except Exception:
+                    logger.warning("Channel layer error leaving %r", channel, exc_info=True)
             if group.members:
                 # A stream arrived while we were leaving: join again for it.
                 await self._join(channel, group)
-            elif self.groups.get(channel) is group:
+            else:
                 del self.groups[channel]
 
     def refresh_interval(self) -> float:

@@ -329,17 +329,47 @@ async def test_rejoining_never_undoes_a_leave(redis_url: str) -> None:
     }
     with override_settings(CHANNEL_LAYERS=layers):
         hub = get_hub()
-        for round_ in range(5):
+        for round_ in range(10):
             subs = [await hub.subscribe((f"rj{round_}x{i}",), 10) for i in range(40)]
-            # Re-join everything while every stream leaves.
+            # Re-join everything (first to last) while every stream leaves (last
+            # to first): somewhere they cross, a leave during that group's re-join.
             hub._rejoin.set()
-            await asyncio.sleep(0)
-            for sub in subs:
-                hub.unsubscribe(sub)
+            for sub in reversed(subs):
                 await asyncio.sleep(0)
+                hub.unsubscribe(sub)
             await wait_until(lambda: not hub._groups, 10)
         await asyncio.sleep(0.5)  # let any stray re-join land
         assert hub.channel_name is not None
         stray = await redis_groups_of(redis_url, hub.channel_name)
         assert [g for g in stray if "rj" in g] == []
         await hub.stop()
+
+
+async def test_a_stream_gone_while_joining_leaves_no_empty_group(
+    redis_layer: str, hub: Hub
+) -> None:
+    # A client that disconnects while its stream's first join is in flight
+    # (the request is cancelled inside group_add, the group's lock held).
+    await hub.start()
+    for n in range(20):
+        channel = f"joining{n}"
+        task = asyncio.ensure_future(hub.subscribe((channel,), 10))
+        for _ in range(1000):
+            await asyncio.sleep(0)
+            group = hub._groups.get(channel)
+            if (group is not None and group.lock.locked()) or task.done():
+                break
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        else:
+            hub.unsubscribe(task.result())  # the join won the race: leave normally
+    await wait_until(lambda: not hub._groups, 5)
+
+    async def none_left() -> bool:
+        counts = [await numsub(redis_layer, f"joining{n}") for n in range(20)]
+        return not any(counts)
+
+    await wait_until(none_left, 5)
