@@ -46,7 +46,7 @@ async def test_send_event_waits_for_commit() -> None:
 
     await sync_to_async(commit)()
     await wait_until(lambda: len(sub) == 1)
-    assert sub.drain()[0].wire.endswith(b"data: in-tx\n\n")
+    assert sub.drain()[0].wire.endswith(b'data: "in-tx"\n\n')
 
 
 async def test_rollback_sends_nothing_and_nested_blocks_send_once() -> None:
@@ -73,7 +73,8 @@ async def test_rollback_sends_nothing_and_nested_blocks_send_once() -> None:
 
 
 async def payloads_text(sub: Subscription) -> list[str]:
-    return [e.wire.split(b"data: ", 1)[1].split(b"\n")[0].decode() for e in sub.drain()]
+    """The str payloads, JSON-decoded (a plain str is sent as JSON)."""
+    return [json.loads(e.wire.split(b"data: ", 1)[1].split(b"\n")[0].decode()) for e in sub.drain()]
 
 
 async def test_bad_input_raises_at_send_event_even_inside_atomic() -> None:
