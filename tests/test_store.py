@@ -98,7 +98,7 @@ def test_send_event_stores_on_commit_and_not_on_rollback() -> None:
         assert event.seq is None
         assert not StoredEvent.objects.filter(channel="tx").exists()
     stored = StoredEvent.objects.get(channel="tx")
-    assert (stored.seq, stored.name, stored.payload) == (1, "e", "kept")
+    assert (stored.seq, stored.name, stored.payload) == (1, "e", '"kept"')
     assert send_event("tx", "e", {"n": 2}).seq == 2
 
 
