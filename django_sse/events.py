@@ -28,6 +28,9 @@ RESERVED_EVENT_NAMES = frozenset({"snapshot"})
 RESERVED_EVENT_PREFIX = "stream-"
 
 _counter = itertools.count()
+# As json_script does: JSON that holds no <, > or & cannot be parsed as markup,
+# even by a client that swaps every payload as HTML (htmx's sse-swap does).
+_JSON_HTML_ESCAPES = {ord("<"): "\\u003C", ord(">"): "\\u003E", ord("&"): "\\u0026"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +105,9 @@ def encode_payload(channel: str, name: str, data: Any) -> str:
     """Markup marked safe (a ``SafeString``: ``render_to_string``, ``format_html``,
     ``mark_safe``) is sent verbatim; anything else, a plain ``str`` included, as
     JSON (DjangoJSONEncoder), so a client can tell markup from data and never runs
-    a plain string (user input, say) as markup."""
+    a plain string (user input, say) as markup. In JSON, ``<``, ``>`` and ``&``
+    are ``\\u`` escapes: the same value for a JSON parser, no markup for an
+    HTML parser."""
     if isinstance(data, SafeData) and isinstance(data, str):
         return str(data)
     try:
@@ -122,7 +127,7 @@ def encode_payload(channel: str, name: str, data: Any) -> str:
     except UnicodeEncodeError:
         # Lone surrogates are valid in JSON only as \u escapes.
         text = json.dumps(data, cls=DjangoJSONEncoder, allow_nan=False, separators=(",", ":"))
-    return text
+    return text.translate(_JSON_HTML_ESCAPES)
 
 
 def encode_body(name: str, payload: str) -> bytes:

@@ -54,7 +54,7 @@ def test_str_data_is_sent_as_json_text_and_data_may_be_omitted() -> None:
     )
     assert publish(client, {"channel": "public", "event": "ping"}).status_code == 201
     assert list(StoredEvent.objects.order_by("seq").values_list("payload", flat=True)) == [
-        '"<b>hi</b>"',
+        '"\\u003Cb\\u003Ehi\\u003C/b\\u003E"',  # "<b>hi</b>", as JSON with no markup
         "null",
     ]
 

@@ -68,7 +68,16 @@ def test_a_plain_str_is_data_sent_as_json(text: str) -> None:
     event = build_event("c", "e", text)
     [parsed] = parse(event.wire)
     assert json.loads(str(parsed["data"])) == text
-    assert event.payload == json.dumps(text, ensure_ascii=False, separators=(",", ":"))
+    assert json.loads(event.payload) == text
+
+
+def test_json_holds_no_markup_characters() -> None:
+    # So even a client that swaps every payload as HTML (htmx) parses no tag from it.
+    data = {"<b>": ["a & b", "</script><img src=x onerror=alert(1)>"], "n": 1}
+    event = build_event("c", "e", data)
+    assert not set("<>&") & set(event.payload)
+    assert json.loads(event.payload) == data
+    assert "\\u003C/script\\u003E" in event.payload
 
 
 def test_event_ids_are_unique_ascii_cors_safe_and_short() -> None:

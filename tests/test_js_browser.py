@@ -477,3 +477,25 @@ async def test_refused_connections_back_off_with_jitter(browser: Any, page_serve
     ceilings = [100, 200, 400, 800, 800]
     assert all(c / 2 <= d <= c for c, d in zip(ceilings, delays, strict=False))
     assert any(d != c for c, d in zip(ceilings, delays, strict=False))
+
+
+async def test_htmx_swaps_markup_but_a_plain_str_runs_nothing(
+    browser: Any, page_server: Server
+) -> None:
+    # htmx's sse-swap inserts every payload as HTML: JSON must hold no markup.
+    channel = "news:htmx-xss"
+    page = await (await browser.new_context()).new_page()
+    await page.goto(f"{page_server.url}/test/js/htmx/?channel={channel}")
+    await page.wait_for_function("window.htmxSseOpen === true", timeout=TIMEOUT)
+    await wait_subscribers(page_server, channel, 1)
+    await publish(page_server, channel, SCRIPT, event="fragment")
+    await page.wait_for_function(
+        "document.querySelector('#swap').textContent.length > 0", timeout=TIMEOUT
+    )
+    await page.wait_for_timeout(200)  # the image's error handler would have run by now
+    assert await page.evaluate("window.xss") is None
+    assert await page.locator("#swap img").count() == 0
+    await publish(
+        page_server, channel, "<b class='hot'>fragment</b>", event="fragment", markup=True
+    )
+    await page.wait_for_selector("#swap b.hot", timeout=TIMEOUT)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_not_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import path
 from django.views.generic import DetailView
@@ -51,6 +52,29 @@ def attempts(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"times": [t - times[0] for t in times]})
 
 
+VENDOR = Path(__file__).resolve().parents[2] / "example_project/helpdesk/static/helpdesk/vendor"
+HTMX_PAGE = """<!doctype html><html><head><meta charset="utf-8">
+<script src="/test/js/vendor/htmx.min.js"></script>
+<script src="/test/js/vendor/htmx-ext-sse.js"></script></head>
+<body hx-ext="sse" sse-connect="/sse/?channel={channel}">
+<div id="swap" sse-swap="fragment"></div>
+<script>document.addEventListener("htmx:sseOpen", () => {{ window.htmxSseOpen = true; }});</script>
+</body></html>"""
+
+
+@login_not_required
+def htmx_page(request: HttpRequest) -> HttpResponse:
+    """htmx's SSE extension (as the example project vendors it) on ``?channel=``."""
+    return HttpResponse(HTMX_PAGE.format(channel=request.GET.get("channel", "news:htmx")))
+
+
+@login_not_required
+def vendor(request: HttpRequest, name: str) -> HttpResponse:
+    if name not in ("htmx.min.js", "htmx-ext-sse.js"):
+        raise Http404(name)
+    return HttpResponse((VENDOR / name).read_bytes(), content_type="text/javascript")
+
+
 class UserDetail(DetailView):  # type: ignore[type-arg]
     """A profile page: its context has ``user`` = the *viewed* user."""
 
@@ -64,6 +88,8 @@ urlpatterns = [
     path("busy/", busy),
     path("attempts/", attempts),
     path("users/<int:pk>/", UserDetail.as_view()),
+    path("htmx/", htmx_page),
+    path("vendor/<str:name>", vendor),
     # /test/publish/, open under LoginRequiredMiddleware.
     path("publish/", login_not_required(views.publish)),
 ]

@@ -226,6 +226,7 @@
 
   Connection.prototype.disconnect = function () {
     clearTimeout(this.timer);
+    clearTimeout(this.settle);
     this.timer = null;
     if (this.source) this.source.close();
     this.source = null;
@@ -288,7 +289,7 @@
       // Every tab keeps the names of all tabs: a follower that takes over
       // listens for them from its first connection.
       this.listen(message.names, true);
-      if (message.ask && this.bus && !this.leader) this.bus.postMessage({ type: "hello", names: this.names });
+      if (message.ask && this.bus) this.bus.postMessage({ type: "hello", names: this.names });
       if (this.leader) this.broadcast({ type: "state", state: this.state, detail: this.detail() });
     } else if (!this.leader && message.type === "event") {
       this.deliver(message.name, message.data, message.id);
@@ -364,9 +365,17 @@
       .then(function (response) {
         if (generation !== self.generation) return null;
         if (response.ok && !response.redirected) {
-          return response.json().then(function (json) {
-            return json && typeof json.token === "string" ? json.token : null;
-          });
+          return response.json().then(
+            function (json) {
+              if (json && typeof json.token === "string") return json.token;
+              self.setState("denied", { status: response.status, reason: "no token in the answer" });
+              return null;
+            },
+            function () {
+              self.setState("denied", { status: response.status, reason: "the answer is not JSON" });
+              return null;
+            }
+          );
         }
         return self.refused(response).then(function () {
           return null;
@@ -388,9 +397,14 @@
     });
     source.onopen = function () {
       if (source !== self.source) return;
-      self.attempts = 0;
       self.opened = true;
       self.setState("open");
+      // The backoff starts over once a stream has held for a while, not at
+      // once: a server that accepts and drops every stream still backs off.
+      clearTimeout(self.settle);
+      self.settle = setTimeout(function () {
+        if (source === self.source) self.attempts = 0;
+      }, Math.min(self.options.retryMax, Math.max(1000, self.options.retryBase * 10)));
     };
     source.onerror = function () {
       if (source !== self.source) return;
@@ -521,7 +535,6 @@
         // Overflow, max age, shutdown: resume from the last id, with jitter.
         this.source.close();
         this.source = null;
-        this.attempts = 0;
         this.retry(null);
       }
     }
