@@ -308,13 +308,20 @@ async def test_only_markup_marked_safe_is_swapped_as_html(
     await page.wait_for_function(
         "document.querySelector('#appended').textContent.length > 0", timeout=TIMEOUT
     )
-    # The image would have loaded (and failed) at once: give its error handler a turn.
-    await page.wait_for_timeout(200)
-    assert await page.evaluate("window.xss") is None
     assert await page.locator("img").count() == 0
     assert await page.text_content("#swap") == shown
     assert await page.text_content("#appended") == shown
     assert await logged(page) == [shown]
+    await wait_for_sentinel(page_server, channel, page)
+    assert await page.evaluate("window.xss") is None
+
+
+async def wait_for_sentinel(server: Server, channel: str, page: Any) -> None:
+    """Append a broken image marked safe and wait for its error handler: one
+    that an earlier payload had put in the page would have run by then too."""
+    sentinel = '<li><img src=x onerror="window.sentinel = 1"></li>'
+    await publish(server, channel, sentinel, event="row", markup=True)
+    await page.wait_for_function("window.sentinel === 1", timeout=TIMEOUT)
 
 
 async def test_markup_marked_safe_runs_as_markup_which_is_why_it_takes_a_safestring(
@@ -492,9 +499,12 @@ async def test_htmx_swaps_markup_but_a_plain_str_runs_nothing(
     await page.wait_for_function(
         "document.querySelector('#swap').textContent.length > 0", timeout=TIMEOUT
     )
-    await page.wait_for_timeout(200)  # the image's error handler would have run by now
-    assert await page.evaluate("window.xss") is None
     assert await page.locator("#swap img").count() == 0
+    # A broken image marked safe: once its error handler ran, an earlier one would have.
+    sentinel = '<img src=x onerror="window.sentinel = 1">'
+    await publish(page_server, channel, sentinel, event="fragment", markup=True)
+    await page.wait_for_function("window.sentinel === 1", timeout=TIMEOUT)
+    assert await page.evaluate("window.xss") is None
     await publish(
         page_server, channel, "<b class='hot'>fragment</b>", event="fragment", markup=True
     )
