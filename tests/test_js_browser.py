@@ -509,3 +509,29 @@ async def test_htmx_swaps_markup_but_a_plain_str_runs_nothing(
         page_server, channel, "<b class='hot'>fragment</b>", event="fragment", markup=True
     )
     await page.wait_for_selector("#swap b.hot", timeout=TIMEOUT)
+
+
+async def test_a_200_that_is_not_an_event_stream_is_a_refusal(
+    browser: Any, page_server: Server
+) -> None:
+    page = await open_page(await browser.new_context(), page_server, "channel=news:o&own=0")
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/test/js/login/" in r.url else None)
+    # An HTML page where a stream was expected (a proxy's sign-in page, a wrong URL).
+    await page.evaluate(
+        """() => {
+          window.html = DjangoSSE.connect({
+            url: "/test/js/login/", channels: ["news:x"], retryBase: 50, share: false,
+          });
+        }"""
+    )
+    await page.wait_for_function("window.html.state === 'denied'", timeout=TIMEOUT)
+    assert await page.evaluate("window.html.status") == 200
+    assert (
+        await page.evaluate("window.html.reason")
+        == "not an event stream (text/html; charset=utf-8)"
+    )
+    seen = len(requests)
+    assert seen == 2  # the EventSource and the probe
+    await page.wait_for_timeout(800)  # a window in which a retrying helper would try ~4 times
+    assert len(requests) == seen
