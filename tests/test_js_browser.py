@@ -477,8 +477,9 @@ async def test_refused_connections_back_off_with_jitter(browser: Any, page_serve
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     for n, gap in enumerate(gaps[:5]):
         ceiling = min(0.8, 0.1 * 2**n)
-        # Drawn from the upper half of the doubling ceiling (plus the probe's round trip).
-        assert ceiling / 2 <= gap <= ceiling + 0.3, (n, gaps)
+        # Drawn from the upper half of the doubling ceiling (plus the probe's round trip
+        # on a loaded machine; the browser on its own waits 3 s).
+        assert ceiling / 2 <= gap <= ceiling + 0.6, (n, gaps)
     assert len(delays) >= 5
     # Jitter: the delays are drawn, not the bare ceilings.
     ceilings = [100, 200, 400, 800, 800]
