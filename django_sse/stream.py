@@ -283,10 +283,11 @@ async def event_stream(
     """Yield the wire bytes of a stream on ``channels`` until the client goes.
 
     The first chunk (``retry:`` and a comment) is yielded as soon as the
-    subscription is in place, before any query or snapshot, so the response
-    head reaches the client at once. ``identity`` lets revocation find the
-    stream and closes it when its session expires; ``slot`` (from
-    ``limits.acquire``) is released when it ends.
+    subscription is in place (a new stream first reads the store's heads),
+    before any snapshot, so the response head reaches the client at once.
+    ``identity`` lets revocation find the stream and closes it when its
+    session expires; ``slot`` (from ``limits.acquire``) is released when it
+    ends.
     """
     if identity is not None:
         user = identity.user

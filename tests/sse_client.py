@@ -58,8 +58,8 @@ class Stream:
 
 
 def is_data_event(event: ServerSentEvent) -> bool:
-    # httpx-sse reports a block holding only ``retry:``, or a comment after an
-    # event (it keeps the last id), as an empty message.
+    # httpx-sse reports a block without data (ended by a blank line) as an empty
+    # message; the server sends none, but a test may read a foreign stream.
     return event.data != "" or event.event != "message"
 
 

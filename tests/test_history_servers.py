@@ -112,11 +112,11 @@ class Tracker:
         self.last_id = event_id
 
     def add_sse(self, sse: ServerSentEvent) -> bool:
-        """Track ``sse``; return whether it was an event (not a hello or keepalive).
+        """Track ``sse``; return whether it was an event (not a control event).
 
-        httpx-sse turns a comment-only block (``: keepalive``) into an empty
-        "message" carrying the previous id, and the hello block into one with
-        ``retry`` set: neither has data."""
+        The server sends no block without data (its hello and keepalives are
+        lines with no blank line of their own); an empty "message" would be
+        one, and is not counted."""
         if sse.data == "" and sse.event not in CONTROL_EVENTS:
             return False
         self.add(sse.event, sse.id, sse.data)
