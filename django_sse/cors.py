@@ -48,6 +48,9 @@ def response_headers(origin: str | None) -> dict[str, str]:
     if origin and is_allowed(origin):
         headers["Access-Control-Allow-Origin"] = origin
         headers["Access-Control-Allow-Credentials"] = "true"
+        # Not a CORS-safelisted header: without this a page on an allowed
+        # origin cannot read how long a 429 asks it to wait.
+        headers["Access-Control-Expose-Headers"] = "Retry-After"
     return headers
 
 

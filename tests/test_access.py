@@ -193,6 +193,7 @@ def test_cors_rules() -> None:
     assert cors.origin_error("https://evil.example", "http://testserver") is not None
     headers = cors.response_headers("https://app.example")
     assert headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert headers["Access-Control-Expose-Headers"] == "Retry-After"
     assert cors.response_headers("https://evil.example") == {"Vary": "Origin"}
     ask = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "X-Evil"}
     assert cors.preflight("https://app.example", ask, "GET")[0] == 403
