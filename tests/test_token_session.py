@@ -4,6 +4,7 @@ Real daphne and uvicorn processes, both doors."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -13,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import Server
+from tests.conftest import postgres_env
+from tests.servers import Server, running_server
 from tests.sse_client import Stream, login, open_stream, publish, unique
 from tests.test_access_servers import drf_key, get_token
 
@@ -36,6 +38,8 @@ async def closed(stream: Stream, timeout: float = 8.0) -> dict[str, Any]:
 
 async def status_of(client: httpx.AsyncClient, url: str) -> tuple[int, str]:
     async with client.stream("GET", url) as response:
+        if response.status_code == 200:
+            return 200, ""  # a stream: its body never ends
         return response.status_code, (await response.aread()).decode()
 
 
@@ -131,3 +135,33 @@ async def test_token_asked_for_with_a_rest_framework_key_is_not_tied_to_a_sessio
     token = response.json()["token"]
     async with open_stream(bare, f"{server.url}/sse/?token={token}") as stream:
         assert stream.response.status_code == 200
+
+
+@pytest.mark.postgres
+async def test_on_postgresql_a_token_opens_one_stream_and_sessions_end_across_processes(
+    postgres_db: str,
+) -> None:
+    # Two processes on the in-memory layer: nothing but the database joins them.
+    env = {**postgres_env(postgres_db), "SSE_TEST_LAYER": "memory", "SSE_KEEPALIVE": "0.5"}
+    with running_server("uvicorn", **env) as one, running_server("daphne", **env) as two:
+        async with (
+            httpx.AsyncClient(timeout=15.0) as page,
+            httpx.AsyncClient(timeout=15.0) as other,
+            httpx.AsyncClient(timeout=15.0, limits=httpx.Limits(max_connections=20)) as bare,
+        ):
+            name = unique("pg")
+            pk = await login(page, one.url, name)
+            await login(other, one.url, name)
+            token = await token_for(page, one.url, f"user:{pk}")
+            urls = [f"{srv.url}/sse/?token={token}" for srv in (one, two) for _ in range(6)]
+            results = await asyncio.gather(*(status_of(bare, url) for url in urls))
+            assert sorted(status for status, _ in results) == [200] + [403] * 11
+            assert {r for s, r in results if s == 403} == {
+                "token already used: request a new one for each stream\n"
+            }
+            async with open_stream(other, f"{two.url}/sse/?channel=user:{pk}") as stream:
+                response = await page.get(
+                    f"{one.url}/test/session/set-password/", params={"username": name}
+                )
+                response.raise_for_status()
+                assert await closed(stream) == {"reason": "password changed", "reconnect": False}
