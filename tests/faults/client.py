@@ -75,7 +75,7 @@ class SSEClient:
         self.last_id = ""
         self.retry = 3.0
         self.positions = dict.fromkeys(self.channels, 0)
-        self.open = asyncio.Event()  # a 200 head and the first block arrived
+        self.open = asyncio.Event()  # a 200 head and the first bytes arrived
         self.reading = asyncio.Event()  # cleared: stop reading (a stalled reader)
         self.reading.set()
         self.connected = asyncio.Event()  # cleared: hang up and stay away
@@ -197,7 +197,9 @@ class SSEClient:
                 if not data:
                     return
             parser.feed(data)
-            if parser.blocks:
+            # The server's first bytes (``retry:`` and ``: connected``) are lines
+            # without a blank line after them: open once any line has arrived.
+            if parser.lines:
                 self.open.set()
             if self.stopped:
                 return
@@ -227,6 +229,7 @@ class Parser:
         self.name = ""
         self.id_buffer = client.last_id
         self.blocks = 0
+        self.lines = 0
 
     def feed(self, chunk: bytes) -> None:
         self.buffer += chunk
@@ -236,6 +239,7 @@ class Parser:
             self.line(raw.decode("utf-8", errors="replace"))
 
     def line(self, line: str) -> None:
+        self.lines += 1
         if not line:
             self.dispatch()
             return
