@@ -13,7 +13,7 @@ Register channels in ``<app>/sse.py`` (autodiscovered, like ``admin.py``)::
 A channel name that matches no pattern is denied, and nothing can be
 published to it. Who may publish through the REST endpoint is a second policy,
 ``publish=`` (by default, users with the ``django_sse.publish_event``
-permission)::
+permission who may also read the channel)::
 
     channels.register("ticket:{pk}", can_read_ticket, publish=can_edit_ticket)
 """
@@ -28,6 +28,7 @@ from functools import partial
 from typing import Any, TypeAlias, overload
 
 from asgiref.sync import SyncToAsync, async_to_sync, iscoroutinefunction, sync_to_async
+from django.db import DatabaseError
 
 from .names import CHANNEL_NAME_RE, channel_name_error
 
@@ -108,6 +109,9 @@ class Registration:
     snapshot: SnapshotCallable | None = None
     #: Who may publish through the REST endpoint (server code always may).
     publish: PolicyType = PUBLISH_PERMISSION
+    #: The default publish policy also asks that the publisher may read the
+    #: channel: the permission alone would let it write into ``staff``.
+    publish_needs_read: bool = True
 
     @property
     def specificity(self) -> tuple[int, int]:
@@ -173,6 +177,7 @@ class Registry:
         reg = _compile(USER_PATTERN)
         reg.policy = _owns_user_channel
         reg.publish = _publishes_to_own_channel
+        reg.publish_needs_read = False  # the policy itself checks ownership
         self._registrations[USER_PATTERN] = reg
 
     @overload
@@ -183,7 +188,7 @@ class Registry:
         *,
         ephemeral: bool = False,
         snapshot: SnapshotCallable | None = None,
-        publish: PolicyType = PUBLISH_PERMISSION,
+        publish: PolicyType | None = None,
     ) -> Callable[[PolicyCallable], PolicyCallable]: ...
     @overload
     def register(
@@ -193,7 +198,7 @@ class Registry:
         *,
         ephemeral: bool = False,
         snapshot: SnapshotCallable | None = None,
-        publish: PolicyType = PUBLISH_PERMISSION,
+        publish: PolicyType | None = None,
     ) -> Registration: ...
 
     def register(
@@ -203,7 +208,7 @@ class Registry:
         *,
         ephemeral: bool = False,
         snapshot: SnapshotCallable | None = None,
-        publish: PolicyType = PUBLISH_PERMISSION,
+        publish: PolicyType | None = None,
     ) -> Registration | Callable[[PolicyCallable], PolicyCallable]:
         """Register ``pattern`` with a read ``policy``; without one, decorate a callable.
 
@@ -212,7 +217,8 @@ class Registry:
         when a stream subscribes without resuming; its result is sent first,
         as a ``snapshot`` event. ``publish`` says who may publish to the
         channel through the REST endpoint, as a read policy says who may read;
-        server code (``send_event``) always may."""
+        by default, users with the ``django_sse.publish_event`` permission who
+        may also read the channel. Server code (``send_event``) always may."""
         if policy is None:
 
             def decorator(func: PolicyCallable) -> PolicyCallable:
@@ -228,7 +234,9 @@ class Registry:
         reg.policy = _check_policy(pattern, policy)
         reg.ephemeral = bool(ephemeral)
         reg.snapshot = snapshot
-        reg.publish = _check_policy(pattern, publish, "publish policy")
+        if publish is not None:
+            reg.publish = _check_policy(pattern, publish, "publish policy")
+            reg.publish_needs_read = False
         if pattern in self._registrations:
             raise AlreadyRegistered(
                 f"channel pattern {pattern!r} is already registered"
@@ -288,6 +296,8 @@ class Registry:
         reg, params = found
         try:
             allowed = _evaluate_sync(reg.publish, user, params)
+            if allowed and reg.publish_needs_read:
+                allowed = _evaluate_sync(reg.policy, user, params)
         except Exception:
             logger.exception("Publish check for channel %r raised; publishing denied", name)
             allowed = False
@@ -303,6 +313,13 @@ class Registry:
         reg, params = found
         try:
             allowed = await _evaluate(reg.policy, user, params)
+        except DatabaseError as exc:
+            # Not a "no": a 403 would make clients give up for good, during the
+            # very outage (or resume storm) they should ride out.
+            logger.warning("Permission check for channel %r met a database error: %s", name, exc)
+            raise ChannelError(
+                503, f"the permission check for channel {name!r} is unavailable: try again shortly"
+            ) from None
         except Exception:
             logger.exception("Permission check for channel %r raised; access denied", name)
             allowed = False

@@ -24,7 +24,9 @@ MAX_EVENT_NAME_LENGTH = 200
 # Event names the server sends itself (stream.py); a client must be able to
 # trust them, so nobody may publish them. The whole "stream-" prefix is kept
 # for server events to come (presence and the like), in any letter case.
-RESERVED_EVENT_NAMES = frozenset({"snapshot"})
+# "error" and "open" are EventSource's own: a stored "error" event would reach
+# every client's connection-error handler, at every replay.
+RESERVED_EVENT_NAMES = frozenset({"error", "open", "snapshot"})
 RESERVED_EVENT_PREFIX = "stream-"
 
 _counter = itertools.count()

@@ -93,9 +93,18 @@ def acquire(owner: str | None, address: str | None = None) -> StreamSlot | None:
     return StreamSlot(key)
 
 
+#: Seconds a client is told to wait after a 503 (a database outage): short,
+#: the JS helper adds its own jitter.
+RETRY_AFTER_UNAVAILABLE = 5
+
+
 def retry_after(status: int) -> dict[str, str]:
-    """The ``Retry-After`` header every 429 carries."""
-    return {"Retry-After": str(RETRY_AFTER)} if status == 429 else {}
+    """The ``Retry-After`` header every 429 and 503 carries."""
+    if status == 429:
+        return {"Retry-After": str(RETRY_AFTER)}
+    if status == 503:
+        return {"Retry-After": str(RETRY_AFTER_UNAVAILABLE)}
+    return {}
 
 
 def client_address(meta: Mapping[str, Any]) -> str:

@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models.functions import Now
 from django.db.utils import OperationalError
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -137,7 +138,13 @@ class DatabaseStore(BaseStore):
                 )
                 seq = int(cursor.fetchone()[0])
             self.events.objects.using(self.using).create(
-                channel=channel, seq=seq, name=name, payload=payload, created=timezone.now()
+                # The database's clock, not the publisher's: one host whose
+                # clock runs behind must not make fresh events look old.
+                channel=channel,
+                seq=seq,
+                name=name,
+                payload=payload,
+                created=Now(),
             )
         return seq
 

@@ -326,3 +326,29 @@ async def test_a_stream_revoked_while_it_was_starting_closes_at_once() -> None:
     for stream in streams:
         await stream.aclose()  # type: ignore[attr-defined]
     assert hub.subscribers("public") == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_db_threads")
+async def test_a_policy_that_meets_a_database_outage_is_a_503_with_retry_after() -> None:
+    # A 403 would make clients give up for good (the JS helper stops on it)
+    # during the very outage, or resume storm, that they should ride out.
+    from django.db.utils import OperationalError
+    from django.test import AsyncClient
+
+    from django_sse.channels import registry
+
+    def policy(user: Any, pk: str) -> bool:
+        raise OperationalError("terminating connection due to administrator command")
+
+    registry.register("dbdown:{pk}")(policy)
+    try:
+        response = await AsyncClient().get("/sse/", {"channel": "dbdown:1"})
+    finally:
+        registry.unregister("dbdown:{pk}")
+    assert response.status_code == 503, response.content
+    assert response["Retry-After"] == "5"
+    assert (
+        response.content
+        == b"the permission check for channel 'dbdown:1' is unavailable: try again shortly\n"
+    )

@@ -131,7 +131,9 @@ def test_the_browsable_api_shows_a_form_and_publishes_from_it() -> None:
     assert StoredEvent.objects.get(name="form").payload == '{"from":"form"}'
 
 
-@pytest.mark.parametrize("name", ["stream-closed", "stream-reset", "snapshot", "Stream-Closed"])
+@pytest.mark.parametrize(
+    "name", ["stream-closed", "stream-reset", "snapshot", "Stream-Closed", "error", "open"]
+)
 def test_reserved_event_names_are_a_400(name: str) -> None:
     response = publish(client_for("ann", publisher=True), {"channel": "public", "event": name})
     assert response.status_code == 400
@@ -163,3 +165,18 @@ def test_the_channels_publish_policy_decides_with_a_one_line_403() -> None:
             detail = response.json()["detail"]
             assert detail == f"you are not allowed to publish to channel {channel!r}"
     assert sorted(StoredEvent.objects.values_list("channel", flat=True)) == ["board:ann", "wall"]
+
+
+@pytest.mark.parametrize("channel", ["staff", "ticket:3"])
+def test_the_default_policy_never_lets_a_publisher_write_where_it_may_not_read(
+    channel: str,
+) -> None:
+    # A non-staff holder of publish_event (a bot account) may not read "staff",
+    # nor "ticket:3" (odd pks: nobody): pages there trust what arrives.
+    bot = client_for("bot", publisher=True)
+    response = publish(bot, {"channel": channel, "event": "e", "data": {"status": "closed"}})
+    assert response.status_code == 403, response.content
+    assert response.json()["detail"] == f"you are not allowed to publish to channel {channel!r}"
+    assert not StoredEvent.objects.filter(channel=channel).exists()
+    # A channel it may read takes the same event.
+    assert publish(bot, {"channel": "ticket:4", "event": "e", "data": 1}).status_code == 201

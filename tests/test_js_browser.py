@@ -536,3 +536,25 @@ async def test_a_200_that_is_not_an_event_stream_is_a_refusal(
     assert seen == 2  # the EventSource and the probe
     await page.wait_for_timeout(800)  # a window in which a retrying helper would try ~4 times
     assert len(requests) == seen
+
+
+async def test_an_event_named_error_or_open_is_not_taken_for_the_connection(
+    browser: Any, page_server: Server
+) -> None:
+    # EventSource hands an event the server named "error" (or "open") to its
+    # own onerror (onopen) handler. Publishing those names is refused, but a
+    # stream may still carry one (history from an older version, another
+    # server): the helper must not take it for a dropped connection and loop.
+    page = await open_page(await browser.new_context(), page_server, "channel=news:names")
+    await page.evaluate(
+        """() => {
+          const source = DjangoSSE.connection.source;
+          window.sourceBefore = source;
+          source.dispatchEvent(new MessageEvent("error", {data: '{"job": 1}'}));
+          source.dispatchEvent(new MessageEvent("open", {data: '{"job": 2}'}));
+        }"""
+    )
+    await publish(page_server, "news:names", {"n": 1})
+    assert await wait_logged(page, 1) == [{"n": 1}]
+    assert await page.evaluate("DjangoSSE.connection.source === window.sourceBefore")
+    assert "reconnecting" not in await page.evaluate("window.sseStates")

@@ -260,3 +260,30 @@ def test_appends_retry_serialization_failures_under_strict_isolation(
     ordered = StoredEvent.objects.filter(channel="iso").order_by("pk").values_list("seq", flat=True)
     assert list(ordered) == list(range(1, 121))
     connection.close()
+
+
+def test_a_publisher_whose_clock_runs_behind_does_not_age_fresh_history(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Events are stamped by the database, so one host two days behind cannot
+    # make the prune (a per-channel prefix up to the newest old event) take
+    # everything published around its event.
+    from django_sse import store as store_module
+
+    store = DatabaseStore()
+    for i in range(3):
+        store.append("public", "e", str(i))
+    real_now = timezone.now
+    monkeypatch.setattr(store_module.timezone, "now", lambda: real_now() - timedelta(days=2))
+    store.append("public", "e", "skewed")
+    monkeypatch.setattr(store_module.timezone, "now", real_now)
+    store.append("public", "e", "after")
+    with override_settings(SSE_HISTORY_MAX_AGE=86400, SSE_HISTORY_MAX_EVENTS=1000):
+        assert store.prune() == 0
+    assert list(StoredEvent.objects.filter(channel="public").values_list("seq", flat=True)) == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]

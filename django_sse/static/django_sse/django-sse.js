@@ -70,14 +70,29 @@
     }
   }
 
-  /** ``url`` if it is relative or http(s), else null: never put ``javascript:`` in an href. */
-  function safeUrl(url) {
+  /**
+   * ``url`` if it is relative or on this page's origin (or one of
+   * ``allowedOrigins``, e.g. ``["https://help.example.com"]``), else null.
+   * Never ``javascript:`` or ``data:`` in an href, and no off-site link that an
+   * event, from whichever channel, could plant in a site-styled toast.
+   */
+  function safeUrl(url, allowedOrigins) {
     if (typeof url !== "string" || !url) return null;
     try {
       var parsed = new URL(url, global.location.href);
-      return parsed.protocol === "http:" || parsed.protocol === "https:" ? parsed.href : null;
+      if (parsed.protocol !== "http:" && parsed.protocol !== "https:") return null;
+      if (parsed.origin === global.location.origin) return parsed.href;
+      return (allowedOrigins || []).indexOf(parsed.origin) !== -1 ? parsed.href : null;
     } catch (err) {
       return null;
+    }
+  }
+
+  function sameOrigin(url) {
+    try {
+      return new URL(url, global.location.href).origin === global.location.origin;
+    } catch (err) {
+      return false;
     }
   }
 
@@ -350,7 +365,8 @@
     var generation = this.generation;
     var headers = assign({ "Content-Type": "application/x-www-form-urlencoded" }, this.options.tokenHeaders);
     var csrf = typeof this.options.csrfToken === "function" ? this.options.csrfToken() : this.options.csrfToken;
-    csrf = csrf || cookie("csrftoken");
+    // This page's own CSRF cookie goes only to its own origin.
+    if (!csrf && sameOrigin(this.options.tokenUrl)) csrf = cookie("csrftoken");
     if (csrf) headers["X-CSRFToken"] = csrf;
     var body = this.channels.map(function (c) {
       return "channel=" + encodeURIComponent(c);
@@ -395,8 +411,9 @@
     this.names.forEach(function (name) {
       self.addListener(source, name);
     });
-    source.onopen = function () {
-      if (source !== self.source) return;
+    source.onopen = function (event) {
+      // A MessageEvent carries data: an event the server named "open", not the connection.
+      if (source !== self.source || (event && typeof event.data === "string")) return;
       self.opened = true;
       self.setState("open");
       // The backoff starts over once a stream has held for a while, not at
@@ -406,8 +423,9 @@
         if (source === self.source) self.attempts = 0;
       }, Math.min(self.options.retryMax, Math.max(1000, self.options.retryBase * 10)));
     };
-    source.onerror = function () {
-      if (source !== self.source) return;
+    source.onerror = function (event) {
+      // Likewise an event named "error" is data, not a dropped connection.
+      if (source !== self.source || (event && typeof event.data === "string")) return;
       // The helper reconnects itself, never the browser: the browser retries
       // every ``retry:`` ms in lockstep with every other client, without backoff.
       source.close();
