@@ -7,6 +7,8 @@ user may hold up to N times ``SSE_MAX_STREAMS_PER_USER`` streams in all.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import random
 import threading
 from collections import deque
@@ -15,6 +17,8 @@ from typing import Any
 
 from .channels import ChannelError
 from .conf import conf
+
+logger = logging.getLogger("django_sse")
 
 #: A stream closes between 90% and 100% of ``SSE_MAX_STREAM_AGE``, so streams
 #: opened together do not all reconnect at once.
@@ -116,8 +120,50 @@ def client_address(meta: Mapping[str, Any]) -> str:
         value = meta.get("HTTP_" + header.upper().replace("-", "_"), "")
         last = str(value).rsplit(",", 1)[-1].strip()
         if last:
-            return last[:64]
-    return str(meta.get("REMOTE_ADDR") or "")
+            return _counted(last[:64])
+    remote = str(meta.get("REMOTE_ADDR") or "")
+    if meta.get("HTTP_X_FORWARDED_FOR") and _is_internal(remote):
+        _warn_proxy(remote)
+    return _counted(remote)
+
+
+def _counted(address: str) -> str:
+    """What the limit counts: the address, or its /64 for IPv6, where one
+    client holds a whole /64 and could rotate addresses within it."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return address
+
+
+def _is_internal(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private
+
+
+_warned_proxy = False
+
+
+def _warn_proxy(remote: str) -> None:
+    # Once per process: behind a proxy, every anonymous visitor would share
+    # the proxy's limit, so a few clients lock everyone else out.
+    global _warned_proxy
+    if _warned_proxy or conf.SSE_MAX_STREAMS_PER_ADDRESS is None:
+        return
+    _warned_proxy = True
+    logger.warning(
+        "Stream requests come through a proxy (%s, with X-Forwarded-For) but "
+        "SSE_CLIENT_IP_HEADER is not set: every anonymous client shares one "
+        "SSE_MAX_STREAMS_PER_ADDRESS limit. Set SSE_CLIENT_IP_HEADER to the header "
+        "the proxy sets.",
+        remote,
+    )
 
 
 def open_streams(owner: str) -> int:

@@ -110,7 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     if not redis_reachable(redis_url):
         print(f"Redis at {redis_url} does not answer: start it or set REDIS_URL", file=sys.stderr)
         return 2
-    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(EXAMPLE.parent)}
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "PYTHONPATH": str(EXAMPLE.parent),
+        # Every request reaches the processes through nginx, which appends the
+        # client's address to X-Forwarded-For.
+        "SSE_CLIENT_IP_HEADER": "X-Forwarded-For",
+    }
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
         cwd=EXAMPLE,

@@ -83,6 +83,11 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# Behind the deploy/ nginx every client has nginx's address: count anonymous
+# streams by the address nginx appends to X-Forwarded-For instead. Set it only
+# when every request comes through that proxy (deploy/scale_out.py does).
+SSE_CLIENT_IP_HEADER = os.environ.get("SSE_CLIENT_IP_HEADER") or None
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "helpdesk:list"
 LOGOUT_REDIRECT_URL = "announcements:index"
