@@ -47,6 +47,12 @@ class Command(BaseCommand):
                 raw = sys.stdin.read().removesuffix("\n")
             except UnicodeDecodeError as exc:
                 raise CommandError(f"DATA on stdin is not valid text ({exc.reason})") from None
+            try:
+                # Under a C/POSIX locale stdin decodes with surrogateescape:
+                # undecodable bytes arrive as lone surrogates, not as an error.
+                raw.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise CommandError(f"DATA on stdin is not valid text ({exc.reason})") from None
         data: Any = raw
         if not options["text"]:
             try:
