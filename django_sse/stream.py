@@ -98,8 +98,12 @@ class StreamState:
     on its channel: a hole (events pruned before they could be read) becomes a
     ``stream-reset`` that names it, never a silent skip."""
 
-    def __init__(self, sub: Subscription, cursor: Cursor | None) -> None:
+    def __init__(
+        self, sub: Subscription, cursor: Cursor | None, stored: tuple[str, ...] = ()
+    ) -> None:
         self.sub = sub
+        #: The stream's stored channels; without a cursor, nothing of them is written.
+        self.stored = stored
         self.cursor = cursor
         sub.cursor = cursor
         self.store = history.get_store()
@@ -139,6 +143,13 @@ class StreamState:
         out: list[bytes] = []
         cursor = self.cursor
         for event in events:
+            if cursor is None and self.stored:
+                # Closed before it had a position: a stored event written now
+                # would leave a hole, and any id would not be a position. The
+                # client keeps its last id and reads these on its reconnect.
+                if event.seq is None:
+                    out.append(event.body)
+                continue
             if cursor is None:
                 out.append(b"id: " + event.id.encode() + b"\n" + event.body)
                 self.last_id = event.id.encode()
@@ -315,7 +326,7 @@ async def event_stream(
         and hub.revoked_since(sub, identity.since)
     ):
         sub.close("revoked")
-    state = StreamState(sub, None)
+    state = StreamState(sub, None, stored)
     try:
         heads: dict[str, int] | None = None
         failed = False
@@ -360,11 +371,12 @@ async def _start(
     that may read private data) runs for it, and no further replay page."""
     sub = state.sub
     reset: str | None = None
-    if stored and not sub.closed:
-        if heads is not None:
-            positions = heads
-        else:
-            positions, reset = await _start_position(stored, last_event_id)
+    if stored and heads is not None:
+        # Known already (no store read): even a stream closed meanwhile writes
+        # what it has queued with its position.
+        state.cursor = sub.cursor = Cursor(stored, heads)
+    elif stored and not sub.closed:
+        positions, reset = await _start_position(stored, last_event_id)
         state.cursor = sub.cursor = Cursor(stored, positions)
     elif last_event_id and state.store is None:
         reset = "history unavailable"
