@@ -176,16 +176,24 @@ class StreamState:
     async def fill(self, channel: str, upto: int) -> AsyncIterator[bytes]:
         """Read ``channel`` from the store up to ``upto``, a page at a time."""
         assert self.cursor is not None
-        while self.cursor.positions[channel] < upto:
-            position = self.cursor.positions[channel]
-            records = await self.read({channel: position}, min(upto - position, history.READ_LIMIT))
-            records = [r for r in records if r.seq <= upto]
-            if not records:
-                # Pruned before we could read it: tell the client to reload.
-                yield self._hole(channel, upto)
-                self.last_id = self.cursor.id
-                return
-            yield self._page(records)
+        # Meanwhile a full queue drops stored events (this stream reads them
+        # here, or next) instead of closing the stream.
+        self.sub.filling = True
+        try:
+            while self.cursor.positions[channel] < upto:
+                position = self.cursor.positions[channel]
+                records = await self.read(
+                    {channel: position}, min(upto - position, history.READ_LIMIT)
+                )
+                records = [r for r in records if r.seq <= upto]
+                if not records:
+                    # Pruned before we could read it: tell the client to reload.
+                    yield self._hole(channel, upto)
+                    self.last_id = self.cursor.id
+                    return
+                yield self._page(records)
+        finally:
+            self.sub.filling = False
 
     async def replay(self) -> AsyncIterator[bytes]:
         """Everything after the cursor, oldest first, in pages."""
@@ -415,6 +423,8 @@ async def _live(state: StreamState) -> AsyncIterator[bytes]:
                     sub.wrote()
                     yield chunk
                 for channel, seq in sub.take_behind().items():
+                    if state.cursor is None or channel not in state.cursor.positions:
+                        continue  # no position to read from: the reconnect does
                     async for chunk in state.fill(channel, seq):
                         wrote = True
                         sub.wrote()
