@@ -190,18 +190,24 @@ class Hub:
             await asyncio.gather(starting, return_exceptions=True)
         for sub in list(self._subscriptions):
             sub.close("shutdown")
-        # Only streams being served write a closing event; wait for them.
-        if any(s.served for s in self._subscriptions):
-            self._idle.clear()
-            try:
-                await asyncio.wait_for(self._idle.wait(), grace)
-            except TimeoutError:
-                logger.warning(
-                    "%d streams had not ended %.1fs after shutdown", len(self._subscriptions), grace
-                )
-        self._subscriptions.clear()
-        self._idle.set()
-        await self.tasks.cancel_all()
+        try:
+            # Only streams being served write a closing event; wait for them.
+            if any(s.served for s in self._subscriptions):
+                self._idle.clear()
+                try:
+                    await asyncio.wait_for(self._idle.wait(), grace)
+                except TimeoutError:
+                    logger.warning(
+                        "%d streams had not ended %.1fs after shutdown",
+                        len(self._subscriptions),
+                        grace,
+                    )
+        finally:
+            # Even when the caller's own bound cancels this stop, no task of
+            # the hub outlives it (the hub is already forgotten).
+            self._subscriptions.clear()
+            self._idle.set()
+            await asyncio.shield(self.tasks.cancel_all())
         if (
             first
             and starting is not None

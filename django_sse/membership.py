@@ -165,15 +165,35 @@ class Membership:
                 self.rejoin.set()
 
     async def leave_all(self) -> None:
-        """Leave every group, joined or being left (the hub stops); errors are
-        logged, not raised."""
+        """Leave every group, joined or being left (the hub stops), all at
+        once and within one ``SSE_PUBLISH_TIMEOUT``: errors and a stalled
+        layer are logged, not raised (the layer expires what is left)."""
         if self.channel_name is None:
             return
+        channel_name = self.channel_name
         names = [group_name(c) for c in self.groups] + [CONTROL_GROUP]
-        for name in names:
+        failed: list[str] = []
+
+        async def leave(name: str) -> None:
             try:
-                await bounded(self.layer.group_discard(name, self.channel_name))
+                await self.layer.group_discard(name, channel_name)
             except Exception:
-                logger.warning("Channel layer error leaving %r on shutdown", name, exc_info=True)
+                failed.append(name)
+
+        timeout = conf.SSE_PUBLISH_TIMEOUT
+        try:
+            await asyncio.wait_for(asyncio.gather(*(leave(n) for n in names)), timeout)
+        except TimeoutError:
+            logger.warning(
+                "Channel layer did not answer leaving %d groups on shutdown within %gs",
+                len(names),
+                timeout,
+            )
+        if failed:
+            logger.warning(
+                "Channel layer error leaving %d groups on shutdown (first %r)",
+                len(failed),
+                failed[0],
+            )
         for group in self.groups.values():
             group.joined = False
