@@ -2,9 +2,10 @@
 
 Every stream in the process subscribes here. The hub delivers each event to
 the bounded queue of every local stream with ``put_nowait``: it never awaits a
-client. A stream that falls behind by ``SSE_QUEUE_SIZE`` events is closed (the
-client reconnects), so one slow reader never costs memory without bound or
-delays the others.
+client. A live stream that falls behind by ``SSE_QUEUE_SIZE`` events is closed
+(the client reconnects; one still reading the store drops stored events and
+reads them there instead), so one slow reader never costs memory without bound
+or delays the others.
 
 The other jobs live in modules of their own: a stream's queue and state
 (:mod:`.subscription`), layer group membership (:mod:`.membership`), the layer

@@ -122,7 +122,9 @@ class Subscription:
         return self.cursor.positions.get(channel)
 
     def deliver(self, event: Event) -> None:
-        """Queue ``event`` without waiting; close the stream if it is full."""
+        """Queue ``event`` without waiting; if the queue is full, close the
+        stream, or (a stored event for a stream reading the store) drop it and
+        mark the stream behind."""
         if self.close_reason is not None:
             return
         if len(self._buffer) >= self.maxsize:
