@@ -2,9 +2,10 @@
 
 Every stream in the process subscribes here. The hub delivers each event to
 the bounded queue of every local stream with ``put_nowait``: it never awaits a
-client. A stream that falls behind by ``SSE_QUEUE_SIZE`` events is closed (the
-client reconnects), so one slow reader never costs memory without bound or
-delays the others.
+client. A live stream that falls behind by ``SSE_QUEUE_SIZE`` events is closed
+(the client reconnects; one still reading the store drops stored events and
+reads them there instead), so one slow reader never costs memory without bound
+or delays the others.
 
 The other jobs live in modules of their own: a stream's queue and state
 (:mod:`.subscription`), layer group membership (:mod:`.membership`), the layer
@@ -18,6 +19,7 @@ loops and owns them: a stopped hub leaves no task behind, and the next
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import weakref
 from collections.abc import Callable, Coroutine
@@ -76,7 +78,7 @@ class Hub:
         self.membership = Membership(self.layer, self._spawn)
         self._subscriptions: set[Subscription] = set()
         self.tasks = Tasks(loop)
-        self._started: asyncio.Future[None] | None = None
+        self._started: asyncio.Task[None] | None = None
         self._stopped = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -111,38 +113,53 @@ class Hub:
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
+        """Start the hub once; every caller waits for the same start.
+
+        The start runs as a task of its own, awaited through ``shield``: a
+        caller cancelled meanwhile (its client went away) cancels only its own
+        wait, never the start that concurrent streams wait for. A hub stopped
+        meanwhile returns here; :meth:`subscribe` then closes the stream."""
         if self._stopped:
             raise RuntimeError("this hub is stopped; get_hub() makes a new one")
         if self._started is None:
-            self._started = self.loop.create_future()
-            try:
-                self._keep_running(lambda: ticker.run(self), "keepalive ticker")
-                self._keep_running(lambda: catchup.run(self), "catch-up poll")
-                self._keep_running(lambda: sessions.check_loop(self), "session check")
-                if self.layer is not None and not is_in_memory(self.layer):
-                    self.membership.channel_name = await bounded(self.layer.new_channel("sse.hub."))
-                    try:
-                        await bounded(
-                            self.layer.group_add(CONTROL_GROUP, self.membership.channel_name)
-                        )
-                    except Exception:
-                        # Streams still open; the maintenance loop joins later.
-                        logger.warning(
-                            "Channel layer error joining the control group", exc_info=True
-                        )
-                        self.membership.rejoin.set()
-                    self._keep_running(self._receive_loop, "layer receiver")
-                    self._keep_running(self.membership.maintain, "membership maintenance")
-                self._started.set_result(None)
-            except BaseException as exc:
-                # No loop of a failed start outlives it: the next call starts afresh.
-                await self.tasks.cancel_all()
-                self.membership.channel_name = None
-                self._started.set_exception(exc)
-                self._started.exception()  # retrieved: the waiters below re-raise it
-                self._started = None
+            self._started = self.loop.create_task(self._start(), context=contextvars.Context())
+        starting = self._started
+        try:
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this caller was cancelled
+            if not self._stopped:
                 raise
-        await asyncio.shield(self._started)
+            # stop() cancelled the start: the caller sees a stopped hub.
+
+    async def _start(self) -> None:
+        try:
+            if self.layer is not None and not is_in_memory(self.layer):
+                channel_name = await bounded(self.layer.new_channel("sse.hub."))
+                if self._stopped:
+                    return
+                self.membership.channel_name = channel_name
+                try:
+                    await bounded(self.layer.group_add(CONTROL_GROUP, channel_name))
+                except Exception:
+                    # Streams still open; the maintenance loop joins later.
+                    logger.warning("Channel layer error joining the control group", exc_info=True)
+                    self.membership.rejoin.set()
+                if self._stopped:
+                    return
+                self._keep_running(self._receive_loop, "layer receiver")
+                self._keep_running(self.membership.maintain, "membership maintenance")
+            self._keep_running(lambda: ticker.run(self), "keepalive ticker")
+            self._keep_running(lambda: catchup.run(self), "catch-up poll")
+            self._keep_running(lambda: sessions.check_loop(self), "session check")
+        except BaseException:
+            # No loop of a failed start outlives it: the next call starts afresh.
+            await self.tasks.cancel_all()
+            self.membership.channel_name = None
+            self._started = None
+            raise
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` as a task of this hub (cancelled when it stops)."""
@@ -167,21 +184,38 @@ class Hub:
             del _hubs[self.loop]
         first = not self._stopped
         self._stopped = True
+        starting = self._started
+        if starting is not None and not starting.done():
+            # A start in flight spawns nothing more once it sees the stop.
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
         for sub in list(self._subscriptions):
             sub.close("shutdown")
-        # Only streams being served write a closing event; wait for them.
-        if any(s.served for s in self._subscriptions):
-            self._idle.clear()
-            try:
-                await asyncio.wait_for(self._idle.wait(), grace)
-            except TimeoutError:
-                logger.warning(
-                    "%d streams had not ended %.1fs after shutdown", len(self._subscriptions), grace
-                )
-        self._subscriptions.clear()
-        self._idle.set()
-        await self.tasks.cancel_all()
-        if first and self._started is not None and self._started.done():
+        try:
+            # Only streams being served write a closing event; wait for them.
+            if any(s.served for s in self._subscriptions):
+                self._idle.clear()
+                try:
+                    await asyncio.wait_for(self._idle.wait(), grace)
+                except TimeoutError:
+                    logger.warning(
+                        "%d streams had not ended %.1fs after shutdown",
+                        len(self._subscriptions),
+                        grace,
+                    )
+        finally:
+            # Even when the caller's own bound cancels this stop, no task of
+            # the hub outlives it (the hub is already forgotten).
+            self._subscriptions.clear()
+            self._idle.set()
+            await asyncio.shield(self.tasks.cancel_all())
+        if (
+            first
+            and starting is not None
+            and starting.done()
+            and not starting.cancelled()
+            and starting.exception() is None
+        ):
             await self.membership.leave_all()
         self.membership.groups.clear()
 
@@ -204,6 +238,9 @@ class Hub:
             sub.close("shutdown")
             return sub
         await self.start()
+        if self._stopped:
+            sub.close("shutdown")  # stopped while it started
+            return sub
         self._subscriptions.add(sub)
         try:
             await self.membership.add(sub)

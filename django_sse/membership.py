@@ -39,11 +39,14 @@ async def bounded(call: Awaitable[T]) -> T:
 
 
 class Group:
-    __slots__ = ("joined", "lock", "members", "seen")
+    __slots__ = ("failed", "joined", "lock", "members", "seen")
 
     def __init__(self) -> None:
         self.members: set[Subscription] = set()
         self.joined = False
+        #: A join failed and the maintenance loop re-joins: streams that come
+        #: meanwhile do not wait for the layer again, one after another.
+        self.failed = False
         self.lock = asyncio.Lock()
         #: The highest sequence number dispatched on this channel, if any.
         self.seen: int | None = None
@@ -92,14 +95,16 @@ class Membership:
 
     async def _join(self, channel: str, group: Group) -> None:
         """Join ``channel``'s layer group if it has members (under ``group.lock``)."""
-        if group.joined or not group.members:
+        if group.joined or group.failed or not group.members:
             return
         if self.channel_name is not None:
             try:
                 await bounded(self.layer.group_add(group_name(channel), self.channel_name))
             except Exception:
-                # The stream stays open; the maintenance loop joins once the layer is back.
+                # The stream stays open; the maintenance loop joins once the
+                # layer is back, and the catch-up poll reads what it missed.
                 logger.warning("Channel layer error joining %r; will retry", channel, exc_info=True)
+                group.failed = True
                 self.rejoin.set()
                 return
         group.joined = True
@@ -144,6 +149,7 @@ class Membership:
                     logger.warning("Channel layer error re-joining %r", channel, exc_info=True)
                     return False
                 group.joined = True
+                group.failed = False
         return True
 
     async def maintain(self) -> None:
@@ -165,15 +171,35 @@ class Membership:
                 self.rejoin.set()
 
     async def leave_all(self) -> None:
-        """Leave every group, joined or being left (the hub stops); errors are
-        logged, not raised."""
+        """Leave every group, joined or being left (the hub stops), all at
+        once and within one ``SSE_PUBLISH_TIMEOUT``: errors and a stalled
+        layer are logged, not raised (the layer expires what is left)."""
         if self.channel_name is None:
             return
+        channel_name = self.channel_name
         names = [group_name(c) for c in self.groups] + [CONTROL_GROUP]
-        for name in names:
+        failed: list[str] = []
+
+        async def leave(name: str) -> None:
             try:
-                await bounded(self.layer.group_discard(name, self.channel_name))
+                await self.layer.group_discard(name, channel_name)
             except Exception:
-                logger.warning("Channel layer error leaving %r on shutdown", name, exc_info=True)
+                failed.append(name)
+
+        timeout = conf.SSE_PUBLISH_TIMEOUT
+        try:
+            await asyncio.wait_for(asyncio.gather(*(leave(n) for n in names)), timeout)
+        except TimeoutError:
+            logger.warning(
+                "Channel layer did not answer leaving %d groups on shutdown within %gs",
+                len(names),
+                timeout,
+            )
+        if failed:
+            logger.warning(
+                "Channel layer error leaving %d groups on shutdown (first %r)",
+                len(failed),
+                failed[0],
+            )
         for group in self.groups.values():
             group.joined = False

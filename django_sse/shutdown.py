@@ -84,11 +84,21 @@ def _start(loop: asyncio.AbstractEventLoop, previous: Any, signum: int, frame: A
     loop.create_task(_close_then(previous, signum, frame))
 
 
+def bound() -> float:
+    """Seconds :func:`close_streams` takes at most: :data:`GRACE` for the
+    streams, then one ``SSE_PUBLISH_TIMEOUT`` to leave the layer's groups."""
+    from .conf import conf
+
+    return GRACE + conf.SSE_PUBLISH_TIMEOUT
+
+
 async def _close_then(previous: Any, signum: int, frame: Any) -> None:
+    limit = bound()
     try:
-        await asyncio.wait_for(close_streams(), GRACE)
+        # close_streams bounds itself; this is the backstop.
+        await asyncio.wait_for(close_streams(), limit + 1.0)
     except TimeoutError:
-        logger.warning("Shutdown: %d stream(s) still open after %gs", len(_open), GRACE)
+        logger.warning("Shutdown: %d stream(s) still open after %gs", len(_open), limit)
     except Exception:
         logger.exception("Shutdown: closing the streams failed")
     finally:
@@ -97,14 +107,18 @@ async def _close_then(previous: Any, signum: int, frame: Any) -> None:
 
 async def close_streams() -> None:
     """Close every stream of the running loop's hubs with reason ``shutdown``
-    and wait until the fast path's streams have ended."""
+    and wait until the fast path's streams have ended: each stream gets up to
+    :data:`GRACE` seconds to write its closing event (see :func:`bound`)."""
     from .hub import local_hubs
 
     closing.set()
     loop = asyncio.get_running_loop()
+    deadline = loop.time() + GRACE
     for hub in local_hubs():
         if hub.loop is loop:
-            await hub.stop()
+            await hub.stop(grace=GRACE)
     waiting = [done for done in _open if done.get_loop() is loop]
     if waiting:
-        await asyncio.wait(waiting)
+        _, pending = await asyncio.wait(waiting, timeout=max(deadline - loop.time(), 0.0))
+        if pending:
+            logger.warning("Shutdown: %d stream(s) still open after %gs", len(pending), GRACE)

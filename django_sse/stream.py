@@ -22,14 +22,14 @@ from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
 
-from . import limits
+from . import limits, shutdown
 from . import store as history
 from .auth import Identity
 from .channels import ChannelError, call_user_code, registry
 from .conf import conf
 from .dbthreads import release_connections
 from .events import Event, comment, control, encode_body, encode_payload, retry
-from .hub import get_hub
+from .hub import Hub, get_hub
 from .ids import decode_position
 from .names import channel_name_error
 from .subscription import LIVE, REPLAYING, STARTING, Cursor, Subscription
@@ -98,8 +98,13 @@ class StreamState:
     on its channel: a hole (events pruned before they could be read) becomes a
     ``stream-reset`` that names it, never a silent skip."""
 
-    def __init__(self, sub: Subscription, cursor: Cursor | None) -> None:
+    def __init__(
+        self, hub: Hub, sub: Subscription, cursor: Cursor | None, stored: tuple[str, ...] = ()
+    ) -> None:
         self.sub = sub
+        self.hub = hub
+        #: The stream's stored channels; without a cursor, nothing of them is written.
+        self.stored = stored
         self.cursor = cursor
         sub.cursor = cursor
         self.store = history.get_store()
@@ -109,7 +114,9 @@ class StreamState:
         self, positions: dict[str, int], limit: int = history.READ_LIMIT
     ) -> list[history.Record]:
         assert self.store is not None
-        records: list[history.Record] = await _call_store(self.store.read, positions, limit)
+        records: list[history.Record] = await _call_store(
+            self.hub, self.store.read, positions, limit
+        )
         return records
 
     def _hole(self, channel: str, before: int) -> bytes:
@@ -139,6 +146,13 @@ class StreamState:
         out: list[bytes] = []
         cursor = self.cursor
         for event in events:
+            if cursor is None and self.stored:
+                # Closed before it had a position: a stored event written now
+                # would leave a hole, and any id would not be a position. The
+                # client keeps its last id and reads these on its reconnect.
+                if event.seq is None:
+                    out.append(event.body)
+                continue
             if cursor is None:
                 out.append(b"id: " + event.id.encode() + b"\n" + event.body)
                 self.last_id = event.id.encode()
@@ -165,16 +179,24 @@ class StreamState:
     async def fill(self, channel: str, upto: int) -> AsyncIterator[bytes]:
         """Read ``channel`` from the store up to ``upto``, a page at a time."""
         assert self.cursor is not None
-        while self.cursor.positions[channel] < upto:
-            position = self.cursor.positions[channel]
-            records = await self.read({channel: position}, min(upto - position, history.READ_LIMIT))
-            records = [r for r in records if r.seq <= upto]
-            if not records:
-                # Pruned before we could read it: tell the client to reload.
-                yield self._hole(channel, upto)
-                self.last_id = self.cursor.id
-                return
-            yield self._page(records)
+        # Meanwhile a full queue drops stored events (this stream reads them
+        # here, or next) instead of closing the stream.
+        self.sub.filling = True
+        try:
+            while self.cursor.positions[channel] < upto:
+                position = self.cursor.positions[channel]
+                records = await self.read(
+                    {channel: position}, min(upto - position, history.READ_LIMIT)
+                )
+                records = [r for r in records if r.seq <= upto]
+                if not records:
+                    # Pruned before we could read it: tell the client to reload.
+                    yield self._hole(channel, upto)
+                    self.last_id = self.cursor.id
+                    return
+                yield self._page(records)
+        finally:
+            self.sub.filling = False
 
     async def replay(self) -> AsyncIterator[bytes]:
         """Everything after the cursor, oldest first, in pages."""
@@ -190,10 +212,9 @@ class StreamState:
                 return
 
 
-async def _call_store(func: Any, *args: Any) -> Any:
-    """A store read for a stream; ``StoreUnavailable`` once it failed a few
-    times in a row (a lock held by a writer passes, an outage does not)."""
-    hub = get_hub()
+async def _call_store(hub: Hub, func: Any, *args: Any) -> Any:
+    """A store read for a stream of ``hub``; ``StoreUnavailable`` once it failed
+    a few times in a row (a lock held by a writer passes, an outage does not)."""
     for pause in (*STORE_RETRY_PAUSES, None):
         try:
             result = await history.call(func, *args)
@@ -209,12 +230,12 @@ async def _call_store(func: Any, *args: Any) -> Any:
 
 
 async def _start_position(
-    stored: tuple[str, ...], last_event_id: str | None
+    hub: Hub, stored: tuple[str, ...], last_event_id: str | None
 ) -> tuple[dict[str, int], str | None]:
     """The cursor to start from, and why the client must reset (or ``None``)."""
     store = history.get_store()
     assert store is not None
-    heads = await _call_store(store.heads, stored)
+    heads = await _call_store(hub, store.heads, stored)
     if not last_event_id:
         return heads, None
     resumed = None
@@ -226,7 +247,7 @@ async def _start_position(
         return heads, "unknown last event id"
     behind = [c for c in stored if resumed[c] < heads[c]]
     if behind:
-        oldest = await _call_store(store.oldest, behind)
+        oldest = await _call_store(hub, store.oldest, behind)
         if any(oldest.get(c, heads[c] + 1) > resumed[c] + 1 for c in behind):
             return heads, HISTORY_EXPIRED
     return resumed, None
@@ -289,6 +310,13 @@ async def event_stream(
     session expires; ``slot`` (from ``limits.acquire``) is released when it
     ends.
     """
+    if shutdown.closing.is_set():
+        # Shutting down: a hub made now would outlive the stop. Back in a moment.
+        if slot is not None:
+            slot.release()
+        closed = {"reason": shutdown.CLOSE_REASON, "reconnect": True}
+        yield retry(conf.SSE_RETRY_MS) + control(STREAM_CLOSED, closed, None)
+        return
     if identity is not None:
         user = identity.user
     user = user if user is not None else AnonymousUser()
@@ -315,7 +343,7 @@ async def event_stream(
         and hub.revoked_since(sub, identity.since)
     ):
         sub.close("revoked")
-    state = StreamState(sub, None)
+    state = StreamState(hub, sub, None, stored)
     try:
         heads: dict[str, int] | None = None
         failed = False
@@ -324,7 +352,7 @@ async def event_stream(
             # bytes: every event published after ``onopen`` is then after them.
             # One indexed query; a resuming stream needs none before its bytes.
             try:
-                heads = await _call_store(history.get_store().heads, stored)  # type: ignore[union-attr]
+                heads = await _call_store(hub, history.get_store().heads, stored)  # type: ignore[union-attr]
             except StoreUnavailable:
                 failed = True
         yield retry(conf.SSE_RETRY_MS) + comment("connected")
@@ -360,11 +388,12 @@ async def _start(
     that may read private data) runs for it, and no further replay page."""
     sub = state.sub
     reset: str | None = None
-    if stored and not sub.closed:
-        if heads is not None:
-            positions = heads
-        else:
-            positions, reset = await _start_position(stored, last_event_id)
+    if stored and heads is not None:
+        # Known already (no store read): even a stream closed meanwhile writes
+        # what it has queued with its position.
+        state.cursor = sub.cursor = Cursor(stored, heads)
+    elif stored and not sub.closed:
+        positions, reset = await _start_position(state.hub, stored, last_event_id)
         state.cursor = sub.cursor = Cursor(stored, positions)
     elif last_event_id and state.store is None:
         reset = "history unavailable"
@@ -403,6 +432,8 @@ async def _live(state: StreamState) -> AsyncIterator[bytes]:
                     sub.wrote()
                     yield chunk
                 for channel, seq in sub.take_behind().items():
+                    if state.cursor is None or channel not in state.cursor.positions:
+                        continue  # no position to read from: the reconnect does
                     async for chunk in state.fill(channel, seq):
                         wrote = True
                         sub.wrote()

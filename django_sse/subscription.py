@@ -62,6 +62,7 @@ class Subscription:
         "close_reason",
         "cursor",
         "deadline",
+        "filling",
         "keepalive",
         "keepalive_due",
         "last_write",
@@ -93,6 +94,8 @@ class Subscription:
         #: Sequence numbers the store had that this live stream did not get
         #: from the layer, per channel: the stream reads up to them itself.
         self._behind: dict[str, int] = {}
+        #: Whether the stream is reading a hole from the store right now.
+        self.filling = False
         #: Who reads the stream (a user pk as text) and through which session,
         #: so that a revocation finds it.
         self.owner: str | None = None
@@ -119,14 +122,26 @@ class Subscription:
         return self.cursor.positions.get(channel)
 
     def deliver(self, event: Event) -> None:
-        """Queue ``event`` without waiting; close the stream if it is full."""
+        """Queue ``event`` without waiting; if the queue is full, close the
+        stream, or (a stored event for a stream reading the store) drop it and
+        mark the stream behind."""
         if self.close_reason is not None:
             return
         if len(self._buffer) >= self.maxsize:
+            if event.seq is not None and self._reads_store():
+                # It is in the store, which this stream reads anyway: read it
+                # from there rather than close a stream that is catching up.
+                self.mark_behind(event.channel, event.seq)
+                return
             self.close("overflow")
             return
         self._buffer.append(event)
         self._wake()
+
+    def _reads_store(self) -> bool:
+        """Whether the stream is, or will be, reading the store: starting,
+        replaying, filling a hole, or marked behind."""
+        return self.state != LIVE or self.filling or bool(self._behind)
 
     def mark_behind(self, channel: str, seq: int) -> None:
         """Ask the stream to read ``channel`` from the store up to ``seq``."""

@@ -214,3 +214,26 @@ async def test_lifespan_passes_through_to_an_application_that_speaks_it() -> Non
         {"type": "lifespan.startup.complete", "by": "app"},
         {"type": "lifespan.shutdown.complete", "by": "app"},
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_db_threads")
+async def test_a_view_stream_opened_during_shutdown_is_closed_and_makes_no_hub() -> None:
+    from django.core.asgi import get_asgi_application
+
+    from django_sse.hub import local_hubs
+    from tests.asgi_client import ASGIStream
+
+    closed = b'event: stream-closed\ndata: {"reason":"shutdown","reconnect":true}\n\n'
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(shutdown.close_streams(), 5)
+        # Through the view alone (no fast path): the hub it would make is one
+        # that no shutdown stops.
+        late = ASGIStream("/sse/", "channel=public")
+        await asyncio.wait_for(get_asgi_application()(late.scope, late.receive, late.send), 5)
+        assert late.start is not None and late.start["status"] == 200
+        assert late.body.endswith(closed), late.body
+        assert [h for h in local_hubs() if h.loop is loop] == []
+    finally:
+        shutdown.closing.clear()
