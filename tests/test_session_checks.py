@@ -50,26 +50,23 @@ def test_a_valid_session_passes_and_each_change_has_its_reason() -> None:
     )
 
 
-def test_a_rotated_key_is_followed_and_its_stale_hash_tolerated_briefly(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_rotated_key_is_never_followed_its_streams_reconnect() -> None:
     user, key = logged_in("v2")
     session = store(key)
     session.load()
     session.cycle_key()  # what update_session_auth_hash() does first
     new = session.session_key
     assert new != key
-    assert reason(key, user) is None
-    assert sessions.verify({(key, str(user.pk))})[(key, str(user.pk))][1] == new
-    # The password changed, and the response has not stored the new hash yet.
-    user.set_password("changed-2")
-    user.save()
-    assert reason(key, user) is None
-    monkeypatch.setattr(sessions, "ROTATION_GRACE", 0.0)
-    assert reason(key, user) == sessions.PASSWORD_CHANGED
-    # The raw old key is stored nowhere: only its keyed hash.
+    # The old key's streams close, and their client reconnects with its cookie.
+    assert reason(key, user) == sessions.SESSION_CHANGED
+    assert sessions.SESSION_CHANGED not in FINAL_REASONS
+    assert sessions.verify({(key, str(user.pk))})[(key, str(user.pk))][1] == key
+    assert sessions.check_session(key, str(user.pk))[:2] == (sessions.SESSION_CHANGED, key)
+    assert reason(new, user) is None
+    # Neither raw key is stored: only the old one's keyed hash.
     assert not SessionRotation.objects.filter(old=key).exists()
-    assert SessionRotation.objects.filter(old=sessions.digest(key)).exists()
+    row = SessionRotation.objects.get(old=sessions.digest(key))
+    assert new not in (row.old, row.new_key)
 
 
 def test_a_delete_after_another_requests_login_is_not_a_rotation() -> None:
