@@ -30,9 +30,8 @@ def test_logout_works_while_redis_is_down(
     rf: Any, django_user_model: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     from channels.layers import channel_layers
-    from django.contrib.auth import SESSION_KEY
+    from django.contrib.auth import SESSION_KEY, logout
     from django.contrib.auth import login as django_login
-    from django.contrib.auth import logout
     from django.contrib.sessions.middleware import SessionMiddleware
 
     user = django_user_model.objects.create_user("down-a", password="pw")
