@@ -20,6 +20,7 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 from .hub import CONTROL_GROUP, REVOKE_TYPE, control_locally, is_in_memory
 from .layer import group_send as bounded_group_send
 from .layer import revoke_failed
+from .sessions import digest
 
 
 def _message(user: Any, channel: str | None, session: str | None) -> dict[str, Any]:
@@ -30,7 +31,8 @@ def _message(user: Any, channel: str | None, session: str | None) -> dict[str, A
     if channel is not None:
         message["channel"] = channel
     if session is not None:
-        message["session"] = session
+        # A keyed hash: the live key must not travel over Redis, nor be logged.
+        message["session"] = digest(session)
     return message
 
 
