@@ -266,18 +266,49 @@ def sessions(keys: set[str]) -> dict[str, SessionState]:
     return _model_sessions(model, keys) if model is not None else _other_sessions(keys)
 
 
+def _default_hash(model: Any) -> bool:
+    """Whether ``model`` hashes sessions as Django does: from the password only."""
+    from django.contrib.auth.base_user import AbstractBaseUser
+
+    own = getattr(model, "get_session_auth_hash", None)
+    return own is not None and own is AbstractBaseUser.get_session_auth_hash
+
+
 def users(owners: set[str]) -> dict[str, Any]:
     from django.contrib.auth import get_user_model
 
     model = get_user_model()
+    queryset = model._default_manager.all()
+    if _default_hash(model):
+        # What the check reads: the hash needs the password only.
+        names = {f.name for f in model._meta.concrete_fields}
+        queryset = queryset.only(*(n for n in ("password", "is_active") if n in names))
     found: dict[str, Any] = {}
     for chunk in _chunks(owners):
         try:
-            for user in model._default_manager.filter(pk__in=chunk):
+            for user in queryset.filter(pk__in=chunk):
                 found[str(user.pk)] = user
         except (ValueError, TypeError):
             continue  # a key that is no primary key of this model: no user
     return found
+
+
+#: Session auth hashes by ``(pk, password hash, secret)``, across checks: an
+#: HMAC per user and check is most of a check's CPU, and passwords seldom change.
+_hashes: dict[tuple[str, str, str], str] = {}
+HASHES_KEPT = 50_000
+
+
+def _auth_hash(user: Any) -> str:
+    if not _default_hash(type(user)):
+        return str(user.get_session_auth_hash())
+    key = (str(user.pk), str(user.password), str(settings.SECRET_KEY))
+    current = _hashes.get(key)
+    if current is None:
+        if len(_hashes) >= HASHES_KEPT:
+            _hashes.clear()
+        current = _hashes[key] = str(user.get_session_auth_hash())
+    return current
 
 
 def _hash_ok(stored: Any, user: Any) -> bool:
@@ -288,7 +319,7 @@ def _hash_ok(stored: Any, user: Any) -> bool:
     # Once per user and check, not once per session.
     current = user.__dict__.get("_django_sse_hash")
     if current is None:
-        current = user.__dict__["_django_sse_hash"] = user.get_session_auth_hash()
+        current = user.__dict__["_django_sse_hash"] = _auth_hash(user)
     if constant_time_compare(stored, current):
         return True
     fallbacks = getattr(user, "get_session_auth_fallback_hash", lambda: ())()
@@ -382,10 +413,22 @@ async def check_hub(hub: Any) -> int:
 
 
 async def check_loop(hub: Any) -> None:
-    """Every ``SSE_SESSION_CHECK_INTERVAL`` seconds, :func:`check_hub`."""
+    """Every ``SSE_SESSION_CHECK_INTERVAL`` seconds, :func:`check_hub`.
+
+    A failure (a database outage) is logged once, with its traceback, and its
+    end once; the checks in between log at debug level."""
+    failing = False
     while True:
         await asyncio.sleep(conf.SSE_SESSION_CHECK_INTERVAL)
         try:
             await check_hub(hub)
-        except Exception:
-            logger.warning("Checking the sessions of open streams failed", exc_info=True)
+        except Exception as exc:
+            if failing:
+                logger.debug("Checking the sessions of open streams still fails: %s", exc)
+            else:
+                logger.warning("Checking the sessions of open streams failed", exc_info=True)
+            failing = True
+        else:
+            if failing:
+                logger.info("Checking the sessions of open streams works again")
+            failing = False
