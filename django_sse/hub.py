@@ -321,7 +321,8 @@ class Hub:
                 self.handle(message)
             except Exception as exc:
                 # One message, not the loop: the next one is delivered.
-                logger.warning("Ignoring a hub message (%s): %.300r", exc, message)
+                kind = message.get("type") if isinstance(message, dict) else type(message)
+                logger.warning("Ignoring a hub message of type %.60r (%.100s)", kind, exc)
             count += 1
             if count % DISPATCH_BATCH == 0:
                 await asyncio.sleep(0)

@@ -56,6 +56,11 @@ _revoke_timed_out = _RateLimitedWarning(
     "The channel layer did not answer within SSE_PUBLISH_TIMEOUT (%gs); a revocation "
     "was abandoned and other processes' streams it should close stay open",
 )
+revoke_failed = _RateLimitedWarning(
+    logging.ERROR,
+    "The channel layer failed (%s); a revocation was abandoned and other processes' "
+    "streams it should close stay open (this process's streams were closed)",
+)
 
 
 async def group_send(
@@ -64,12 +69,19 @@ async def group_send(
     """``layer.group_send`` bounded by ``SSE_PUBLISH_TIMEOUT``.
 
     Returns ``False`` (and warns, rate-limited) when the layer did not answer
-    in time; other errors propagate. ``control`` marks a revocation, whose loss
-    is logged as an error."""
+    in time. ``control`` marks a revocation, whose loss is logged as an error,
+    and which also returns ``False`` on any other layer error (a refused
+    connection: a logout must not fail with Redis); a publish's other errors
+    propagate."""
     timeout = conf.SSE_PUBLISH_TIMEOUT
     try:
         await asyncio.wait_for(layer.group_send(group, message), timeout)
     except TimeoutError:
         (_revoke_timed_out if control else _publish_timed_out)(timeout)
+        return False
+    except Exception as exc:
+        if not control:
+            raise
+        revoke_failed(f"{type(exc).__name__}: {exc}"[:200])
         return False
     return True

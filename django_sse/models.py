@@ -67,8 +67,9 @@ class StreamToken(models.Model):
 
 class SessionRotation(models.Model):
     """A session whose key ``cycle_key()`` replaced (``login()``,
-    ``update_session_auth_hash()``): its open streams follow the new key
-    instead of ending. Kept for a few minutes."""
+    ``update_session_auth_hash()``): its open streams close with "session
+    changed" (the client reconnects) instead of "session ended". Kept for a
+    few minutes."""
 
     #: A keyed hash of the replaced key.
     old = models.CharField(max_length=64, primary_key=True)

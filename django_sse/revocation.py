@@ -19,6 +19,8 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 
 from .hub import CONTROL_GROUP, REVOKE_TYPE, control_locally, is_in_memory
 from .layer import group_send as bounded_group_send
+from .layer import revoke_failed
+from .sessions import digest
 
 
 def _message(user: Any, channel: str | None, session: str | None) -> dict[str, Any]:
@@ -29,12 +31,17 @@ def _message(user: Any, channel: str | None, session: str | None) -> dict[str, A
     if channel is not None:
         message["channel"] = channel
     if session is not None:
-        message["session"] = session
+        # A keyed hash: the live key must not travel over Redis, nor be logged.
+        message["session"] = digest(session)
     return message
 
 
 async def _send(message: dict[str, Any]) -> None:
-    layer = get_channel_layer()
+    try:
+        layer = get_channel_layer()
+    except Exception as exc:  # a misconfigured or unreachable layer
+        revoke_failed(f"{type(exc).__name__}: {exc}"[:200])
+        layer = None
     if layer is None or is_in_memory(layer):
         control_locally(message)
         return
@@ -74,13 +81,17 @@ def revoke(
 
 
 def _send_sync(message: dict[str, Any]) -> None:
-    layer = get_channel_layer()
-    if layer is None or is_in_memory(layer):
-        control_locally(message)
-        return
-    from .publish import _runner
+    """Never raises: it runs in signal receivers (a logout must not fail)."""
+    try:
+        layer = get_channel_layer()
+        if layer is not None and not is_in_memory(layer):
+            from .publish import _runner
 
-    _runner().run(_send(message))
+            _runner().run(_send(message))  # closes this process's streams on failure
+            return
+    except Exception as exc:
+        revoke_failed(f"{type(exc).__name__}: {exc}"[:200])
+    control_locally(message)
 
 
 def on_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:

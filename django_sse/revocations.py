@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from .sessions import digest
 from .subscription import Subscription
 
 #: Revocations each hub remembers; a stream starts well within a second, so
@@ -22,13 +23,17 @@ class Revocation(NamedTuple):
     at: float  # time.monotonic()
     owner: str
     channel: str | None
+    #: ``sessions.digest()`` of the session key (what a revoke message carries),
+    #: or the key itself from a caller in this process.
     session: str | None
 
     def revokes(self, sub: Subscription) -> bool:
         if sub.owner != self.owner:
             return False
-        if self.session is not None and sub.session_key != self.session:
-            return False
+        if self.session is not None:
+            key = sub.session_key
+            if key is None or self.session not in (key, digest(key)):
+                return False
         return self.channel is None or self.channel in sub.channels
 
 

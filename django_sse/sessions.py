@@ -10,8 +10,10 @@ closes the streams whose access is gone. Signals make the common cases faster.
 
 A key rotation (``cycle_key()``, which ``login()`` and
 ``update_session_auth_hash()`` call) deletes the old row too, but the session
-lives on: it is recorded (``SessionRotation``) as it happens, and streams
-follow the new key.
+lives on under a new key: it is recorded (``SessionRotation``) as it happens,
+and the old key's streams close with ``SESSION_CHANGED`` (the client
+reconnects). They never follow the new key: a copy of the old cookie must not
+outlive the rotation that a password change makes to shut it out.
 """
 
 from __future__ import annotations
@@ -42,15 +44,13 @@ SESSION_ENDED = "session ended"
 USER_DELETED = "user deleted"
 REVOKED = "revoked"
 SESSION_EXPIRED = "session expired"
-#: The session is gone from an engine that cannot tell a rotation from an end
-#: (``cache``): the client reconnects, and its new request is checked afresh.
+#: The key was rotated, or is gone from an engine that cannot tell a rotation
+#: from an end (``cache``): the client reconnects with its current cookie, and
+#: its new request is checked afresh.
 SESSION_CHANGED = "session changed"
 
 #: Seconds a rotation is remembered: every process's check sees it well before.
 ROTATION_KEPT = 300.0
-#: ``update_session_auth_hash()`` rotates the key, then stores the new hash when
-#: its response is sent; meanwhile the new row holds the old hash.
-ROTATION_GRACE = 10.0
 #: ``cycle_key()`` deletes the old row right after creating the new one.
 PAIRING_WINDOW = 2.0
 #: Primary keys per ``IN`` list.
@@ -156,7 +156,10 @@ def record_rotation(old: str, new: str) -> None:
     now = timezone.now()
     SessionRotation.objects.filter(created__lt=now - timedelta(seconds=ROTATION_KEPT)).delete()
     SessionRotation.objects.update_or_create(
-        old=digest(old), defaults={"new_key": new, "created": now}
+        # Only the fact matters (nothing follows the new key): neither raw
+        # key is stored.
+        old=digest(old),
+        defaults={"new_key": "", "created": now},
     )
 
 
@@ -165,13 +168,13 @@ def record_rotation(old: str, new: str) -> None:
 
 @dataclass(frozen=True)
 class SessionState:
-    """A session as the check found it, after following its rotations."""
+    """A session as the check found it."""
 
     key: str
     #: The decoded data, or ``None``: the session is gone.
     data: dict[str, Any] | None
     expires_at: float | None = None
-    #: Epoch seconds of the last rotation followed, if any.
+    #: Epoch seconds of the key's rotation, if it was rotated away.
     rotated_at: float | None = None
 
 
@@ -210,47 +213,34 @@ def _rows(model: Any, keys: Iterable[str]) -> dict[str, tuple[str, Any]]:
     return found
 
 
-def _rotations(keys: Iterable[str]) -> dict[str, tuple[str, float]]:
+def _rotations(keys: Iterable[str]) -> dict[str, float]:
+    """When each of ``keys`` that was rotated away was (epoch seconds)."""
     from .models import SessionRotation
 
     by_digest = {digest(k): k for k in keys}
-    found: dict[str, tuple[str, float]] = {}
+    found: dict[str, float] = {}
     for chunk in _chunks(by_digest):
-        for rec in SessionRotation.objects.filter(old__in=chunk):
-            found[by_digest[rec.old]] = (rec.new_key, rec.created.timestamp())
+        rows = SessionRotation.objects.filter(old__in=chunk).values_list("old", "created")
+        for old, created in rows:
+            found[by_digest[old]] = created.timestamp()
     return found
 
 
 def _model_sessions(model: Any, keys: set[str]) -> dict[str, SessionState]:
     rows = _rows(model, keys)
-    follow: dict[str, tuple[str, float]] = {}
-    pending = keys - rows.keys()
-    for _ in range(3):  # a rotation of a rotation...: a few hops at most
-        if not pending:
-            break
-        hops = _rotations(pending)
-        follow.update(hops)
-        new = {n for n, _ in hops.values()} - rows.keys()
-        rows.update(_rows(model, new))
-        pending = new - rows.keys()
+    # A missing row: rotated (reconnect with the new cookie) or ended.
+    rotated = _rotations(keys - rows.keys())
     states: dict[str, SessionState] = {}
     # What decoding depends on: a new secret decodes afresh.
     secret = (settings.SECRET_KEY, tuple(settings.SECRET_KEY_FALLBACKS))
     for key in keys:
-        current, rotated_at = key, None
-        seen = {key}
-        while current not in rows and current in follow:
-            current, rotated_at = follow[current]
-            if current in seen:
-                break
-            seen.add(current)
-        row = rows.get(current)
+        row = rows.get(key)
         if row is None:
-            states[key] = SessionState(current, None)
+            states[key] = SessionState(key, None, rotated_at=rotated.get(key))
         else:
             text, expire = row
             states[key] = SessionState(
-                current, _decode_row(model, current, text, secret), expire.timestamp(), rotated_at
+                key, _decode_row(model, key, text, secret), expire.timestamp()
             )
     return states
 
@@ -276,18 +266,49 @@ def sessions(keys: set[str]) -> dict[str, SessionState]:
     return _model_sessions(model, keys) if model is not None else _other_sessions(keys)
 
 
+def _default_hash(model: Any) -> bool:
+    """Whether ``model`` hashes sessions as Django does: from the password only."""
+    from django.contrib.auth.base_user import AbstractBaseUser
+
+    own = getattr(model, "get_session_auth_hash", None)
+    return own is not None and own is AbstractBaseUser.get_session_auth_hash
+
+
 def users(owners: set[str]) -> dict[str, Any]:
     from django.contrib.auth import get_user_model
 
     model = get_user_model()
+    queryset = model._default_manager.all()
+    if _default_hash(model):
+        # What the check reads: the hash needs the password only.
+        names = {f.name for f in model._meta.concrete_fields}
+        queryset = queryset.only(*(n for n in ("password", "is_active") if n in names))
     found: dict[str, Any] = {}
     for chunk in _chunks(owners):
         try:
-            for user in model._default_manager.filter(pk__in=chunk):
+            for user in queryset.filter(pk__in=chunk):
                 found[str(user.pk)] = user
         except (ValueError, TypeError):
             continue  # a key that is no primary key of this model: no user
     return found
+
+
+#: Session auth hashes by ``(pk, password hash, secret)``, across checks: an
+#: HMAC per user and check is most of a check's CPU, and passwords seldom change.
+_hashes: dict[tuple[str, str, str], str] = {}
+HASHES_KEPT = 50_000
+
+
+def _auth_hash(user: Any) -> str:
+    if not _default_hash(type(user)):
+        return str(user.get_session_auth_hash())
+    key = (str(user.pk), str(user.password), str(settings.SECRET_KEY))
+    current = _hashes.get(key)
+    if current is None:
+        if len(_hashes) >= HASHES_KEPT:
+            _hashes.clear()
+        current = _hashes[key] = str(user.get_session_auth_hash())
+    return current
 
 
 def _hash_ok(stored: Any, user: Any) -> bool:
@@ -298,7 +319,7 @@ def _hash_ok(stored: Any, user: Any) -> bool:
     # Once per user and check, not once per session.
     current = user.__dict__.get("_django_sse_hash")
     if current is None:
-        current = user.__dict__["_django_sse_hash"] = user.get_session_auth_hash()
+        current = user.__dict__["_django_sse_hash"] = _auth_hash(user)
     if constant_time_compare(stored, current):
         return True
     fallbacks = getattr(user, "get_session_auth_fallback_hash", lambda: ())()
@@ -321,7 +342,9 @@ def verdict(
     if state is None:
         return None  # not a session stream, or the engine cannot be checked
     if state.data is None:
-        return SESSION_ENDED if model_backed else SESSION_CHANGED
+        if state.rotated_at is not None or not model_backed:
+            return SESSION_CHANGED
+        return SESSION_ENDED
     if str(state.data.get(SESSION_KEY)) != owner:
         return SESSION_ENDED
     if backends is None:
@@ -331,8 +354,6 @@ def verdict(
     if state.expires_at is not None and state.expires_at <= now:
         return SESSION_EXPIRED
     if not _hash_ok(state.data.get(HASH_KEY), user):
-        if state.rotated_at is not None and now - state.rotated_at < ROTATION_GRACE:
-            return None  # update_session_auth_hash() has not saved the new hash yet
         return PASSWORD_CHANGED
     return None
 
@@ -342,7 +363,8 @@ Pair = tuple[str | None, str]
 
 def verify(pairs: set[Pair]) -> dict[Pair, tuple[str | None, str | None]]:
     """For each ``(session key or None, owner)``: a close reason or ``None``,
-    and the session key to follow (sync: call on a store thread)."""
+    and the session key (unchanged: a rotated key is never followed; sync:
+    call on a store thread)."""
     found = users({owner for _, owner in pairs})
     states = sessions({key for key, _ in pairs if key})
     backed = session_model() is not None
@@ -357,8 +379,9 @@ def verify(pairs: set[Pair]) -> dict[Pair, tuple[str | None, str | None]]:
 
 
 def check_session(key: str, owner: str) -> tuple[str | None, str, float | None]:
-    """One session of ``owner``: why it no longer grants access (or ``None``),
-    its current key and its expiry (sync: call on a store thread)."""
+    """One session of ``owner``: why it no longer grants access (or ``None``;
+    ``SESSION_CHANGED`` for a rotated key), the key and its expiry (sync: call
+    on a store thread)."""
     state = sessions({key}).get(key)
     backed = session_model() is not None
     reason = verdict(state, users({owner}).get(owner), owner, time.time(), backed)
@@ -382,21 +405,30 @@ async def check_hub(hub: Any) -> int:
         result = results.get((sub.session_key, sub.owner))
         if result is None:
             continue
-        reason, key = result
+        reason, _ = result
         if reason is not None:
             sub.close(reason)
             closed += 1
-        elif key != sub.session_key:
-            # A rotated key: logout and the next checks find the stream by it.
-            sub.session_key = key
     return closed
 
 
 async def check_loop(hub: Any) -> None:
-    """Every ``SSE_SESSION_CHECK_INTERVAL`` seconds, :func:`check_hub`."""
+    """Every ``SSE_SESSION_CHECK_INTERVAL`` seconds, :func:`check_hub`.
+
+    A failure (a database outage) is logged once, with its traceback, and its
+    end once; the checks in between log at debug level."""
+    failing = False
     while True:
         await asyncio.sleep(conf.SSE_SESSION_CHECK_INTERVAL)
         try:
             await check_hub(hub)
-        except Exception:
-            logger.warning("Checking the sessions of open streams failed", exc_info=True)
+        except Exception as exc:
+            if failing:
+                logger.debug("Checking the sessions of open streams still fails: %s", exc)
+            else:
+                logger.warning("Checking the sessions of open streams failed", exc_info=True)
+            failing = True
+        else:
+            if failing:
+                logger.info("Checking the sessions of open streams works again")
+            failing = False

@@ -50,26 +50,23 @@ def test_a_valid_session_passes_and_each_change_has_its_reason() -> None:
     )
 
 
-def test_a_rotated_key_is_followed_and_its_stale_hash_tolerated_briefly(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_rotated_key_is_never_followed_its_streams_reconnect() -> None:
     user, key = logged_in("v2")
     session = store(key)
     session.load()
     session.cycle_key()  # what update_session_auth_hash() does first
     new = session.session_key
     assert new != key
-    assert reason(key, user) is None
-    assert sessions.verify({(key, str(user.pk))})[(key, str(user.pk))][1] == new
-    # The password changed, and the response has not stored the new hash yet.
-    user.set_password("changed-2")
-    user.save()
-    assert reason(key, user) is None
-    monkeypatch.setattr(sessions, "ROTATION_GRACE", 0.0)
-    assert reason(key, user) == sessions.PASSWORD_CHANGED
-    # The raw old key is stored nowhere: only its keyed hash.
+    # The old key's streams close, and their client reconnects with its cookie.
+    assert reason(key, user) == sessions.SESSION_CHANGED
+    assert sessions.SESSION_CHANGED not in FINAL_REASONS
+    assert sessions.verify({(key, str(user.pk))})[(key, str(user.pk))][1] == key
+    assert sessions.check_session(key, str(user.pk))[:2] == (sessions.SESSION_CHANGED, key)
+    assert reason(new, user) is None
+    # Neither raw key is stored: only the old one's keyed hash.
     assert not SessionRotation.objects.filter(old=key).exists()
-    assert SessionRotation.objects.filter(old=sessions.digest(key)).exists()
+    row = SessionRotation.objects.get(old=sessions.digest(key))
+    assert new not in (row.old, row.new_key)
 
 
 def test_a_delete_after_another_requests_login_is_not_a_rotation() -> None:
@@ -134,3 +131,73 @@ def test_one_query_per_kind_whatever_the_number_of_sessions(
     with django_assert_max_num_queries(2):
         results = sessions.verify(pairs)
     assert len(results) == 60 and all(r[0] is None for r in results.values())
+
+
+def test_the_check_reads_only_the_users_columns_it_needs_and_hashes_once() -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    user, key = logged_in("cols")
+    user.email = "secret@example.com"
+    user.save()
+    sessions._hashes.clear()
+    with CaptureQueriesContext(connection) as queries:
+        assert reason(key, user) is None
+    [sql] = [q["sql"] for q in queries.captured_queries if "auth_user" in q["sql"]]
+    selected = sql.split(" FROM ")[0]
+    for column in ("password", "is_active", '"id"'):
+        assert column in selected, sql
+    for column in ("email", "username", "last_login", "first_name"):
+        assert column not in selected, sql  # before: every column of every user
+    # The hash is kept across checks while the password is unchanged.
+    assert len(sessions._hashes) == 1
+    assert reason(key, user) is None and len(sessions._hashes) == 1
+    user.set_password("changed-cols")
+    user.save()
+    assert reason(key, user) == sessions.PASSWORD_CHANGED
+
+
+async def test_session_check_logs_a_db_outage_once_not_every_interval(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outage of the database the check reads (the query raises as a lost
+    PostgreSQL connection does): one warning with its traceback, then one
+    info line when the check works again."""
+    import asyncio
+    import logging
+
+    from django.db.utils import OperationalError
+
+    from django_sse import dbthreads
+
+    down = True
+
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        if down:
+            raise OperationalError("server closed the connection unexpectedly")
+        return {}
+
+    class Sub:
+        closed = False
+        owner = "1"
+        session_key = "k"
+
+    class Hub:
+        _subscriptions = {Sub()}
+
+    monkeypatch.setattr(dbthreads, "run", run)
+    with (
+        override_settings(SSE_SESSION_CHECK_INTERVAL=0.05),
+        caplog.at_level(logging.DEBUG, "django_sse"),
+    ):
+        task = asyncio.create_task(sessions.check_loop(Hub()))
+        try:
+            await asyncio.sleep(0.6)  # about a dozen checks during the outage
+            down = False
+            await asyncio.sleep(0.3)
+        finally:
+            task.cancel()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].exc_info, warnings  # before: one per check
+    back = [r for r in caplog.records if r.levelno == logging.INFO and "again" in r.getMessage()]
+    assert len(back) == 1, caplog.records

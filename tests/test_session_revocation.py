@@ -1,6 +1,7 @@
 """Session changes end streams: password changes, deleted sessions and users,
-on every process; a key rotation does not. Real daphne and uvicorn processes,
-both doors, and two processes sharing Redis."""
+on every process; a key rotation closes the old key's streams with "session
+changed" and the client resumes under its new cookie. Real daphne and uvicorn
+processes, both doors, and two processes sharing Redis."""
 
 from __future__ import annotations
 
@@ -92,7 +93,13 @@ async def quiet_for(stream: Stream, seconds: float) -> None:
 # -- password change ----------------------------------------------------------
 
 
-async def test_password_change_ends_other_sessions_and_keeps_the_changers(
+async def closed_at(stream: Stream, timeout: float = WITHIN) -> tuple[dict[str, Any], str]:
+    """The ``stream-closed`` payload and its id, the position to resume from."""
+    [event] = await stream.collect(1, name="stream-closed", timeout=timeout)
+    return json.loads(event.data), event.id
+
+
+async def test_password_change_ends_other_sessions_and_the_changer_resumes(
     server: Server, clients: tuple[httpx.AsyncClient, httpx.AsyncClient]
 ) -> None:
     a, b = clients
@@ -107,17 +114,46 @@ async def test_password_change_ends_other_sessions_and_keeps_the_changers(
         assert a.cookies["sessionid"] != old_key  # rotated, and still logged in
         # S2 is logged out by the password change: its stream ends for good.
         assert await closed(s2) == {"reason": "password changed", "reconnect": False}
-        # S1's stream follows the rotated key: every event, none twice.
-        for n in range(1, 4):
-            await publish(a, server.url, f"user:{pk}", event="private", data={"n": n})
-        assert await numbers(s1, 3) == [1, 2, 3]
-        await quiet_for(s1, 2 * 2.0 + 0.5)  # two more checks: still open
+        # S1's stream is the old key's: it closes, and the client comes back.
+        payload, last = await closed_at(s1)
+        assert payload == {"reason": "session changed", "reconnect": True}
+    for n in range(1, 4):  # while the changer is away
+        await publish(a, server.url, f"user:{pk}", event="private", data={"n": n})
+    async with open_stream(a, url, headers={"Last-Event-ID": last}) as s1:
+        assert await numbers(s1, 3) == [1, 2, 3]  # none lost, none twice
+        await quiet_for(s1, 2 * 2.0 + 0.5)  # two more checks: the new key stays
         await publish(a, server.url, f"user:{pk}", event="private", data={"n": 4})
         assert await numbers(s1, 1) == [4]
-        # The stream is known by the new key: logging out of it ends it.
         (await a.get(f"{server.url}/test/logout/")).raise_for_status()
         assert await closed(s1) == {"reason": "revoked", "reconnect": False}
     assert (await status_of(b, url))[0] == 403
+
+
+async def test_a_stolen_cookies_stream_ends_when_the_victim_changes_the_password(
+    server: Server, clients: tuple[httpx.AsyncClient, httpx.AsyncClient]
+) -> None:
+    """The thief holds a copy of the victim's cookie; the victim's password
+    change rotates it. The thief's open stream must not follow the rotation,
+    and coming back with the copy is refused."""
+    victim, thief = clients
+    pk = await login(victim, server.url, unique("v"))
+    stolen = victim.cookies["sessionid"]
+    thief.cookies.set("sessionid", stolen)
+    url = f"{server.url}/sse/?channel=user:{pk}"
+    async with open_stream(thief, url) as s:
+        r = await victim.get(f"{server.url}/test/session/change-password/?update=1")
+        r.raise_for_status()
+        assert victim.cookies["sessionid"] != stolen
+        assert await closed(s) == {"reason": "session changed", "reconnect": True}
+        await publish(victim, server.url, f"user:{pk}", event="private", data={"n": 1})
+        assert s._iter is not None
+
+        async def rest() -> list[Any]:
+            return [e async for e in s._iter if is_data_event(e)]  # type: ignore[union-attr]
+
+        assert await asyncio.wait_for(rest(), WITHIN) == []  # the body ends at the close
+    status, body = await status_of(thief, url)
+    assert status == 403, body
 
 
 async def test_password_set_elsewhere_ends_every_session_stream(
@@ -139,12 +175,17 @@ async def test_password_set_elsewhere_ends_every_session_stream(
     assert (await status_of(a, url))[0] == 403
 
 
-async def test_key_rotation_keeps_the_stream(server: Server, client: httpx.AsyncClient) -> None:
+async def test_key_rotation_closes_the_stream_and_the_new_key_resumes(
+    server: Server, client: httpx.AsyncClient
+) -> None:
     pk = await login(client, server.url, unique("rot"))
-    async with open_stream(client, f"{server.url}/sse/?channel=user:{pk}") as stream:
+    url = f"{server.url}/sse/?channel=user:{pk}"
+    async with open_stream(client, url) as stream:
         (await client.get(f"{server.url}/test/session/cycle-key/")).raise_for_status()
-        await quiet_for(stream, 2 * 2.0 + 0.5)
-        await publish(client, server.url, f"user:{pk}", event="private", data={"n": 1})
+        payload, last = await closed_at(stream)
+        assert payload == {"reason": "session changed", "reconnect": True}
+    await publish(client, server.url, f"user:{pk}", event="private", data={"n": 1})
+    async with open_stream(client, url, headers={"Last-Event-ID": last}) as stream:
         assert await numbers(stream, 1) == [1]
         (await client.get(f"{server.url}/test/logout/")).raise_for_status()
         assert await closed(stream) == {"reason": "revoked", "reconnect": False}
@@ -259,10 +300,15 @@ async def test_password_change_on_one_process_ends_streams_on_the_other(
         response = await a.get(f"{one.url}/test/session/change-password/?update=1")
         response.raise_for_status()
         assert await closed(s2) == {"reason": "password changed", "reconnect": False}
-        # The changer's stream on the other process follows the rotation.
-        await quiet_for(s1, 2 * 2.0 + 0.5)
-        for n in range(3):
-            await publish(a, one.url, f"user:{pk}", event="private", data={"n": n})
+        # The changer's stream on the other process closes with the old key...
+        payload, last = await closed_at(s1)
+        assert payload == {"reason": "session changed", "reconnect": True}
+    for n in range(3):
+        await publish(a, one.url, f"user:{pk}", event="private", data={"n": n})
+    # ...and resumes there under the new one, nothing lost.
+    async with open_stream(
+        a, f"{two.url}/sse/?channel=user:{pk}", headers={"Last-Event-ID": last}
+    ) as s1:
         assert await numbers(s1, 3) == [0, 1, 2]
 
 

@@ -109,17 +109,38 @@ async def test_token_stream_closes_at_the_issuing_sessions_expiry(
         assert await closed(stream) == {"reason": "session expired", "reconnect": True}
 
 
-async def test_token_of_a_rotated_session_still_works_and_follows_it(
+async def test_an_unused_token_of_a_rotated_session_is_refused(
     server: Server, clients: tuple[httpx.AsyncClient, httpx.AsyncClient]
 ) -> None:
     page, bare = clients
     pk = await login(page, server.url, unique("trot"))
     token = await token_for(page, server.url, f"user:{pk}")
     (await page.get(f"{server.url}/test/session/cycle-key/")).raise_for_status()
+    status, body = await status_of(bare, f"{server.url}/sse/?token={token}")
+    assert status == 403 and body.startswith(ENDED) and "session changed" in body, body
+    # The new key asks for a new token, which works.
+    token = await token_for(page, server.url, f"user:{pk}")
     async with open_stream(bare, f"{server.url}/sse/?token={token}") as stream:
         assert stream.response.status_code == 200
-        (await page.get(f"{server.url}/test/logout/")).raise_for_status()
-        assert await closed(stream) == {"reason": "revoked", "reconnect": False}
+
+
+async def test_a_token_fetched_with_a_stolen_cookie_dies_with_the_victims_password_change(
+    server: Server,
+) -> None:
+    async with (
+        httpx.AsyncClient(timeout=15.0) as victim,
+        httpx.AsyncClient(timeout=15.0) as thief,
+        httpx.AsyncClient(timeout=15.0) as bare,
+    ):
+        pk = await login(victim, server.url, unique("v"))
+        for name, value in victim.cookies.items():
+            thief.cookies.set(name, value)
+        token = await token_for(thief, server.url, f"user:{pk}")
+        r = await victim.get(f"{server.url}/test/session/change-password/?update=1")
+        r.raise_for_status()
+        status, body = await status_of(bare, f"{server.url}/sse/?token={token}")
+        assert status == 403 and body.startswith(ENDED), body
+        assert "\n" not in body.strip()
 
 
 async def test_token_asked_for_with_a_rest_framework_key_is_not_tied_to_a_session(
