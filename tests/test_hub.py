@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.test import override_settings
 
 from django_sse import asend_event
@@ -307,44 +308,6 @@ async def test_a_loop_that_dies_is_restarted(hub: Hub, caplog: pytest.LogCapture
 # -- membership races ----------------------------------------------------------
 
 
-async def redis_groups_of(url: str, channel_name: str) -> list[str]:
-    """The layer groups (``RedisChannelLayer``) that still hold ``channel_name``."""
-    client = aioredis.from_url(url)
-    try:
-        found = []
-        async for key in client.scan_iter(match="asgi:group:*"):
-            if await client.zscore(key, channel_name) is not None:
-                found.append(key.decode())
-        return found
-    finally:
-        await client.aclose()
-
-
-async def test_rejoining_never_undoes_a_leave(redis_url: str) -> None:
-    layers = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [redis_url]},
-        }
-    }
-    with override_settings(CHANNEL_LAYERS=layers):
-        hub = get_hub()
-        for round_ in range(10):
-            subs = [await hub.subscribe((f"rj{round_}x{i}",), 10) for i in range(40)]
-            # Re-join everything (first to last) while every stream leaves (last
-            # to first): somewhere they cross, a leave during that group's re-join.
-            hub._rejoin.set()
-            for sub in reversed(subs):
-                await asyncio.sleep(0)
-                hub.unsubscribe(sub)
-            await wait_until(lambda: not hub._groups, 10)
-        await asyncio.sleep(0.5)  # let any stray re-join land
-        assert hub.channel_name is not None
-        stray = await redis_groups_of(redis_url, hub.channel_name)
-        assert [g for g in stray if "rj" in g] == []
-        await hub.stop()
-
-
 async def test_a_stream_gone_while_joining_leaves_no_empty_group(
     redis_layer: str, hub: Hub
 ) -> None:
@@ -373,3 +336,59 @@ async def test_a_stream_gone_while_joining_leaves_no_empty_group(
         return not any(counts)
 
     await wait_until(none_left, 5)
+
+
+class GatedPubSubLayer(RedisPubSubChannelLayer):  # type: ignore[misc]
+    """The real Redis pub/sub layer, whose ``group_add`` for one group can be
+    held at a gate: a re-join caught in flight, deterministically."""
+
+    held = group_name("rejoin-race")
+    gate: asyncio.Event | None = None
+    entered: asyncio.Event | None = None
+    added: asyncio.Event | None = None
+
+    async def group_add(self, group: str, channel: str) -> None:
+        cls = type(self)
+        if group == cls.held and cls.gate is not None:
+            assert cls.entered is not None and cls.added is not None
+            cls.entered.set()
+            await cls.gate.wait()
+            await self._get_layer().group_add(group, channel)
+            cls.added.set()
+            return
+        await self._get_layer().group_add(group, channel)
+
+
+async def test_a_leave_during_a_rejoin_leaves_redis_subscribed_to_nothing(
+    redis_url: str,
+) -> None:
+    # The maintenance loop re-joins a group while its last stream leaves: the
+    # leave must wait for the re-join (or the re-join see the leave), else Redis
+    # stays subscribed to a group this hub no longer tracks, for good.
+    layers = {
+        "default": {"BACKEND": "tests.test_hub.GatedPubSubLayer", "CONFIG": {"hosts": [redis_url]}}
+    }
+    with override_settings(CHANNEL_LAYERS=layers):
+        hub = get_hub()
+        try:
+            sub = await hub.subscribe(("rejoin-race",), 10)
+            assert await numsub(redis_url, "rejoin-race") == 1
+            GatedPubSubLayer.gate = asyncio.Event()
+            GatedPubSubLayer.entered = asyncio.Event()
+            GatedPubSubLayer.added = asyncio.Event()
+            hub.membership.rejoin.set()
+            await asyncio.wait_for(GatedPubSubLayer.entered.wait(), 5)  # re-join in flight
+            hub.unsubscribe(sub)  # the last stream goes meanwhile
+            for _ in range(100):  # give the leave every chance to run first
+                await asyncio.sleep(0)
+            GatedPubSubLayer.gate.set()
+            await asyncio.wait_for(GatedPubSubLayer.added.wait(), 5)
+            await wait_until(lambda: "rejoin-race" not in hub.membership.groups, 5)
+
+            async def unsubscribed() -> bool:
+                return await numsub(redis_url, "rejoin-race") == 0
+
+            await wait_until(unsubscribed, 5)
+        finally:
+            GatedPubSubLayer.gate = None
+            await hub.stop()
