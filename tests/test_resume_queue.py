@@ -4,6 +4,7 @@ closed before it started."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 from django.test import override_settings
@@ -14,6 +15,8 @@ class MemStore:
 
     READ_DELAY = 0.5
     rows: list[tuple[str, int, str, str]] = []
+    #: Set when a read starts: the test publishes while it runs.
+    reading = threading.Event()
 
     def append(self, channel: str, name: str, payload: str) -> int:
         seq = self.heads([channel])[channel] + 1
@@ -25,6 +28,7 @@ class MemStore:
 
         from django_sse.store import Record
 
+        type(self).reading.set()
         time.sleep(self.READ_DELAY)
         found = [r for r in self.rows if r[0] in positions and r[1] > positions[r[0]]]
         return [Record(i, *r) for i, r in enumerate(found[:limit])]
@@ -53,6 +57,7 @@ async def _resume_with_burst(during_replay: bool) -> bytes:
 
     path = f"{__name__}.MemStore"
     MemStore.rows = []
+    MemStore.reading = threading.Event()
     with override_settings(SSE_STORE=path, SSE_QUEUE_SIZE=5, SSE_HISTORY_POLL=60):
         history._stores.pop(path, None)
         store = history.get_store()
@@ -65,7 +70,8 @@ async def _resume_with_burst(during_replay: bool) -> bytes:
             body += await gen.__anext__()  # subscribed; first bytes written
             nxt = asyncio.ensure_future(gen.__anext__())
             if during_replay:
-                await asyncio.sleep(0.2)  # the replay read is in progress now
+                # Publish while the replay read is in progress.
+                assert await asyncio.to_thread(MemStore.reading.wait, 5)
             for i in range(6, 16):  # published meanwhile: stored, then dispatched
                 seq = store.append("public", "n", str(i))  # type: ignore[union-attr]
                 hub.dispatch(build_event("public", "n", i).stored(seq))
