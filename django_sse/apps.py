@@ -36,6 +36,11 @@ class DjangoSSEConfig(AppConfig):
             on_user_deleted, sender=User, dispatch_uid="django_sse.revoke_on_delete"
         )
         self._connect_sessions()
+        if apps.is_installed("rest_framework.authtoken"):
+            from .revocation import on_drf_token_deleted
+
+            # No sender: proxies and subclasses of Token send under their own.
+            post_delete.connect(on_drf_token_deleted, dispatch_uid="django_sse.drf_token_deleted")
 
     def _connect_sessions(self) -> None:
         """Tell a key rotation from a deleted session, as it happens (see sessions.py)."""

@@ -123,12 +123,23 @@ def _drf_authenticate(authenticator: Any, request: HttpRequest) -> Any:
         raise ChannelError(403, f"authentication failed: {exc.detail}") from None
 
 
-def _drf_session(authenticator: Any, request: HttpRequest) -> str | None:
-    """The session behind REST framework's SessionAuthentication, so logout finds it."""
+def _drf_session(authenticator: Any, request: HttpRequest, auth: Any) -> str | None:
+    """The session behind REST framework's SessionAuthentication, so logout finds
+    it; or the :func:`sessions.credential` of an authtoken ``Token``, so deleting
+    the Token ends the stream. Other classes (JWT, Basic): the user only."""
+    from django.apps import apps
     from rest_framework.authentication import SessionAuthentication as DRFSession
+    from rest_framework.authentication import TokenAuthentication
 
     if isinstance(authenticator, DRFSession):
         return getattr(getattr(request, "session", None), "session_key", None)
+    if isinstance(authenticator, TokenAuthentication) and apps.is_installed(
+        "rest_framework.authtoken"
+    ):
+        from rest_framework.authtoken.models import Token
+
+        if isinstance(auth, Token) and isinstance(getattr(auth, "key", None), str):
+            return sessions.credential(auth.key)
     return None
 
 
@@ -144,7 +155,9 @@ async def authenticate_classes(request: HttpRequest) -> Identity:
         result = await dbthreads.run(_drf_authenticate, authenticator, request)
         if result is not None and result[0] is not None and result[0].is_authenticated:
             return Identity(
-                result[0], type(authenticator).__name__, _drf_session(authenticator, request)
+                result[0],
+                type(authenticator).__name__,
+                _drf_session(authenticator, request, result[1]),
             )
     return ANONYMOUS
 
@@ -186,6 +199,10 @@ async def _authenticate(request: HttpRequest, requested: tuple[str, ...]) -> Ide
         # The stream lasts as long as the session that asked for the token:
         # logout, a password change or its expiry end both.
         reason, key, expires_at = await dbthreads.run(sessions.check_session, key, grant.user_pk)
+        if reason is not None and sessions.is_credential(key):
+            raise tokens.TokenError(
+                "token refused: the REST framework token that requested it was deleted"
+            )
         if reason is not None:
             raise tokens.TokenError(
                 f"token refused: the session that requested it has ended ({reason}); log in again"

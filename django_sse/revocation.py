@@ -4,7 +4,8 @@ A revocation is a message to a channel-layer group that every process's hub
 joins (``hub.CONTROL_GROUP``); each hub closes the matching streams with a
 ``stream-closed`` event ``{"reason": "revoked", "reconnect": false}``. Sent on
 logout (the streams of that session), when a session row is deleted (not
-rotated, see ``sessions.py``), when a user is saved inactive or deleted, and by
+rotated, see ``sessions.py``) or a REST framework Token is deleted, when a user
+is saved inactive or deleted, and by
 :func:`revoke` when the application changes a permission. Whatever a message
 misses, the hubs' periodic session check (``sessions.py``) still closes.
 """
@@ -20,7 +21,7 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 from .hub import CONTROL_GROUP, REVOKE_TYPE, control_locally, is_in_memory
 from .layer import group_send as bounded_group_send
 from .layer import revoke_failed
-from .sessions import digest
+from .sessions import credential, digest
 
 
 def _message(user: Any, channel: str | None, session: str | None) -> dict[str, Any]:
@@ -129,3 +130,14 @@ def on_user_saved(sender: Any, instance: Any, created: bool = False, **kwargs: A
     """``post_save`` of the user model: a deactivated user's streams close."""
     if not created and getattr(instance, "is_active", True) is False:
         revoke(instance)
+
+
+def on_drf_token_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """``post_delete`` of ``rest_framework.authtoken``'s Token (REST framework's
+    logout): the streams opened with it, or with a stream token it asked for, close."""
+    from rest_framework.authtoken.models import Token
+
+    key = getattr(instance, "key", None)
+    user = getattr(instance, "user_id", None)
+    if isinstance(instance, Token) and isinstance(key, str) and user is not None:
+        revoke_soon(user, session=credential(key))

@@ -67,6 +67,37 @@ def digest(key: str) -> str:
     return salted_hmac("django_sse.session-rotation", key, algorithm="sha256").hexdigest()
 
 
+#: Prefix of a REST framework ``Token`` in place of a session key.
+DRF_PREFIX = "drf:"
+
+
+def credential(key: str) -> str:
+    """What a stream records for a REST framework ``Token`` key: a keyed hash,
+    never the key (in ``rest_framework.authtoken`` the key is the primary key)."""
+    mac = salted_hmac("django_sse.drf-token", key, algorithm="sha256").hexdigest()
+    return DRF_PREFIX + mac
+
+
+def is_credential(key: str | None) -> bool:
+    return bool(key and key.startswith(DRF_PREFIX))
+
+
+def credentials(owners: set[str]) -> set[tuple[str, str]]:
+    """``(credential, owner)`` of every REST framework Token of ``owners``
+    (empty when ``rest_framework.authtoken`` is not installed)."""
+    from django.apps import apps
+
+    if not owners or not apps.is_installed("rest_framework.authtoken"):
+        return set()
+    from rest_framework.authtoken.models import Token
+
+    found: set[tuple[str, str]] = set()
+    for chunk in _chunks(owners):
+        for key, user_id in Token.objects.filter(user_id__in=chunk).values_list("key", "user_id"):
+            found.add((credential(key), str(user_id)))
+    return found
+
+
 def store_class() -> Any:
     return import_module(settings.SESSION_ENGINE).SessionStore
 
@@ -366,7 +397,9 @@ def verify(pairs: set[Pair]) -> dict[Pair, tuple[str | None, str | None]]:
     and the session key (unchanged: a rotated key is never followed; sync:
     call on a store thread)."""
     found = users({owner for _, owner in pairs})
-    states = sessions({key for key, _ in pairs if key})
+    states = sessions({key for key, _ in pairs if key and not is_credential(key)})
+    # A REST framework Token lives as long as its row, for the same user.
+    live = credentials({owner for key, owner in pairs if is_credential(key)})
     backed = session_model() is not None
     backends = frozenset(settings.AUTHENTICATION_BACKENDS)
     now = time.time()
@@ -374,6 +407,8 @@ def verify(pairs: set[Pair]) -> dict[Pair, tuple[str | None, str | None]]:
     for key, owner in pairs:
         state = states.get(key) if key else None
         reason = verdict(state, found.get(owner), owner, now, backed, backends)
+        if reason is None and is_credential(key) and (key, owner) not in live:
+            reason = REVOKED
         out[(key, owner)] = (reason, state.key if state else key)
     return out
 
@@ -381,7 +416,13 @@ def verify(pairs: set[Pair]) -> dict[Pair, tuple[str | None, str | None]]:
 def check_session(key: str, owner: str) -> tuple[str | None, str, float | None]:
     """One session of ``owner``: why it no longer grants access (or ``None``;
     ``SESSION_CHANGED`` for a rotated key), the key and its expiry (sync: call
-    on a store thread)."""
+    on a store thread). ``key`` may be a REST framework Token's :func:`credential`."""
+    if is_credential(key):
+        user = users({owner}).get(owner)
+        reason = verdict(None, user, owner, time.time())
+        if reason is None and (key, owner) not in credentials({owner}):
+            reason = REVOKED
+        return reason, key, None
     state = sessions({key}).get(key)
     backed = session_model() is not None
     reason = verdict(state, users({owner}).get(owner), owner, time.time(), backed)

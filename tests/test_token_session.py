@@ -186,3 +186,74 @@ async def test_on_postgresql_a_token_opens_one_stream_and_sessions_end_across_pr
                 )
                 response.raise_for_status()
                 assert await closed(stream) == {"reason": "password changed", "reconnect": False}
+
+
+DRF_ENDED = "token refused: the REST framework token that requested it was deleted"
+
+
+async def drf_stream_token(client: httpx.AsyncClient, base: str, key: str, channel: str) -> str:
+    response = await client.post(
+        f"{base}/sse/token/", data={"channel": channel}, headers={"Authorization": f"Token {key}"}
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["token"])
+
+
+async def test_deleting_a_rest_framework_token_refuses_the_stream_tokens_it_asked_for(
+    server: Server, clients: tuple[httpx.AsyncClient, httpx.AsyncClient]
+) -> None:
+    page, bare = clients
+    name = unique("drfdel")
+    key, pk = await drf_key(page, server.url, name)
+    token = await drf_stream_token(bare, server.url, key, f"user:{pk}")
+    (
+        await bare.get(f"{server.url}/test/drf-token/delete/", params={"username": name})
+    ).raise_for_status()
+    status, reason = await status_of(bare, f"{server.url}/sse/?token={token}")
+    assert (status, reason) == (403, DRF_ENDED + "\n")
+    # The user's new Token asks for a new stream token, which works.
+    key, _ = await drf_key(page, server.url, name)
+    token = await drf_stream_token(bare, server.url, key, f"user:{pk}")
+    async with open_stream(bare, f"{server.url}/sse/?token={token}") as stream:
+        assert stream.response.status_code == 200
+
+
+async def test_deleting_a_rest_framework_token_closes_its_streams_in_every_process(
+    redis_servers: tuple[Server, Server],
+) -> None:
+    one, two = redis_servers
+    async with (
+        httpx.AsyncClient(timeout=15.0) as page,
+        httpx.AsyncClient(timeout=15.0, limits=httpx.Limits(max_connections=20)) as bare,
+    ):
+        name = unique("drfstream")
+        pk = await login(page, one.url, name)
+        key, _ = await drf_key(bare, one.url, name)
+        channel = f"user:{pk}"
+        header = {"Authorization": f"Token {key}"}
+        token = await drf_stream_token(bare, one.url, key, channel)
+        async with (
+            open_stream(bare, f"{one.url}/sse/?token={token}") as by_token,
+            open_stream(bare, f"{two.url}/sse/?channel={channel}", headers=header) as by_header,
+            open_stream(page, f"{one.url}/sse/?channel={channel}") as session_one,
+            open_stream(page, f"{two.url}/sse/?channel={channel}") as session_two,
+        ):
+            streams = (by_token, by_header, session_one, session_two)
+            assert [s.response.status_code for s in streams] == [200] * 4
+            # Past two session checks (every 2 s): the Token exists, so they stay open.
+            for n in range(3):
+                await publish(bare, one.url, channel, event="private", data={"n": n})
+                for stream in streams:
+                    [event] = await stream.collect(1, timeout=8.0)
+                    assert (event.event, json.loads(event.data)) == ("private", {"n": n})
+                if n < 2:
+                    await asyncio.sleep(2.5)  # one check interval: time is what is tested
+            r = await bare.get(f"{one.url}/test/drf-token/delete/", params={"username": name})
+            r.raise_for_status()
+            for stream in (by_token, by_header):
+                assert await closed(stream) == {"reason": "revoked", "reconnect": False}
+            # The same user's session streams are not the Token's.
+            await publish(bare, two.url, channel, event="private", data={"n": "after"})
+            for stream in (session_one, session_two):
+                [event] = await stream.collect(1, timeout=8.0)
+                assert (event.event, json.loads(event.data)) == ("private", {"n": "after"})

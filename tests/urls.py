@@ -16,6 +16,7 @@ urlpatterns = [
     path("test/flaky-stream/", views.flaky_stream),
     path("test/logout/", views.logout_view),
     path("test/drf-token/", views.drf_token),
+    path("test/drf-token/delete/", views.drf_token_delete),
     path("test/deactivate/", views.deactivate),
     path("test/revoke/", views.revoke_view),
     path("test/js/", include("tests.testapp.jsviews")),

@@ -110,6 +110,14 @@ def drf_token(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"key": token.key, "pk": user.pk})
 
 
+def drf_token_delete(request: HttpRequest) -> HttpResponse:
+    """REST framework's logout for ``?username=x``: its Token row is deleted."""
+    from rest_framework.authtoken.models import Token
+
+    Token.objects.filter(user__username=request.GET["username"]).delete()
+    return JsonResponse({"ok": True})
+
+
 def deactivate(request: HttpRequest) -> HttpResponse:
     user = get_user_model().objects.get(username=request.GET["username"])
     user.is_active = False
