@@ -4,8 +4,9 @@
 endpoint for a token and opens ``?token=...``. A token is signed with
 ``SECRET_KEY`` (``django.core.signing``), names the user, the channels and an
 expiry. Its nonce is recorded in the database (``StreamToken``) when it is
-given out, with the key of the session that asked for it, so every process
-sees that it is used once, and refuses it once that session has ended. The
+given out, with the key of the session that asked for it (or the keyed hash
+of a REST framework Token, ``sessions.credential``), so every process sees
+that it is used once, and refuses it once that session or Token has ended. The
 token itself carries no session key: it is signed, not encrypted, and URLs end
 up in logs.
 """
@@ -113,8 +114,9 @@ USED = "token already used: request a new one for each stream"
 
 
 async def issuer(grant: Grant) -> str | None:
-    """The key of the session that asked for ``grant`` (``None``: another
-    credential); ``TokenError`` if the token is unknown or used already."""
+    """The key of the session (or the REST framework Token's credential) that
+    asked for ``grant`` (``None``: another credential); ``TokenError`` if the
+    token is unknown or used already."""
     return await dbthreads.run(_issuer, grant)
 
 
