@@ -37,10 +37,26 @@ class DjangoSSEConfig(AppConfig):
         )
         self._connect_sessions()
         if apps.is_installed("rest_framework.authtoken"):
-            from .revocation import on_drf_token_deleted
+            self._connect_drf_tokens()
 
-            # No sender: proxies and subclasses of Token send under their own.
-            post_delete.connect(on_drf_token_deleted, dispatch_uid="django_sse.drf_token_deleted")
+    def _connect_drf_tokens(self) -> None:
+        """REST framework's logout deletes the Token: its streams end."""
+        from django.apps import apps
+        from django.db.models.signals import post_delete
+        from rest_framework.authtoken.models import Token
+
+        from .revocation import on_drf_token_deleted
+
+        # One sender per model (proxies and subclasses send under their own):
+        # a receiver for every sender would make every model's deletes slow
+        # (Django fetches rows it could delete in one query when nobody listens).
+        for model in apps.get_models():
+            if issubclass(model, Token):
+                post_delete.connect(
+                    on_drf_token_deleted,
+                    sender=model,
+                    dispatch_uid=f"django_sse.drf_token_deleted.{model._meta.label}",
+                )
 
     def _connect_sessions(self) -> None:
         """Tell a key rotation from a deleted session, as it happens (see sessions.py)."""
