@@ -257,3 +257,20 @@ async def test_deleting_a_rest_framework_token_closes_its_streams_in_every_proce
             for stream in (session_one, session_two):
                 [event] = await stream.collect(1, timeout=8.0)
                 assert (event.event, json.loads(event.data)) == ("private", {"n": "after"})
+
+
+async def test_a_rest_framework_token_deleted_without_a_signal_ends_its_streams_at_the_check(
+    server: Server, server_db: str, clients: tuple[httpx.AsyncClient, httpx.AsyncClient]
+) -> None:
+    page, bare = clients
+    key, pk = await drf_key(page, server.url, unique("drfsql"))
+    header = {"Authorization": f"Token {key}"}
+    token = await drf_stream_token(bare, server.url, key, f"user:{pk}")
+    async with (
+        open_stream(bare, f"{server.url}/sse/?token={token}") as by_token,
+        open_stream(page, f"{server.url}/sse/?channel=user:{pk}", headers=header) as by_header,
+    ):
+        with sqlite3.connect(server_db) as db:  # raw SQL: no post_delete
+            db.execute("DELETE FROM authtoken_token WHERE key = ?", (key,))
+        for stream in (by_token, by_header):
+            assert await closed(stream) == {"reason": "revoked", "reconnect": False}
