@@ -5,9 +5,9 @@ joins (``hub.CONTROL_GROUP``); each hub closes the matching streams with a
 ``stream-closed`` event ``{"reason": "revoked", "reconnect": false}``. Sent on
 logout (the streams of that session), when a session row is deleted (not
 rotated, see ``sessions.py``) or a REST framework Token is deleted, when a user
-is saved inactive or deleted, and by
-:func:`revoke` when the application changes a permission. Whatever a message
-misses, the hubs' periodic session check (``sessions.py``) still closes.
+is saved inactive or deleted, and by :func:`revoke` when the application
+changes a permission. Whatever a message misses, the hubs' periodic session
+check (``sessions.py``) still closes.
 """
 
 from __future__ import annotations
