@@ -350,7 +350,8 @@ async def call_user_code(func: Callable[..., Any], *args: Any, **kwargs: Any) ->
     return result
 
 
-async def _evaluate(policy: PolicyType, user: Any, params: dict[str, str]) -> bool:
+def _built_in(policy: PolicyType, user: Any) -> bool | None:
+    """The answer of a built-in policy, or ``None`` for any other kind."""
     if policy is PUBLIC:
         return True
     if policy is NOBODY:
@@ -359,6 +360,13 @@ async def _evaluate(policy: PolicyType, user: Any, params: dict[str, str]) -> bo
         return bool(user.is_authenticated)
     if policy is STAFF:
         return bool(user.is_authenticated and user.is_active and user.is_staff)
+    return None
+
+
+async def _evaluate(policy: PolicyType, user: Any, params: dict[str, str]) -> bool:
+    answer = _built_in(policy, user)
+    if answer is not None:
+        return answer
     if isinstance(policy, str):
         return bool(user.is_authenticated) and bool(await user.ahas_perm(policy))
     assert callable(policy)
@@ -368,14 +376,9 @@ async def _evaluate(policy: PolicyType, user: Any, params: dict[str, str]) -> bo
 
 
 def _evaluate_sync(policy: PolicyType, user: Any, params: dict[str, str]) -> bool:
-    if policy is PUBLIC:
-        return True
-    if policy is NOBODY:
-        return False
-    if policy is AUTHENTICATED:
-        return bool(user.is_authenticated)
-    if policy is STAFF:
-        return bool(user.is_authenticated and user.is_active and user.is_staff)
+    answer = _built_in(policy, user)
+    if answer is not None:
+        return answer
     if isinstance(policy, str):
         return bool(user.is_authenticated) and bool(user.has_perm(policy))
     assert callable(policy)
