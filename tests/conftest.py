@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hypothesis  # noqa: F401  (imported early: see below)
@@ -140,35 +141,52 @@ def redis_servers(server_db: str, redis_url: str) -> Iterator[tuple[Server, Serv
         yield one, two
 
 
-@pytest.fixture
-def postgres_db() -> Iterator[str]:
-    """A migrated throwaway PostgreSQL database, dropped afterwards."""
+@contextmanager
+def throwaway_postgres(prefix: str, **env: str) -> Iterator[str]:
+    """A migrated PostgreSQL database of the caller's own (``env`` for the
+    migrate command, e.g. another settings module), dropped afterwards."""
     reason = postgres_unavailable()
     if reason:
         pytest.skip(reason)
     import psycopg
     from psycopg import sql
 
-    name = f"sse_hist_{secrets.token_hex(6)}"
+    name = f"{prefix}_{secrets.token_hex(6)}"
     with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         subprocess.run(
             [sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
             cwd=ROOT,
-            env=base_env(**postgres_env(name)),
+            env=base_env(**postgres_env(name), **env),
             check=True,
             timeout=120,
         )
         yield name
     finally:
+        terminate_connections(name)
         with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                [name],
-            )
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def terminate_connections(dbname: str) -> int:
+    """Kill every connection to ``dbname`` but our own; return how many."""
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            [dbname],
+        ).fetchall()
+    return len(rows)
+
+
+@pytest.fixture
+def postgres_db() -> Iterator[str]:
+    """A migrated throwaway PostgreSQL database, dropped afterwards."""
+    with throwaway_postgres("sse_hist") as name:
+        yield name
 
 
 def postgres_env(name: str) -> dict[str, str]:

@@ -18,7 +18,7 @@ from django_sse import asend_event, dbthreads
 from django_sse.conf import conf
 from django_sse.store import call as store_call
 from django_sse.store import get_store
-from tests.conftest import PG_ADMIN, postgres_env
+from tests.conftest import PG_ADMIN, postgres_env, terminate_connections
 from tests.servers import running_server
 from tests.sse_client import login, open_stream, unique, wait_until
 
@@ -165,18 +165,6 @@ async def test_slow_sync_policies_of_fast_path_streams_run_in_parallel(server_db
     assert took < 1.0, f"{took:.2f}s for ten 0.2 s policies"
 
 
-def terminate_all(dbname: str) -> int:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
-        rows = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            [dbname],
-        ).fetchall()
-    return len(rows)
-
-
 @pytest.mark.server
 @pytest.mark.postgres
 async def test_fast_path_policy_checks_survive_the_database_dropping_connections(
@@ -187,7 +175,7 @@ async def test_fast_path_policy_checks_survive_the_database_dropping_connections
         _, before = await open_slow_streams(server.url, 2)
         assert before == [200, 200]
         # A database restart or an idle timeout, as the server sees it.
-        assert terminate_all(postgres_db) >= 1
+        assert terminate_connections(postgres_db) >= 1
         _, after = await open_slow_streams(server.url, 2)
         output = server.output()
     assert after == [200, 200], output[-3000:]

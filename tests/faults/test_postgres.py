@@ -5,16 +5,13 @@ clients are still let back in, and no event is lost."""
 from __future__ import annotations
 
 import asyncio
-import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
-from tests.conftest import PG_ADMIN, postgres_env, postgres_unavailable
+from tests.conftest import postgres_env, terminate_connections, throwaway_postgres
 from tests.faults.harness import (
     SETTINGS,
     Counts,
@@ -25,7 +22,7 @@ from tests.faults.harness import (
     publish,
     score,
 )
-from tests.servers import ROOT, RedisServer, base_env, running_server
+from tests.servers import RedisServer, running_server
 from tests.sse_client import unique
 
 pytestmark = [pytest.mark.faults, pytest.mark.server, pytest.mark.redis, pytest.mark.postgres]
@@ -36,41 +33,8 @@ ANONYMOUS, SIGNED_IN = 30, 20
 @pytest.fixture
 def faults_pg() -> Iterator[str]:
     """A migrated PostgreSQL database of this test's own, dropped afterwards."""
-    reason = postgres_unavailable()
-    if reason:
-        pytest.skip(reason)
-    import psycopg
-    from psycopg import sql
-
-    name = f"faults_{secrets.token_hex(6)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
-            cwd=ROOT,
-            env=base_env(**postgres_env(name), DJANGO_SETTINGS_MODULE=SETTINGS),
-            check=True,
-            timeout=120,
-        )
+    with throwaway_postgres("faults", DJANGO_SETTINGS_MODULE=SETTINGS) as name:
         yield name
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
-            terminate(name)
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-
-
-def terminate(dbname: str) -> int:
-    """Kill every connection to ``dbname`` (the servers' and the publishers')."""
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
-        rows = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            [dbname],
-        ).fetchall()
-    return len(rows)
 
 
 @pytest.mark.timeout(240)
@@ -106,11 +70,11 @@ async def test_postgres_connections_killed_under_streams_and_publishing(
             publishing = asyncio.create_task(publish(env, channels, 100, "during", pause=0.03))
             for _ in range(3):
                 await asyncio.sleep(1.0)
-                killed.append(terminate(faults_pg))
+                killed.append(terminate_connections(faults_pg))
             during = await publishing
             assert during.status == 0, during.output[-2000:]
             # Under open, idle streams, then publish again.
-            killed.append(terminate(faults_pg))
+            killed.append(terminate_connections(faults_pg))
             await asyncio.sleep(2.5)
             after = await publish(env, channels, 10, "after")
             assert after.status == 0, after.output[-2000:]
