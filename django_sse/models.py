@@ -35,7 +35,10 @@ class StoredEvent(models.Model):
     class Meta:
         verbose_name = "stored event"
         # Guards the REST publish endpoint (django_sse.api).
-        permissions = [("publish_event", "Can publish events")]
+        permissions = [
+            ("publish_event", "Can publish events"),
+            ("view_live", "Can view the live streams page"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["channel", "seq"], name="django_sse_channel_seq")
         ]
