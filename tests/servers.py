@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
@@ -234,28 +235,58 @@ def nginx_binary() -> str | None:
 DEPLOY = ROOT / "example_project" / "deploy"
 
 
-def render_nginx_conf(prefix: Path, listen: str, upstream_ports: list[int]) -> str:
-    """The deployment's nginx.conf, rendered by ``example_project/deploy/scale_out.py``."""
+def _deploy_module() -> Any:
+    """``example_project/deploy/scale_out.py``, which renders the deployment's nginx.conf."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("scale_out", DEPLOY / "scale_out.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return str(module.render(prefix, listen, upstream_ports))
+    return module
+
+
+def render_nginx_conf(prefix: Path, listen: str, upstream_ports: list[int], **options: Any) -> str:
+    """The deployment's nginx.conf, rendered by ``example_project/deploy/scale_out.py``."""
+    return str(_deploy_module().render(prefix, listen, upstream_ports, **options))
+
+
+@dataclass
+class Nginx:
+    port: int
+    proc: subprocess.Popen[bytes]
+    prefix: Path
+
+    def reload(self) -> None:
+        """``nginx -s reload``: new workers, the old ones drain and exit."""
+        self.proc.send_signal(signal.SIGHUP)
 
 
 @contextmanager
-def running_nginx(upstream_ports: list[int]) -> Iterator[int]:
+def running_nginx(
+    upstream_ports: list[int], *, http2: bool = False, **options: Any
+) -> Iterator[int]:
     """nginx from the deployment template in front of ``upstream_ports``; yields its port."""
+    with running_nginx_process(upstream_ports, http2=http2, **options) as nginx:
+        yield nginx.port
+
+
+@contextmanager
+def running_nginx_process(
+    upstream_ports: list[int], *, http2: bool = False, **options: Any
+) -> Iterator[Nginx]:
+    """nginx from the deployment template; with ``http2``, HTTP/2 over TLS with a
+    self-signed certificate (options go to the template's ``render``)."""
     binary = nginx_binary()
     if binary is None:
         raise RuntimeError("nginx is not installed (apt-get install nginx)")
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="nginx-") as tmp:
         prefix = Path(tmp)
+        if http2:
+            options["tls"] = _deploy_module().self_signed_certificate(prefix)
         conf = prefix / "nginx.conf"
-        conf.write_text(render_nginx_conf(prefix, f"127.0.0.1:{port}", upstream_ports))
+        conf.write_text(render_nginx_conf(prefix, f"127.0.0.1:{port}", upstream_ports, **options))
         log = prefix / "stdout.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
@@ -274,7 +305,7 @@ def running_nginx(upstream_ports: list[int]) -> Iterator[int]:
             )
             raise RuntimeError(f"nginx did not start:\n{log.read_text()}\n{errors}") from None
         try:
-            yield port
+            yield Nginx(port, proc, prefix)
         finally:
             stop(proc)
 

@@ -101,6 +101,7 @@ _FROM_ENV: dict[str, type] = {
     "SSE_CLIENT_IP_HEADER": str,
     "SSE_PUBLISH_TIMEOUT": float,
     "SSE_KEEPALIVE": float,
+    "SSE_RETRY_MS": int,
     "SSE_HISTORY_POLL": float,
     "SSE_QUEUE_SIZE": int,
     "SSE_MAX_STREAMS_PER_USER": int,

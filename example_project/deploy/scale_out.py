@@ -5,12 +5,17 @@ From the repository root, with Redis running and nginx installed
 
     REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python example_project/deploy/scale_out.py
     .venv/bin/python example_project/deploy/scale_out.py --processes 4 --server daphne --port 8080
+    .venv/bin/python example_project/deploy/scale_out.py --http2 --port 8443
+
 
 ``make scale-out`` runs the first. It migrates the example's database, starts
 ``--processes`` server processes (uvicorn or daphne, each on its own port on
 127.0.0.1, all on ``RedisPubSubChannelLayer``), then nginx in the foreground
 with ``nginx.conf.template`` (beside this file) in front of them on
-``--port``. An event sent from any process (``manage.py shell``, a worker, a
+``--port``. With ``--http2``, nginx speaks HTTP/2 over TLS with a self-signed
+certificate made by ``openssl`` for 127.0.0.1 (your browser will warn): one
+connection then carries every stream of every tab, instead of HTTP/1.1's six
+connections per origin. An event sent from any process (``manage.py shell``, a worker, a
 view on any of the servers) reaches every stream on every process. Ctrl-C
 stops everything, by PID.
 """
@@ -72,12 +77,42 @@ def server_command(kind: str, port: int) -> list[str]:
     ]
 
 
-def render(prefix: Path, listen: str, ports: list[int]) -> str:
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate and key for 127.0.0.1 and localhost, made by openssl."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def render(
+    prefix: Path,
+    listen: str,
+    ports: list[int],
+    *,
+    tls: tuple[Path, Path] | None = None,
+    shutdown_timeout: str = "10s",
+) -> str:
+    """nginx.conf for ``ports`` on ``listen``; with ``tls`` (certificate, key),
+    HTTP/2 over TLS."""
     upstreams = "\n".join(f"        server {HOST}:{port};" for port in ports)
+    tls_lines = ""
+    if tls is not None:
+        listen += " ssl http2"
+        tls_lines = f"        ssl_certificate {tls[0]};\n        ssl_certificate_key {tls[1]};"
     text = TEMPLATE.read_text()
     return (
         text.replace("@PREFIX@", str(prefix))
         .replace("@LISTEN@", listen)
+        .replace("@TLS@", tls_lines)
+        .replace("@SHUTDOWN_TIMEOUT@", shutdown_timeout)
         .replace("@UPSTREAMS@", upstreams)
     )
 
@@ -98,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=3)
     parser.add_argument("--server", choices=("uvicorn", "daphne"), default="uvicorn")
     parser.add_argument("--port", type=int, default=8000, help="nginx listens here")
+    parser.add_argument(
+        "--http2", action="store_true", help="HTTP/2 over TLS, with a self-signed certificate"
+    )
     args = parser.parse_args(argv)
 
     nginx = shutil.which("nginx") or (
@@ -147,14 +185,16 @@ def main(argv: list[str] | None = None) -> int:
                 procs.append(proc)
                 wait_for_port(port, proc)
                 ports.append(port)
+            tls = self_signed_certificate(Path(tmp)) if args.http2 else None
             conf = Path(tmp) / "nginx.conf"
-            conf.write_text(render(Path(tmp), f"{HOST}:{args.port}", ports))
+            conf.write_text(render(Path(tmp), f"{HOST}:{args.port}", ports, tls=tls))
             front = subprocess.Popen([nginx, "-p", tmp, "-c", str(conf), "-g", "daemon off;"])
             procs.append(front)
             wait_for_port(args.port, front)
             print(
                 f"{args.processes} {args.server} processes on ports {', '.join(map(str, ports))}, "
-                f"behind nginx at http://{HOST}:{args.port}/ (Ctrl-C to stop)",
+                f"behind nginx at {'https' if tls else 'http'}://{HOST}:{args.port}/ "
+                "(Ctrl-C to stop)",
                 flush=True,
             )
             front.wait()
