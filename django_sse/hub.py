@@ -39,6 +39,7 @@ from .membership import (
     bounded,
 )
 from .messages import MESSAGE_TYPE, REVOKE_TYPE, from_message, revocation, to_message
+from .reads import SharedReads
 from .revocations import REVOCATIONS_KEPT, Revocations
 from .subscription import Subscription
 from .tasks import Tasks
@@ -84,6 +85,8 @@ class Hub:
         self._idle.set()
         self.revocations = Revocations()
         self.delivered = 0
+        #: The store reads of this hub's streams, shared among them.
+        self.reads = SharedReads(self.membership.groups)
         #: Whether the store's failure was logged and not yet followed by a success.
         self._store_down = False
 
@@ -358,6 +361,7 @@ class Hub:
             "channels": len(groups),
             "joined": sum(1 for g in groups.values() if g.joined),
             "delivered": self.delivered,
+            "store_reads": self.reads.queries,
         }
 
 

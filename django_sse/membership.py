@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -39,9 +40,12 @@ async def bounded(call: Awaitable[T]) -> T:
 
 
 class Group:
-    __slots__ = ("failed", "joined", "lock", "members", "seen")
+    __slots__ = ("created", "failed", "joined", "lock", "members", "seen")
 
     def __init__(self) -> None:
+        #: ``time.monotonic()`` when the hub began serving the channel: every
+        #: event dispatched since then raised ``seen`` (see :mod:`.reads`).
+        self.created = time.monotonic()
         self.members: set[Subscription] = set()
         self.joined = False
         #: A join failed and the maintenance loop re-joins: streams that come

@@ -109,13 +109,16 @@ class StreamState:
         sub.cursor = cursor
         self.store = history.get_store()
         self.last_id: bytes | None = None
+        #: Created right after the subscription: shared store pages read
+        #: since then hold everything the live queue does not.
+        self.since = time.monotonic()
 
     async def read(
         self, positions: dict[str, int], limit: int = history.READ_LIMIT
     ) -> list[history.Record]:
         assert self.store is not None
         records: list[history.Record] = await _call_store(
-            self.hub, self.store.read, positions, limit
+            self.hub, self.hub.reads.read, positions, limit, self.since
         )
         return records
 
@@ -185,9 +188,9 @@ class StreamState:
         try:
             while self.cursor.positions[channel] < upto:
                 position = self.cursor.positions[channel]
-                records = await self.read(
-                    {channel: position}, min(upto - position, history.READ_LIMIT)
-                )
+                # A full page, not just up to ``upto``: streams filling the same
+                # hole then share one read (the rest is filtered out here).
+                records = await self.read({channel: position})
                 records = [r for r in records if r.seq <= upto]
                 if not records:
                     # Pruned before we could read it: tell the client to reload.
@@ -213,11 +216,12 @@ class StreamState:
 
 
 async def _call_store(hub: Hub, func: Any, *args: Any) -> Any:
-    """A store read for a stream of ``hub``; ``StoreUnavailable`` once it failed
+    """A store read for a stream of ``hub`` (``func`` is one of ``hub.reads``,
+    shared with the hub's other streams); ``StoreUnavailable`` once it failed
     a few times in a row (a lock held by a writer passes, an outage does not)."""
     for pause in (*STORE_RETRY_PAUSES, None):
         try:
-            result = await history.call(func, *args)
+            result = await func(*args)
         except Exception as exc:
             if pause is None:
                 hub.store_failed(exc, "a stream read it")
@@ -230,24 +234,22 @@ async def _call_store(hub: Hub, func: Any, *args: Any) -> Any:
 
 
 async def _start_position(
-    hub: Hub, stored: tuple[str, ...], last_event_id: str | None
+    hub: Hub, stored: tuple[str, ...], last_event_id: str | None, since: float
 ) -> tuple[dict[str, int], str | None]:
     """The cursor to start from, and why the client must reset (or ``None``)."""
-    store = history.get_store()
-    assert store is not None
-    heads = await _call_store(hub, store.heads, stored)
+    resumed = None
+    if last_event_id and len(last_event_id) <= MAX_LAST_EVENT_ID:
+        resumed = decode_position(last_event_id, stored)
+    heads = await _call_store(hub, hub.reads.heads, stored, since, resumed)
     if not last_event_id:
         return heads, None
-    resumed = None
-    if len(last_event_id) <= MAX_LAST_EVENT_ID:
-        resumed = decode_position(last_event_id, stored)
     if resumed is None:
         return heads, "unknown last event id"
     if any(resumed[c] > heads[c] for c in stored):
         return heads, "unknown last event id"
     behind = [c for c in stored if resumed[c] < heads[c]]
     if behind:
-        oldest = await _call_store(hub, store.oldest, behind)
+        oldest = await _call_store(hub, hub.reads.oldest, behind)
         if any(oldest.get(c, heads[c] + 1) > resumed[c] + 1 for c in behind):
             return heads, HISTORY_EXPIRED
     return resumed, None
@@ -352,7 +354,7 @@ async def event_stream(
             # bytes: every event published after ``onopen`` is then after them.
             # One indexed query; a resuming stream needs none before its bytes.
             try:
-                heads = await _call_store(hub, history.get_store().heads, stored)  # type: ignore[union-attr]
+                heads = await _call_store(hub, hub.reads.heads, stored, state.since)
             except StoreUnavailable:
                 failed = True
         yield retry(conf.SSE_RETRY_MS) + comment("connected")
@@ -393,7 +395,7 @@ async def _start(
         # what it has queued with its position.
         state.cursor = sub.cursor = Cursor(stored, heads)
     elif stored and not sub.closed:
-        positions, reset = await _start_position(state.hub, stored, last_event_id)
+        positions, reset = await _start_position(state.hub, stored, last_event_id, state.since)
         state.cursor = sub.cursor = Cursor(stored, positions)
     elif last_event_id and state.store is None:
         reset = "history unavailable"

@@ -78,10 +78,13 @@ async def test_a_database_outage_ends_streams_with_unavailable(
             async with open_stream(client, url) as live:
                 with database_down(postgres_db):
                     # Streams opened now get their first bytes, then the close:
-                    # a resuming one (its position query fails) and fresh ones.
+                    # a resuming one (its history query fails) and fresh ones on
+                    # a channel this process does not serve yet (a channel it
+                    # serves may start from a head another stream just read).
+                    fresh = f"{server.url}/sse/?channel={channel}-new"
                     bodies = await asyncio.gather(
-                        whole_body(client, f"{url}&lastEventId=00000000-0"),
-                        *(whole_body(client, url) for _ in range(4)),
+                        whole_body(client, f"{fresh}&lastEventId=00000000-0"),
+                        *(whole_body(client, fresh) for _ in range(4)),
                     )
                     # A live stream that needs no read of the store stays open.
                     assert not live.response.is_closed
