@@ -27,7 +27,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from . import catchup, sessions, ticker
+from . import catchup, metrics, sessions, ticker
 from .events import Event
 from .membership import (
     BACKOFF_INITIAL,
@@ -272,6 +272,7 @@ class Hub:
         for sub in group.members:
             sub.deliver(event)
         self.delivered += 1
+        metrics.get().delivered(len(group.members))
 
     def revoke(self, owner: str, channel: str | None = None, session: str | None = None) -> int:
         """Close the streams of ``owner`` (on ``channel``, or of ``session``, if given)."""
@@ -309,6 +310,7 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                metrics.get().layer_error("receive", "error")
                 logger.warning(
                     "Channel layer receive failed; retrying in %.1fs", backoff, exc_info=True
                 )
@@ -331,6 +333,7 @@ class Hub:
 
     def store_failed(self, exc: BaseException, doing: str) -> None:
         """Log a store failure once per outage, not once per stream."""
+        metrics.get().store_error("read")
         if not self._store_down:
             self._store_down = True
             logger.warning("Event store unavailable while %s", doing, exc_info=exc)
