@@ -27,7 +27,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from . import catchup, metrics, sessions, ticker
+from . import catchup, live, metrics, sessions, ticker
 from .events import Event
 from .membership import (
     BACKOFF_INITIAL,
@@ -295,6 +295,8 @@ class Hub:
             self.dispatch(from_message(message))
         elif kind == REVOKE_TYPE:
             self.handle_control(message)
+        elif kind == live.STATS_TYPE:
+            live.answer(self, message)
         else:
             raise TypeError(f"unknown message type {kind!r}")
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from prometheus_client.mmap_dict import MmapedDict
 
-from tests.metrics_scrape import scrape, value
+from tests.ops_helpers import scrape, value
 from tests.servers import ROOT, base_env, free_port, server_command, stop, wait_for_port
 from tests.sse_client import open_stream, unique, wait_until
 

@@ -15,27 +15,18 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests.metrics_scrape import Samples, scrape, value
+from tests.ops_helpers import KIND_IDS, KINDS, Samples, memory_server, redis_env, scrape, value
 from tests.servers import RedisServer, Server, running_server
 from tests.sse_client import open_stream, publish, unique, wait_until
 
 pytestmark = pytest.mark.server
 
 DOORS = {"fast": "asgi", "view": "view"}
-KINDS = [("uvicorn", "fast"), ("daphne", "view")]
 
 
-@pytest.fixture(scope="module", params=KINDS, ids=["-".join(k) for k in KINDS])
+@pytest.fixture(scope="module", params=KINDS, ids=KIND_IDS)
 def metered(request: pytest.FixtureRequest, server_db: str) -> Iterator[Server]:
-    kind, door = request.param
-    with running_server(
-        kind,
-        SSE_TEST_DB=server_db,
-        SSE_TEST_LAYER="memory",
-        SSE_TEST_DOOR=door,
-        SSE_TEST_METRICS="1",
-        SSE_KEEPALIVE="0.5",
-    ) as srv:
+    with memory_server(request.param, server_db, SSE_TEST_METRICS="1", SSE_KEEPALIVE="0.5") as srv:
         yield srv
 
 
@@ -190,15 +181,13 @@ async def test_counters_come_from_the_new_process_after_a_restart(server_db: str
 async def test_metrics_count_on_through_a_redis_outage(
     server_db: str, private_redis_server: RedisServer
 ) -> None:
-    env = {
-        "SSE_TEST_DB": server_db,
-        "SSE_TEST_LAYER": "redis",
-        "REDIS_URL": private_redis_server.url,
-        "SSE_TEST_METRICS": "1",
-        "SSE_HISTORY_POLL": "0.2",
-        "SSE_PUBLISH_TIMEOUT": "1",
-        "SSE_KEEPALIVE": "0.5",
-    }
+    env = redis_env(
+        server_db,
+        private_redis_server.url,
+        SSE_TEST_METRICS="1",
+        SSE_HISTORY_POLL="0.2",
+        SSE_KEEPALIVE="0.5",
+    )
     channel = f"news:{unique('redis')}"
     async with httpx.AsyncClient(timeout=30.0) as client:
         with running_server("uvicorn", **env) as server:
