@@ -45,17 +45,32 @@ class Track:
 
 
 def opened(user: Any, channels: tuple[str, ...], door: str, listening: int) -> Track:
-    """Count a stream that is subscribed; ``listening``: the hub's channels."""
+    """Count a stream that is subscribed; ``listening``: the hub's channels.
+
+    Never raises: the stream core calls it between its subscribe and the
+    ``finally`` that unsubscribes."""
     track = Track(user, channels, door)
-    metrics.get().stream_opened(door, listening)
-    if stream_opened.has_listeners():
-        track.opened = _send(stream_opened, None, user=user, channels=channels, door=door)
+    try:
+        metrics.get().stream_opened(door, listening)
+        if stream_opened.has_listeners():
+            track.opened = _send(stream_opened, None, user=user, channels=channels, door=door)
+    except Exception:
+        logger.exception("Counting an opened stream failed")
     return track
 
 
 def closed(track: Track, reason: str | None, listening: int) -> None:
-    """Count the end of ``track``'s stream; ``reason`` ``None``: its client went."""
-    reason = reason or metrics.CLIENT_GONE
+    """Count the end of ``track``'s stream; ``reason`` ``None``: its client went.
+
+    Never raises: it runs in the stream's ``finally``, before the stream's
+    slot is released."""
+    try:
+        _closed(track, reason or metrics.CLIENT_GONE, listening)
+    except Exception:
+        logger.exception("Counting a closed stream failed")
+
+
+def _closed(track: Track, reason: str, listening: int) -> None:
     duration = time.monotonic() - track.started
     metrics.get().stream_closed(track.door, reason, duration, listening)
     if stream_closed.has_listeners():

@@ -209,20 +209,23 @@ class Prometheus(Off):
         self._publish_seconds = m["publish_duration_seconds"]
         self._lock = threading.Lock()
 
+    def _child(self, bound: dict[Any, Any], name: str, *labels: str) -> Any:
+        """The child of ``name`` for ``labels``, bound on first use if not in advance."""
+        key = labels if len(labels) > 1 else labels[0]
+        child = bound.get(key)
+        if child is None:
+            with self._lock:
+                child = bound[key] = self.metrics[name].labels(*labels)
+        return child
+
     def stream_opened(self, door: str, channels: int) -> None:
-        self._opened[door].inc()
-        self._open[door].inc()
+        self._child(self._opened, "streams_opened", door).inc()
+        self._child(self._open, "streams_open", door).inc()
         self.metrics["channels"].set(channels)
 
     def stream_closed(self, door: str, reason: str, seconds: float, channels: int) -> None:
-        child = self._closed.get((door, reason))
-        if child is None:
-            with self._lock:
-                child = self._closed[(door, reason)] = self.metrics["streams_closed"].labels(
-                    door, reason
-                )
-        child.inc()
-        self._open[door].dec()
+        self._child(self._closed, "streams_closed", door, reason).inc()
+        self._child(self._open, "streams_open", door).dec()
         self.metrics["stream_duration_seconds"].observe(seconds)
         self.metrics["channels"].set(channels)
 

@@ -53,3 +53,13 @@ def memory_server(kind_and_door: tuple[str, str], db: str, **env: str) -> Iterat
         kind, SSE_TEST_DB=db, SSE_TEST_LAYER="memory", SSE_TEST_DOOR=door, **env
     ) as server:
         yield server
+
+
+async def one_event_through(client: httpx.AsyncClient, server: Server, channel: str) -> Samples:
+    """Open a stream on ``channel``, publish one event to it, read it; then scrape."""
+    from tests.sse_client import open_stream, publish
+
+    async with open_stream(client, f"{server.url}/sse/?channel={channel}") as stream:
+        await publish(client, server.url, channel)
+        await stream.collect(1)
+    return await scrape(client, server.url)

@@ -170,3 +170,28 @@ def test_a_process_with_metrics_on_imports_it(tmp_path: Path) -> None:
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "SSE_TEST_METRICS": "1"},
     ).stdout
     assert json.loads(out) is True
+
+
+class Broken(metrics.Off):
+    enabled = True
+
+    def stream_opened(self, door: str, channels: int) -> None:
+        raise OSError("the multiprocess folder is full")
+
+    def stream_closed(self, door: str, reason: str, seconds: float, channels: int) -> None:
+        raise OSError("the multiprocess folder is full")
+
+
+async def test_a_count_that_fails_breaks_no_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django_sse.hub import get_hub
+    from django_sse.stream import event_stream
+
+    monkeypatch.setattr(metrics, "_current", Broken())
+    chunks = event_stream(("typing:broken",), door="asgi")
+    first = await anext(chunks)
+    assert first.startswith(b"retry: ")
+    hub = get_hub()
+    assert len(hub.subscriptions) == 1
+    await chunks.aclose()  # type: ignore[attr-defined]
+    assert len(hub.subscriptions) == 0
+    await hub.stop(grace=0.1)

@@ -10,13 +10,24 @@ not depend on each other's order.
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 
-from tests.ops_helpers import KIND_IDS, KINDS, Samples, memory_server, redis_env, scrape, value
-from tests.servers import RedisServer, Server, running_server
+from tests.ops_helpers import (
+    KIND_IDS,
+    KINDS,
+    Samples,
+    memory_server,
+    one_event_through,
+    redis_env,
+    scrape,
+    value,
+)
+from tests.servers import RedisServer, Server, running_server, spawn_server
 from tests.sse_client import open_stream, publish, unique, wait_until
 
 pytestmark = pytest.mark.server
@@ -150,28 +161,33 @@ async def test_the_metrics_view_answers_get_only(
 
 
 @pytest.mark.timeout(120)
-async def test_counters_come_from_the_new_process_after_a_restart(server_db: str) -> None:
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+async def test_counters_come_from_the_new_process_after_a_restart(server_db: str, how: str) -> None:
     env = {"SSE_TEST_DB": server_db, "SSE_TEST_LAYER": "memory", "SSE_TEST_METRICS": "1"}
     channel = f"news:{unique('restart')}"
     async with httpx.AsyncClient(timeout=30.0) as client:
         with running_server("uvicorn", **env) as server:
-            for _ in range(2):
-                async with open_stream(client, f"{server.url}/sse/?channel={channel}"):
-                    pass
-            await publish(client, server.url, channel, count=2)
-            before = await scrape(client, server.url)
-            assert value(before, "django_sse_streams_opened_total", door="asgi") == 2
-            assert value(before, "django_sse_events_published_total") == 2
-            server.restart()
-            # A new process counts from zero (Prometheus' rate() reads that as a reset)...
+            await one_event_through(client, server, channel)
+            async with open_stream(client, f"{server.url}/sse/?channel={channel}"):
+                await publish(client, server.url, channel)
+                before = await scrape(client, server.url)
+                assert value(before, "django_sse_streams_open", door="asgi") == 1
+                assert value(before, "django_sse_streams_opened_total", door="asgi") == 2
+                assert value(before, "django_sse_events_published_total") == 2
+                if how == "sigterm":
+                    server.restart()
+                else:
+                    os.kill(server.proc.pid, signal.SIGKILL)
+                    server.proc.wait(10)
+                    server.proc = spawn_server(server.kind, server.port, server.env, server.log)
+            # A new process counts from zero (Prometheus' rate() reads that as a
+            # reset): nothing of the old one is open or counted...
             fresh = await scrape(client, server.url)
+            assert value(fresh, "django_sse_streams_open", door="asgi") == 0
             assert value(fresh, "django_sse_streams_opened_total", door="asgi") == 0
             assert value(fresh, "django_sse_events_published_total") == 0
-            # ...and counts on.
-            async with open_stream(client, f"{server.url}/sse/?channel={channel}") as stream:
-                await publish(client, server.url, channel)
-                await stream.collect(1)
-            after = await scrape(client, server.url)
+            # ...and it counts on.
+            after = await one_event_through(client, server, channel)
             assert value(after, "django_sse_streams_opened_total", door="asgi") == 1
             assert value(after, "django_sse_events_published_total") == 1
 
