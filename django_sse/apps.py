@@ -11,10 +11,20 @@ class DjangoSSEConfig(AppConfig):
     def ready(self) -> None:
         from django.utils.module_loading import autodiscover_modules
 
-        from . import checks, sessions  # noqa: F401  (register the system checks)
+        from . import checks, metrics_checks, sessions  # noqa: F401  (register the system checks)
 
         autodiscover_modules("sse")
+        self._connect_metrics()
         self._connect_revocation()
+
+    def _connect_metrics(self) -> None:
+        from django.core.signals import setting_changed
+
+        from .metrics import get, reset
+
+        setting_changed.connect(reset, dispatch_uid="django_sse.metrics_setting")
+        # Metrics on: made now, so that a scrape before the first stream shows them.
+        get()
 
     def _connect_revocation(self) -> None:
         from django.apps import apps

@@ -153,6 +153,7 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         last_event_id=accepted.last_event_id,
         identity=accepted.identity,
         slot=accepted.slot,
+        door="asgi",
     )
     del request, accepted
     done = shutdown.opened()

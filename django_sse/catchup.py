@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from . import metrics
 from . import store as history
 from .channels import registry
 from .conf import conf
@@ -52,6 +53,7 @@ async def poll_once(hub: Hub, previous: dict[str, int]) -> dict[str, int]:
         hub.store_failed(exc, "reading the event store's heads")
         return previous
     hub.store_ok()
+    behind = lag = 0
     for channel, members in live.items():
         target = previous.get(channel)
         if target is None:
@@ -65,6 +67,8 @@ async def poll_once(hub: Hub, previous: dict[str, int]) -> dict[str, int]:
             position = sub.position(channel)
             if position is not None and position < target:
                 sub.mark_behind(channel, target)
+                behind, lag = behind + 1, max(lag, target - position)
+    metrics.get().caught_up(behind, lag)
     return {c: heads.get(c, 0) for c in live}
 
 

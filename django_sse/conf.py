@@ -197,6 +197,14 @@ SETTINGS: tuple[Setting, ...] = (
         "behind its open streams: a password change, a deleted session or user ends "
         "those streams within about this long.",
     ),
+    Setting(
+        "SSE_METRICS",
+        False,
+        bool,
+        None,
+        "Whether to count Prometheus metrics (``django_sse_*``, needs the ``metrics`` "
+        "extra: ``prometheus-client``); off, prometheus_client is never imported.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -220,6 +228,10 @@ def setting_error(s: Setting, value: Any) -> str | None:
         return (
             f"{s.name} must be a non-empty string{' or None' if s.nullable else ''}, got {value!r}"
         )
+    if s.kind is bool:
+        if isinstance(value, bool):
+            return None
+        return f"{s.name} must be True or False, got {value!r}"
     if s.kind is float:
         ok = _number(value)
     else:
@@ -325,6 +337,10 @@ class Settings:
     @property
     def SSE_SESSION_CHECK_INTERVAL(self) -> float:
         return float(self._get("SSE_SESSION_CHECK_INTERVAL"))
+
+    @property
+    def SSE_METRICS(self) -> bool:
+        return bool(self._get("SSE_METRICS"))
 
 
 conf = Settings()

@@ -27,7 +27,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from . import catchup, sessions, ticker
+from . import catchup, live, metrics, sessions, ticker
 from .events import Event
 from .membership import (
     BACKOFF_INITIAL,
@@ -275,6 +275,7 @@ class Hub:
         for sub in group.members:
             sub.deliver(event)
         self.delivered += 1
+        metrics.get().delivered(len(group.members))
 
     def revoke(self, owner: str, channel: str | None = None, session: str | None = None) -> int:
         """Close the streams of ``owner`` (on ``channel``, or of ``session``, if given)."""
@@ -297,6 +298,8 @@ class Hub:
             self.dispatch(from_message(message))
         elif kind == REVOKE_TYPE:
             self.handle_control(message)
+        elif kind == live.STATS_TYPE:
+            live.answer(self, message)
         else:
             raise TypeError(f"unknown message type {kind!r}")
 
@@ -312,6 +315,7 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                metrics.get().layer_error("receive", "error")
                 logger.warning(
                     "Channel layer receive failed; retrying in %.1fs", backoff, exc_info=True
                 )
@@ -334,6 +338,7 @@ class Hub:
 
     def store_failed(self, exc: BaseException, doing: str) -> None:
         """Log a store failure once per outage, not once per stream."""
+        metrics.get().store_error("read")
         if not self._store_down:
             self._store_down = True
             logger.warning("Event store unavailable while %s", doing, exc_info=exc)

@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any
 
+from . import metrics
 from .conf import conf
 
 logger = logging.getLogger("django_sse")
@@ -77,9 +78,11 @@ async def group_send(
     try:
         await asyncio.wait_for(layer.group_send(group, message), timeout)
     except TimeoutError:
+        metrics.get().layer_error("control" if control else "publish", "timeout")
         (_revoke_timed_out if control else _publish_timed_out)(timeout)
         return False
     except Exception as exc:
+        metrics.get().layer_error("control" if control else "publish", "error")
         if not control:
             raise
         revoke_failed(f"{type(exc).__name__}: {exc}"[:200])

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from . import metrics
 from .conf import conf
 from .names import group_name
 from .subscription import Subscription
@@ -36,7 +37,11 @@ DEFAULT_GROUP_EXPIRY = 86400
 async def bounded(call: Awaitable[T]) -> T:
     """One channel-layer call, bounded by ``SSE_PUBLISH_TIMEOUT``: a Redis that
     accepts and never answers would block it forever."""
-    return await asyncio.wait_for(call, conf.SSE_PUBLISH_TIMEOUT)
+    try:
+        return await asyncio.wait_for(call, conf.SSE_PUBLISH_TIMEOUT)
+    except Exception as exc:
+        metrics.get().layer_error("membership", metrics.error_kind(exc))
+        raise
 
 
 class Group:

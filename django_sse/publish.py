@@ -13,6 +13,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.db import DEFAULT_DB_ALIAS, transaction
 
+from . import metrics
 from .channels import registry
 from .conf import conf
 from .events import Event, build_event
@@ -65,6 +66,7 @@ def _not_published(event: Event) -> None:
     )
 
 
+@metrics.atimed_publish
 async def asend_event(channel: str, event: str, data: Any) -> Event:
     """Store and publish an event for every stream on ``channel``, in any process.
 
@@ -112,6 +114,7 @@ def send_event(channel: str, event: str, data: Any, *, using: str | None = None)
     return _store_and_publish(built)
 
 
+@metrics.timed_publish
 def _store_and_publish(event: Event) -> Event:
     store = _history(event)
     if store is None:

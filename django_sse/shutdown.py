@@ -110,6 +110,7 @@ async def close_streams() -> None:
     and wait until the fast path's streams have ended: each stream gets up to
     :data:`GRACE` seconds to write its closing event (see :func:`bound`)."""
     from .hub import local_hubs
+    from .lifecycle import flush
 
     closing.set()
     loop = asyncio.get_running_loop()
@@ -122,3 +123,5 @@ async def close_streams() -> None:
         _, pending = await asyncio.wait(waiting, timeout=max(deadline - loop.time(), 0.0))
         if pending:
             logger.warning("Shutdown: %d stream(s) still open after %gs", len(pending), GRACE)
+    # The stream_closed signals of the streams just closed, sent before the end.
+    await flush()

@@ -22,7 +22,7 @@ from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
 
-from . import limits, shutdown
+from . import lifecycle, limits, metrics, shutdown
 from . import store as history
 from .auth import Identity
 from .channels import ChannelError, call_user_code, registry
@@ -302,6 +302,7 @@ async def event_stream(
     user: Any = None,
     identity: Identity | None = None,
     slot: limits.StreamSlot | None = None,
+    door: str = "view",
 ) -> AsyncIterator[bytes]:
     """Yield the wire bytes of a stream on ``channels`` until the client goes.
 
@@ -310,7 +311,8 @@ async def event_stream(
     before any snapshot, so the response head reaches the client at once.
     ``identity`` lets revocation find the stream and closes it when its
     session expires; ``slot`` (from ``limits.acquire``) is released when it
-    ends.
+    ends. ``door`` ("view" or "asgi") names who serves it, for the metrics
+    and the lifecycle signals.
     """
     if shutdown.closing.is_set():
         # Shutting down: a hub made now would outlive the stop. Back in a moment.
@@ -337,6 +339,7 @@ async def event_stream(
         if slot is not None:
             slot.release()
         raise
+    track = lifecycle.opened(user, channels, door, len(hub.membership.groups))
     sub.state = STARTING
     sub.deadline = _deadline(identity, hub.loop.time())
     if (
@@ -372,6 +375,7 @@ async def event_stream(
             yield chunk
     finally:
         hub.unsubscribe(sub)
+        lifecycle.closed(track, sub.close_reason, len(hub.membership.groups))
         if slot is not None:
             slot.release()
 
@@ -399,6 +403,8 @@ async def _start(
         state.cursor = sub.cursor = Cursor(stored, positions)
     elif last_event_id and state.store is None:
         reset = "history unavailable"
+    if last_event_id and not sub.closed:
+        metrics.get().resumed(reset)
     cursor = state.cursor
     first = b""
     if reset and not sub.closed:

@@ -5,7 +5,9 @@ Server processes read their layer and database from the environment:
 (an SQLite file shared with the test process), ``SSE_KEEPALIVE``,
 ``SSE_HISTORY_POLL``, ``SSE_QUEUE_SIZE``, ``SSE_MAX_STREAMS_PER_USER``,
 ``SSE_MAX_STREAMS_PER_ADDRESS``, ``SSE_CLIENT_IP_HEADER``, ``SSE_PUBLISH_TIMEOUT``,
-``SSE_MAX_STREAM_AGE``, ``SSE_TOKEN_MAX_AGE`` and ``SESSION_COOKIE_AGE``.
+``SSE_MAX_STREAM_AGE``, ``SSE_TOKEN_MAX_AGE`` and ``SESSION_COOKIE_AGE``;
+``SSE_TEST_METRICS=1`` turns the metrics on, ``SSE_TEST_LIFECYCLE_LOG`` (a
+file) connects lifecycle signal receivers (tests/testapp/lifecycle.py).
 """
 
 from __future__ import annotations
@@ -112,6 +114,9 @@ _FROM_ENV: dict[str, type] = {
 for _name, _kind in _FROM_ENV.items():
     if os.environ.get(_name):
         globals()[_name] = _kind(os.environ[_name])
+
+# Prometheus metrics (docs/operations.rst), for the servers that test them.
+SSE_METRICS = os.environ.get("SSE_TEST_METRICS") == "1"
 
 SSE_AUTHENTICATION_CLASSES = [
     "django_sse.auth.SessionAuthentication",

@@ -1,17 +1,23 @@
 from __future__ import annotations
 
+from importlib.util import find_spec
+
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
+from django_sse.metrics_view import metrics
 from tests.testapp import views
 
 urlpatterns = [
     path("sse/", include("django_sse.urls")),
     path("admin/", admin.site.urls),
+    path("metrics/", metrics),
     path("test/login/", views.login_as),
     path("test/publish/", views.publish),
     path("test/publish-sync/", views.publish_sync),
     path("test/stats/", views.stats),
+    path("test/imported/", views.imported),
     path("test/page/", views.page),
     path("test/flaky-stream/", views.flaky_stream),
     path("test/logout/", views.logout_view),
@@ -22,3 +28,7 @@ urlpatterns = [
     path("test/js/", include("tests.testapp.jsviews")),
     path("test/session/", include("tests.testapp.session_views")),
 ]
+
+if settings.SSE_METRICS and find_spec("django_prometheus") is not None:
+    # django-prometheus's own /metrics view exports the same registry.
+    urlpatterns.append(path("django-prometheus/", include("django_prometheus.urls")))

@@ -8,6 +8,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 
 from django_sse import channels, hooks
+from tests.testapp import lifecycle
 from tests.testapp.models import Comment, Ticket
 
 channels.register("public", channels.PUBLIC)
@@ -80,3 +81,6 @@ def can_read_slow(user: Any, name: str) -> bool:
 if os.environ.get("SSE_TEST_CARELESS_HOOKS"):
     # The integrator's mistake the attack tests try: a hook that names no fields.
     hooks.register(get_user_model(), channels="staff")
+
+# Lifecycle signal receivers, when a server test asks for them.
+lifecycle.connect()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from django.contrib.auth import get_user_model, login, logout
 from django.contrib.auth.models import Permission
@@ -60,6 +61,11 @@ async def stats(request: HttpRequest) -> HttpResponse:
             totals["subscribers"] = totals.get("subscribers", 0) + hub.subscribers(channel)
     totals.setdefault("subscribers", 0)
     return JsonResponse(totals)
+
+
+def imported(request: HttpRequest) -> HttpResponse:
+    """Whether this server process has imported ``?module=name``."""
+    return JsonResponse({"imported": request.GET["module"] in sys.modules})
 
 
 def page(request: HttpRequest) -> HttpResponse:

@@ -1,0 +1,118 @@
+"""A stream's opening and closing: counted in the metrics, sent as signals.
+
+``stream_opened`` and ``stream_closed`` (:mod:`django_sse.signals`) are sent
+only when a receiver is connected, so unused they cost one
+``has_listeners()`` per stream. Receivers are the application's sync code (an
+audit row, a webhook): they run with ``send_robust`` on the threads that run
+the application's code for streams, never on the event loop, so a slow
+receiver delays no stream, and one that raises is logged by Django and breaks
+nothing. A stream's ``stream_closed`` is sent after its ``stream_opened``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from functools import partial
+from typing import Any
+
+from django.dispatch import Signal
+
+from . import dbthreads, metrics
+from .signals import stream_closed, stream_opened
+
+logger = logging.getLogger("django_sse")
+
+#: Seconds a shutdown waits for the signals of the streams it closed.
+FLUSH_TIMEOUT = 1.0
+
+#: Signal deliveries in flight (held here: the loop keeps only weak references).
+_pending: set[asyncio.Task[None]] = set()
+
+
+class Track:
+    """What the closing of one stream needs to know about its opening."""
+
+    __slots__ = ("channels", "door", "opened", "started", "user")
+
+    def __init__(self, user: Any, channels: tuple[str, ...], door: str) -> None:
+        self.user = user
+        self.channels = channels
+        self.door = door
+        self.started = time.monotonic()
+        self.opened: asyncio.Task[None] | None = None
+
+
+def opened(user: Any, channels: tuple[str, ...], door: str, listening: int) -> Track:
+    """Count a stream that is subscribed; ``listening``: the hub's channels.
+
+    Never raises: the stream core calls it between its subscribe and the
+    ``finally`` that unsubscribes."""
+    track = Track(user, channels, door)
+    try:
+        metrics.get().stream_opened(door, listening)
+        if stream_opened.has_listeners():
+            track.opened = _send(stream_opened, None, user=user, channels=channels, door=door)
+    except Exception:
+        logger.exception("Counting an opened stream failed")
+    return track
+
+
+def closed(track: Track, reason: str | None, listening: int) -> None:
+    """Count the end of ``track``'s stream; ``reason`` ``None``: its client went.
+
+    Never raises: it runs in the stream's ``finally``, before the stream's
+    slot is released."""
+    try:
+        _closed(track, reason or metrics.CLIENT_GONE, listening)
+    except Exception:
+        logger.exception("Counting a closed stream failed")
+
+
+def _closed(track: Track, reason: str, listening: int) -> None:
+    duration = time.monotonic() - track.started
+    metrics.get().stream_closed(track.door, reason, duration, listening)
+    if stream_closed.has_listeners():
+        _send(
+            stream_closed,
+            track.opened,
+            user=track.user,
+            channels=track.channels,
+            door=track.door,
+            reason=reason,
+            duration=duration,
+        )
+
+
+def _send(signal: Signal, after: asyncio.Task[None] | None, **kwargs: Any) -> asyncio.Task[None]:
+    task = asyncio.get_running_loop().create_task(_deliver(signal, after, kwargs))
+    _pending.add(task)
+    task.add_done_callback(_done)
+    return task
+
+
+async def _deliver(
+    signal: Signal, after: asyncio.Task[None] | None, kwargs: dict[str, Any]
+) -> None:
+    from .stream import event_stream
+
+    if after is not None and not after.done():
+        await asyncio.wait([after])
+    # send_robust logs a receiver that raises (logger "django.dispatch").
+    await dbthreads.run_user_code(partial(signal.send_robust, sender=event_stream, **kwargs))
+
+
+def _done(task: asyncio.Task[None]) -> None:
+    _pending.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("Sending a stream lifecycle signal failed", exc_info=task.exception())
+
+
+async def flush(timeout: float = FLUSH_TIMEOUT) -> None:
+    """Wait (up to ``timeout``) for this loop's signals in flight: a shutdown
+    sends the ``stream_closed`` of the streams it closed before it ends."""
+    loop = asyncio.get_running_loop()
+    waiting = [t for t in _pending if t.get_loop() is loop]
+    if waiting:
+        await asyncio.wait(waiting, timeout=timeout)

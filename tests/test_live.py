@@ -1,0 +1,67 @@
+"""The Live page's reports, in-process: what a hub says about itself, and
+what the page accepts from the layer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from django_sse import live
+from django_sse.hub import Hub, get_hub
+
+
+async def test_a_hub_reports_its_streams_and_busiest_channels() -> None:
+    hub = Hub(asyncio.get_running_loop())
+    try:
+        subs = [await hub.subscribe(("a",), 10) for _ in range(3)]
+        subs.append(await hub.subscribe(("a", "b"), 10))
+        report = live.report(hub)
+        assert (report.streams, report.channels) == (4, 2)
+        assert report.top == [("a", 4), ("b", 1)]
+        assert report.states == {"open": 4}
+        for sub in subs:
+            hub.unsubscribe(sub)
+        assert live.report(hub).streams == 0
+        assert live.report(hub).top == []
+    finally:
+        await hub.stop(grace=0.1)
+
+
+async def test_a_report_crosses_the_layer_and_malformed_ones_are_refused() -> None:
+    report = live.Report("host:1", 5, 2, [("a", 4), ("b", 1)], {"live": 5})
+    assert live.Report.from_message(report.as_message()) == report
+    long = live.Report("x" * 500, 1, 1, [(f"c{i}", 1) for i in range(500)])
+    bounded = live.Report.from_message(long.as_message())
+    assert len(bounded.process) == 200 and len(bounded.top) == live.TOP_CHANNELS
+    for bad in ({}, {**report.as_message(), "streams": "many"}, {**report.as_message(), "top": 3}):
+        with pytest.raises((KeyError, TypeError, ValueError)):
+            live.Report.from_message(bad)
+
+
+async def test_a_hub_answers_only_a_reply_channel_of_the_page() -> None:
+    hub = Hub(asyncio.get_running_loop())
+    try:
+        for reply in (None, 3, "sse.hub.someone-else", "x" * 300 + live.REPLY_PREFIX):
+            with pytest.raises(TypeError):
+                live.answer(hub, {"type": live.STATS_TYPE, "reply": reply})
+    finally:
+        await hub.stop(grace=0.1)
+
+
+def test_the_busiest_channels_are_summed_over_processes() -> None:
+    one = live.Report("one", 3, 2, [("a", 2), ("b", 1)])
+    two = live.Report("two", 4, 2, [("b", 3), ("c", 1)])
+    assert live.merged_top([one, two]) == [("b", 4), ("a", 2), ("c", 1)]
+    assert live.merged_top([one, two], limit=1) == [("b", 4)]
+
+
+async def test_with_the_in_memory_layer_the_page_reads_this_process() -> None:
+    hub = get_hub()
+    try:
+        await hub.subscribe(("a",), 10)
+        reports, problem = await live.gather()
+        assert problem is None
+        assert [r.streams for r in reports] == [1]
+    finally:
+        await hub.stop(grace=0.1)
