@@ -197,6 +197,14 @@ SETTINGS: tuple[Setting, ...] = (
         "behind its open streams: a password change, a deleted session or user ends "
         "those streams within about this long.",
     ),
+    Setting(
+        "SSE_REFRESH_DEBOUNCE",
+        0.5,
+        float,
+        0.01,
+        "Seconds a refresh hook (``hooks.register(..., refresh=True)``) collects the "
+        "changes of a channel before it sends one event for them all.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -325,6 +333,10 @@ class Settings:
     @property
     def SSE_SESSION_CHECK_INTERVAL(self) -> float:
         return float(self._get("SSE_SESSION_CHECK_INTERVAL"))
+
+    @property
+    def SSE_REFRESH_DEBOUNCE(self) -> float:
+        return float(self._get("SSE_REFRESH_DEBOUNCE"))
 
 
 conf = Settings()

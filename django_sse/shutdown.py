@@ -109,9 +109,14 @@ async def close_streams() -> None:
     """Close every stream of the running loop's hubs with reason ``shutdown``
     and wait until the fast path's streams have ended: each stream gets up to
     :data:`GRACE` seconds to write its closing event (see :func:`bound`)."""
+    from .conf import conf
+    from .debounce import aflush
     from .hub import local_hubs
 
     closing.set()
+    # Refresh events still in their debounce window go out now, while the
+    # streams close (within bound(): both take SSE_PUBLISH_TIMEOUT at most).
+    flushing = asyncio.ensure_future(aflush(conf.SSE_PUBLISH_TIMEOUT))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + GRACE
     for hub in local_hubs():
@@ -122,3 +127,4 @@ async def close_streams() -> None:
         _, pending = await asyncio.wait(waiting, timeout=max(deadline - loop.time(), 0.0))
         if pending:
             logger.warning("Shutdown: %d stream(s) still open after %gs", len(pending), GRACE)
+    await flushing

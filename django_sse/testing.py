@@ -31,7 +31,7 @@ from typing import Any, overload
 
 from django.db import DEFAULT_DB_ALIAS
 
-from . import capture
+from . import capture, debounce
 from .events import Event
 from .reader import StreamReader, stream_reader
 
@@ -223,17 +223,24 @@ def run_on_commit(using: str = DEFAULT_DB_ALIAS) -> Iterator[list[Any]]:
 
 @contextmanager
 def capture_events(
-    *, run_on_commit: bool = False, using: str = DEFAULT_DB_ALIAS
+    *,
+    run_on_commit: bool = False,
+    flush_refreshes: bool = False,
+    using: str = DEFAULT_DB_ALIAS,
 ) -> Iterator[SentEvents]:
     """Collect every event published in this process (any thread) inside the block.
 
     Events are still published as usual. With ``run_on_commit=True`` the
     block's on-commit callbacks run when it ends (see :func:`run_on_commit`),
     so events that ``send_event``, ``notify`` and model hooks defer to the
-    commit are in ``sent`` after the block; assert after it, not inside."""
+    commit are in ``sent`` after the block; assert after it, not inside.
+    With ``flush_refreshes=True`` the refresh events of refresh hooks still in
+    their debounce window are sent when the block ends, after those callbacks."""
     sent = SentEvents()
     with ExitStack() as stack:
         stack.callback(capture.watch(sent._add))
+        if flush_refreshes:
+            stack.callback(debounce.flush)
         if run_on_commit:
             stack.enter_context(_run_on_commit(using))
         yield sent
