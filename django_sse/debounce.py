@@ -57,6 +57,8 @@ class Debouncer:
         self._windows: dict[tuple[str, str], _Window] = {}
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._sending = threading.Lock()  # held while a batch is being sent
+        self._in_flight = 0
 
     def mark(self, channel: str, event: str, data: Any, delay: float) -> None:
         """Note one change on ``channel``: send ``event`` when its window ends."""
@@ -74,14 +76,30 @@ class Debouncer:
             self._wake.notify()
 
     def pending(self) -> int:
+        """Windows open or being sent."""
         with self._wake:
-            return len(self._windows)
+            return len(self._windows) + self._in_flight
 
-    def _take(self, now: float | None) -> list[tuple[str, _Window]]:
-        """Remove and return the windows due at ``now`` (every window: ``None``)."""
-        with self._wake:
-            due = [key for key, w in self._windows.items() if now is None or w.due <= now]
-            return [(key[0], self._windows.pop(key)) for key in due]
+    def _send_due(self, now: float | None, deadline: float | None = None) -> int:
+        """Send the windows due at ``now`` (every window: ``None``), after any
+        batch being sent already (so that a flush at exit waits for the thread's
+        batch instead of leaving it to die with the process); returns how many."""
+        wait = -1.0 if deadline is None else max(deadline - time.monotonic(), 0.0)
+        if not self._sending.acquire(timeout=wait):
+            logger.warning("Refresh events were not sent: the previous batch is still sending")
+            return 0
+        try:
+            with self._wake:
+                keys = [k for k, w in self._windows.items() if now is None or w.due <= now]
+                due = [(key[0], self._windows.pop(key)) for key in keys]
+                self._in_flight = len(due)
+            if due:
+                _send(due, deadline)
+            return len(due)
+        finally:
+            with self._wake:
+                self._in_flight = 0
+            self._sending.release()
 
     def _run(self) -> None:
         while True:
@@ -90,18 +108,13 @@ class Debouncer:
                     self._wake.wait()
                 first = min(w.due for w in self._windows.values())
                 self._wake.wait(max(first - time.monotonic(), 0.0))
-            due = self._take(time.monotonic())
-            if due:
-                _send(due)
+            if self._send_due(time.monotonic()):
                 # This thread lives as long as the process: it keeps no connection.
                 connections.close_all()
 
     def flush(self, deadline: float | None = None) -> int:
-        """Send every pending event now (until ``deadline``); returns how many were due."""
-        due = self._take(None)
-        if due:
-            _send(due, deadline)
-        return len(due)
+        """Send every open window's event now (until ``deadline``); returns how many."""
+        return self._send_due(None, deadline)
 
 
 def _send(due: list[tuple[str, _Window]], deadline: float | None = None) -> None:
