@@ -6,9 +6,7 @@ import os
 import subprocess
 import sys
 
-from tests.servers import ROOT
-
-EXAMPLE = ROOT / "example_project"
+from tests.servers import EXAMPLE, ROOT
 
 
 def test_the_example_projects_tests_pass() -> None:
