@@ -205,6 +205,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Whether to count Prometheus metrics (``django_sse_*``, needs the ``metrics`` "
         "extra: ``prometheus-client``); off, prometheus_client is never imported.",
     ),
+    Setting(
+        "SSE_REFRESH_DEBOUNCE",
+        0.5,
+        float,
+        0.01,
+        "Seconds a refresh hook (``hooks.register(..., refresh=True)``) collects the "
+        "changes of a channel before it sends one event for them all.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -341,6 +349,10 @@ class Settings:
     @property
     def SSE_METRICS(self) -> bool:
         return bool(self._get("SSE_METRICS"))
+
+    @property
+    def SSE_REFRESH_DEBOUNCE(self) -> float:
+        return float(self._get("SSE_REFRESH_DEBOUNCE"))
 
 
 conf = Settings()

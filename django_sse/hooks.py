@@ -33,6 +33,7 @@ from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models, transaction
 from django.db.models.signals import post_delete, post_init, post_save, pre_delete
 
+from . import debounce
 from .events import Event, is_reserved_event_name, validate_event_name
 from .publish import send_event
 
@@ -94,9 +95,14 @@ class Hook:
     payload: PayloadCallable | None = None
     changed_only: bool = False
     event: str | None = None
+    #: Seconds of a refresh hook's debounce window (``True``: the setting); see
+    #: :mod:`django_sse.debounce`.
+    refresh: float | bool = False
 
     def __call__(self, func: PayloadCallable) -> PayloadCallable:
         """Use the hook as a decorator: ``func(instance, action)`` makes the payload."""
+        if self.refresh:
+            raise TypeError(f"hook for {self.model._meta.label}: a refresh hook sends no payload")
         if self.fields is not None or self.serializer is not None or self.payload is not None:
             raise TypeError(
                 f"hook for {self.model._meta.label}: the payload is already given by "
@@ -107,6 +113,8 @@ class Hook:
 
     def event_name(self, action: str) -> str:
         opts = self.model._meta
+        if self.refresh:
+            action = debounce.REFRESH_ACTION  # one event for every action
         if self.event is None:
             return f"{opts.app_label}.{opts.model_name}.{action}"
         return self.event.format(action=action, app_label=opts.app_label, model=opts.model_name)
@@ -121,7 +129,12 @@ class Hook:
 
     @property
     def names_its_payload(self) -> bool:
-        return self.fields is not None or self.serializer is not None or self.payload is not None
+        return (
+            bool(self.refresh)
+            or self.fields is not None
+            or self.serializer is not None
+            or self.payload is not None
+        )
 
     def data(self, instance: models.Model, action: str) -> Any:
         if self.payload is not None:
@@ -201,6 +214,7 @@ class Registry:
         payload: PayloadCallable | None = None,
         changed_only: bool = False,
         event: str | None = None,
+        refresh: bool | float = False,
     ) -> Hook:
         """Send events for ``model``; see :doc:`/model-events`.
 
@@ -217,13 +231,14 @@ class Registry:
             given.append("payload")
         if len(given) > 1:
             raise TypeError(f"hook for {label}: give only one of {', '.join(given)}")
+        debounce.check_refresh(label, refresh, given)
         if isinstance(fields, str) and fields != ALL_FIELDS:
             raise TypeError(
                 f"hook for {label}: fields must be a list of names or {ALL_FIELDS!r}, "
                 f"not the str {fields!r}"
             )
         if event is not None:
-            _check_event(label, event, actions)
+            _check_event(label, event, (debounce.REFRESH_ACTION,) if refresh else actions)
         if not (callable(channels) or isinstance(channels, str) or list(channels)):
             raise ValueError(f"hook for {label}: channels is empty")
         if not isinstance(channels, str) and not callable(channels):
@@ -237,6 +252,7 @@ class Registry:
             payload,
             bool(changed_only),
             event,
+            refresh,
         )
         hooks = self._hooks.setdefault(model, [])
         uid = f"django_sse.hooks.{model._meta.label}"
@@ -409,6 +425,11 @@ def _send(
         if action not in hook.actions:
             continue
         try:
+            if hook.refresh:
+                # Nothing of the row: one event stands for a burst of changes.
+                if not (hook.changed_only and changed is not None and not changed):
+                    debounce.refresh_hook(hook, instance, using)
+                continue
             data = hook.data(instance, action)
             if hook.changed_only and changed is not None and isinstance(data, dict):
                 if not changed:

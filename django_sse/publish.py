@@ -13,7 +13,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.db import DEFAULT_DB_ALIAS, transaction
 
-from . import metrics
+from . import capture, metrics
 from .channels import registry
 from .conf import conf
 from .events import Event, build_event
@@ -81,13 +81,13 @@ async def asend_event(channel: str, event: str, data: Any) -> Event:
     store = _history(built)
     if store is None:
         await _publish(built)
-        return built
+        return capture.published(built)
     built = built.stored(await store_call(store.append, channel, event, built.payload, retry=False))
     try:
         await _publish(built)
     except Exception:
         _not_published(built)
-    return built
+    return capture.published(built)
 
 
 def send_event(channel: str, event: str, data: Any, *, using: str | None = None) -> Event:
@@ -119,13 +119,13 @@ def _store_and_publish(event: Event) -> Event:
     store = _history(event)
     if store is None:
         _publish_sync(event)
-        return event
+        return capture.published(event)
     event = event.stored(store.append(event.channel, event.name, event.payload))
     try:
         _publish_sync(event)
     except Exception:
         _not_published(event)
-    return event
+    return capture.published(event)
 
 
 def _publish_sync(event: Event) -> None:

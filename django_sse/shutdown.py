@@ -109,10 +109,15 @@ async def close_streams() -> None:
     """Close every stream of the running loop's hubs with reason ``shutdown``
     and wait until the fast path's streams have ended: each stream gets up to
     :data:`GRACE` seconds to write its closing event (see :func:`bound`)."""
+    from .conf import conf
+    from .debounce import aflush
     from .hub import local_hubs
     from .lifecycle import flush
 
     closing.set()
+    # Refresh events still in their debounce window go out now, while the
+    # streams close (within bound(): both take SSE_PUBLISH_TIMEOUT at most).
+    flushing = asyncio.ensure_future(aflush(conf.SSE_PUBLISH_TIMEOUT))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + GRACE
     for hub in local_hubs():
@@ -125,3 +130,4 @@ async def close_streams() -> None:
             logger.warning("Shutdown: %d stream(s) still open after %gs", len(pending), GRACE)
     # The stream_closed signals of the streams just closed, sent before the end.
     await flush()
+    await flushing

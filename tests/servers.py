@@ -80,6 +80,8 @@ class Server:
     proc: subprocess.Popen[bytes]
     env: dict[str, str] = field(repr=False)
     log: Path = field(repr=False)
+    app: str = "tests.asgi:application"
+    cwd: Path = ROOT
 
     @property
     def url(self) -> str:
@@ -90,7 +92,13 @@ class Server:
 
     def restart(self) -> None:
         stop(self.proc)
-        self.proc = spawn_server(self.kind, self.port, self.env, self.log)
+        self.start()
+
+    def start(self) -> None:
+        """Start the server again on its port (after :func:`stop`)."""
+        self.proc = spawn_server(
+            self.kind, self.port, self.env, self.log, app=self.app, cwd=self.cwd
+        )
 
 
 def spawn_server(
@@ -139,6 +147,38 @@ def running_server(
     finally:
         stop(server.proc)
         log.unlink(missing_ok=True)
+
+
+EXAMPLE = ROOT / "example_project"
+
+
+@contextmanager
+def running_example(kind: str = "daphne") -> Iterator[Server]:
+    """The example project as ``make demo`` serves it (migrated, seeded, the
+    in-memory layer), on a database of its own."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "EXAMPLE_DB": str(Path(tmp) / "example.sqlite3")}
+        # This checkout's django_sse, not whichever one the environment installed.
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env.pop("REDIS_URL", None)
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        for command in (["migrate", "--noinput", "-v", "0"], ["seed_demo"]):
+            subprocess.run(
+                [sys.executable, "manage.py", *command],
+                cwd=EXAMPLE,
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+        port = free_port()
+        log = Path(tmp) / f"{kind}.log"
+        app = "example_project.asgi:application"
+        proc = spawn_server(kind, port, env, log, app=app, cwd=EXAMPLE)
+        server = Server(kind, port, proc, env, log, app, EXAMPLE)
+        try:
+            yield server
+        finally:
+            stop(server.proc)
 
 
 def migrate(db_path: str) -> None:

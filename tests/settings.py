@@ -5,9 +5,10 @@ Server processes read their layer and database from the environment:
 (an SQLite file shared with the test process), ``SSE_KEEPALIVE``,
 ``SSE_HISTORY_POLL``, ``SSE_QUEUE_SIZE``, ``SSE_MAX_STREAMS_PER_USER``,
 ``SSE_MAX_STREAMS_PER_ADDRESS``, ``SSE_CLIENT_IP_HEADER``, ``SSE_PUBLISH_TIMEOUT``,
-``SSE_MAX_STREAM_AGE``, ``SSE_TOKEN_MAX_AGE`` and ``SESSION_COOKIE_AGE``;
-``SSE_TEST_METRICS=1`` turns the metrics on, ``SSE_TEST_LIFECYCLE_LOG`` (a
-file) connects lifecycle signal receivers (tests/testapp/lifecycle.py).
+``SSE_MAX_STREAM_AGE``, ``SSE_TOKEN_MAX_AGE``, ``SESSION_COOKIE_AGE`` and
+``SSE_REFRESH_DEBOUNCE``; ``SSE_TEST_METRICS=1`` turns the metrics on,
+``SSE_TEST_LIFECYCLE_LOG`` (a file) connects lifecycle signal receivers
+(tests/testapp/lifecycle.py).
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ _FROM_ENV: dict[str, type] = {
     "SSE_MAX_STREAM_AGE": float,
     "SSE_TOKEN_MAX_AGE": float,
     "SESSION_COOKIE_AGE": int,
+    "SSE_REFRESH_DEBOUNCE": float,
 }
 for _name, _kind in _FROM_ENV.items():
     if os.environ.get(_name):

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.browser import TIMEOUT, chromium, requires_chromium, screenshot
-from tests.servers import ROOT, free_port, spawn_server, stop
-
-EXAMPLE = ROOT / "example_project"
+from tests.servers import running_example
 
 pytest.importorskip("playwright.async_api", reason="playwright is not installed")
 pytestmark = [pytest.mark.server, requires_chromium]
@@ -24,33 +17,8 @@ pytestmark = [pytest.mark.server, requires_chromium]
 
 @pytest.fixture(scope="module")
 def example_url() -> Iterator[str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "EXAMPLE_DB": str(Path(tmp) / "example.sqlite3")}
-        # This checkout's django_sse, not whichever one the environment installed.
-        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-        env.pop("REDIS_URL", None)  # the in-memory layer, as `make demo` serves it
-        env.pop("DJANGO_SETTINGS_MODULE", None)
-        for command in (["migrate", "--noinput", "-v", "0"], ["seed_demo"]):
-            subprocess.run(
-                [sys.executable, "manage.py", *command],
-                cwd=EXAMPLE,
-                env=env,
-                check=True,
-                capture_output=True,
-            )
-        port = free_port()
-        proc = spawn_server(
-            "daphne",
-            port,
-            env,
-            Path(tmp) / "daphne.log",
-            app="example_project.asgi:application",
-            cwd=EXAMPLE,
-        )
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            stop(proc)
+    with running_example() as server:
+        yield server.url
 
 
 async def logged_in(

@@ -25,6 +25,7 @@ urlpatterns = [
     path("test/drf-token/delete/", views.drf_token_delete),
     path("test/deactivate/", views.deactivate),
     path("test/revoke/", views.revoke_view),
+    path("test/bulk-edit/", views.bulk_edit),
     path("test/js/", include("tests.testapp.jsviews")),
     path("test/session/", include("tests.testapp.session_views")),
 ]

@@ -10,4 +10,5 @@ urlpatterns = [
     path("", views.ticket_list, name="list"),
     path("<int:pk>/", views.ticket_detail, name="detail"),
     path("<int:pk>/htmx/", views.ticket_htmx, name="htmx"),
+    path("<int:pk>/htmx4/", views.ticket_htmx4, name="htmx4"),
 ]

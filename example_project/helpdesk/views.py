@@ -38,3 +38,10 @@ def ticket_htmx(request: HttpRequest, pk: int) -> HttpResponse:
     """The same ticket through htmx's SSE extension: the server renders the fragment."""
     ticket = _ticket(request, pk)
     return render(request, "helpdesk/htmx.html", {"ticket": ticket, "channel": f"ticket:{pk}"})
+
+
+@login_required
+def ticket_htmx4(request: HttpRequest, pk: int) -> HttpResponse:
+    """The same ticket through htmx 4's hx-sse extension."""
+    ticket = _ticket(request, pk)
+    return render(request, "helpdesk/htmx4.html", {"ticket": ticket, "channel": f"ticket:{pk}"})

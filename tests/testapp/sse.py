@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 
 from django_sse import channels, hooks
 from tests.testapp import lifecycle
-from tests.testapp.models import Comment, Ticket
+from tests.testapp.models import Comment, Note, Ticket
 
 channels.register("public", channels.PUBLIC)
 channels.register("comments", channels.PUBLIC)
@@ -77,6 +77,10 @@ def can_read_slow(user: Any, name: str) -> bool:
     time.sleep(0.2)
     return Permission.objects.filter(codename="view_user").exists()
 
+
+if os.environ.get("SSE_TEST_REFRESH_HOOKS"):
+    # Debounced refreshes across processes (tests/test_debounce_servers.py).
+    hooks.register(Note, channels=["notes:{text}", "notes:{text}-{priority}"], refresh=True)
 
 if os.environ.get("SSE_TEST_CARELESS_HOOKS"):
     # The integrator's mistake the attack tests try: a hook that names no fields.

@@ -136,3 +136,12 @@ def revoke_view(request: HttpRequest) -> HttpResponse:
     user = get_user_model().objects.get(username=request.GET["username"])
     revoke(user, request.GET.get("channel"))
     return JsonResponse({"ok": True})
+
+
+def bulk_edit(request: HttpRequest) -> HttpResponse:
+    """``?key=K&count=N``: the bulk edit of tests/bulk_edit.py, in this server process."""
+    from django_sse import debounce
+    from tests.bulk_edit import edit
+
+    took = edit(request.GET["key"], int(request.GET["count"]))
+    return JsonResponse({"pending": debounce.debouncer().pending(), "edit_seconds": took})

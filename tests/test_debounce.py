@@ -1,0 +1,163 @@
+"""Refresh hooks: a burst of saves on a channel becomes one debounced event."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.db import transaction
+from django.test import override_settings
+
+from django_sse import debounce, hooks
+from django_sse.testing import SentEvents, capture_events
+from tests.testapp.models import Note
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_db_threads")]
+
+
+@pytest.fixture
+def refresh_hook() -> Iterator[Callable[..., hooks.Hook]]:
+    def register(**options: Any) -> hooks.Hook:
+        options.setdefault("channels", ["notes", "notes-{priority}"])
+        options.setdefault("refresh", True)
+        return hooks.register(Note, **options)
+
+    yield register
+    hooks.unregister(Note)
+    debounce.flush()
+
+
+def wait_for(sent: SentEvents, count: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(sent) < count:
+        assert time.monotonic() < deadline, f"{len(sent)} of {count} events: {list(sent)}"
+        time.sleep(0.01)
+
+
+def test_a_bulk_edit_sends_one_event_per_channel(refresh_hook: Callable[..., hooks.Hook]) -> None:
+    with hooks.silenced():
+        notes = Note.objects.bulk_create(Note(text=str(n), priority=n % 2) for n in range(1000))
+    refresh_hook()
+    with capture_events() as sent:
+        with transaction.atomic():
+            for note in Note.objects.all():
+                note.text += "!"
+                note.save()
+        wait_for(sent, 3)  # the window ends by itself
+        assert debounce.debouncer().pending() == 0
+    assert len(notes) == 1000
+    assert sorted(e.channel for e in sent) == ["notes", "notes-0", "notes-1"]
+    event = sent.assert_sent("notes", "testapp.note.refresh", count=1)
+    assert event.data == {"model": "testapp.note", "channel": "notes"}  # nothing of a row
+
+
+def test_saves_that_each_commit_collapse_within_the_window(
+    refresh_hook: Callable[..., hooks.Hook],
+) -> None:
+    refresh_hook(refresh=30.0)  # longer than the test: only flush() ends it
+    with capture_events() as sent:
+        for n in range(50):
+            Note.objects.create(text=str(n), priority=0)  # autocommit: 50 commits
+        sent.assert_nothing_sent()  # the window is still open
+        assert debounce.flush() == 2
+    sent.assert_sent("notes", count=1)
+    sent.assert_sent("notes-0", count=1)
+
+
+def test_a_rollback_marks_nothing(refresh_hook: Callable[..., hooks.Hook]) -> None:
+    refresh_hook()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Note.objects.create(text="never")
+        raise RuntimeError
+    assert debounce.debouncer().pending() == 0
+    with capture_events() as sent:
+        assert debounce.flush() == 0
+    sent.assert_nothing_sent()
+
+
+def test_a_rolled_back_savepoint_keeps_the_outer_changes(
+    refresh_hook: Callable[..., hooks.Hook],
+) -> None:
+    refresh_hook(channels="notes-{priority}", refresh=30.0)
+    with transaction.atomic():
+        Note.objects.create(text="kept", priority=1)
+        with pytest.raises(RuntimeError), transaction.atomic():
+            Note.objects.create(text="dropped", priority=2)
+            raise RuntimeError
+    with capture_events() as sent:
+        debounce.flush()
+    assert [e.channel for e in sent] == ["notes-1"]
+
+
+def test_changed_only_refreshes_only_on_a_change(refresh_hook: Callable[..., hooks.Hook]) -> None:
+    with hooks.silenced():
+        note = Note.objects.create(text="same")
+    refresh_hook(channels="notes", refresh=30.0, changed_only=True)
+    note = Note.objects.get(pk=note.pk)
+    note.save()
+    assert debounce.debouncer().pending() == 0
+    note.text = "changed"
+    note.save()
+    assert debounce.debouncer().pending() == 1
+
+
+def test_the_window_is_the_setting(refresh_hook: Callable[..., hooks.Hook]) -> None:
+    refresh_hook(channels="notes")
+    with override_settings(SSE_REFRESH_DEBOUNCE=30.0), capture_events() as sent:
+        Note.objects.create(text="a")
+        assert debounce.debouncer().pending() == 1
+        sent.assert_nothing_sent()
+        debounce.flush()
+    sent.assert_sent("notes", count=1)
+
+
+def test_a_custom_event_name(refresh_hook: Callable[..., hooks.Hook]) -> None:
+    refresh_hook(channels="notes", event="{app_label}.{model}s.changed", refresh=30.0)
+    with capture_events() as sent:
+        Note.objects.create(text="a")
+        debounce.flush()
+    sent.assert_sent("notes", "testapp.notes.changed")
+
+
+@override_settings(DEBUG=True)  # a broken hook raises while developing
+def test_a_bad_channel_raises_at_the_save(refresh_hook: Callable[..., hooks.Hook]) -> None:
+    refresh_hook(channels="unregistered-{priority}")
+    with pytest.raises(ValueError, match="matches no registered channel"):
+        Note.objects.create(text="a")
+    assert debounce.debouncer().pending() == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"refresh": True, "fields": ["text"]}, TypeError, "sends no payload"),
+        ({"refresh": True, "payload": lambda n, a: {}}, TypeError, "sends no payload"),
+        ({"refresh": 0}, ValueError, "more than 0"),
+        ({"refresh": -1.0}, ValueError, "more than 0"),
+        ({"refresh": 61}, ValueError, "at most 60"),
+        ({"refresh": "0.5"}, TypeError, "True or seconds"),
+        ({"refresh": True, "event": "stream-{action}"}, ValueError, "reserved"),
+    ],
+)
+def test_bad_options_are_refused(options: dict[str, Any], error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        hooks.register(Note, channels="notes", **options)
+    assert hooks.hooks_for(Note) == []
+
+
+def test_a_refresh_hook_is_no_decorator(refresh_hook: Callable[..., hooks.Hook]) -> None:
+    hook = refresh_hook()
+    with pytest.raises(TypeError, match="sends no payload"):
+        hook(lambda note, action: {})
+
+
+def test_capture_events_can_flush_the_refreshes(refresh_hook: Callable[..., hooks.Hook]) -> None:
+    refresh_hook(channels="notes", refresh=30.0)
+    with capture_events(flush_refreshes=True) as sent:
+        with transaction.atomic():
+            Note.objects.create(text="a")
+            Note.objects.create(text="b")
+        sent.assert_nothing_sent()  # the window is open
+    sent.assert_sent("notes", "testapp.note.refresh", count=1)
