@@ -21,4 +21,5 @@ urlpatterns = [
     path("test/revoke/", views.revoke_view),
     path("test/js/", include("tests.testapp.jsviews")),
     path("test/session/", include("tests.testapp.session_views")),
+    path("test/inbox/", include("tests.testapp.inbox_views")),
 ]
