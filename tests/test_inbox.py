@@ -176,3 +176,75 @@ def test_prune_by_age_and_per_user_cap_tells_users_who_lost_unread_items() -> No
     assert events(bob)[-1][0] == "notification"
     with override_settings(SSE_INBOX_MAX_AGE=None, SSE_INBOX_MAX_ITEMS=None):
         assert inbox.prune() == 0
+
+
+@pytest.mark.skipif(
+    "postgresql" not in __import__("django.db").db.connection.vendor,
+    reason="needs PostgreSQL for real concurrent writers",
+)
+def test_mark_all_read_racing_new_notifications_ends_on_the_right_count() -> None:
+    import threading
+
+    from django.db import connection
+
+    [ann] = make_users("ann")
+    errors: list[BaseException] = []
+    rounds = 25
+
+    def run(work: Any, barrier: threading.Barrier) -> None:
+        try:
+            for _ in range(rounds):
+                barrier.wait(30)
+                work()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    barrier = threading.Barrier(3)
+    workers = [
+        threading.Thread(target=run, args=(lambda: notify(ann, "race"), barrier)),
+        threading.Thread(target=run, args=(lambda: notify(ann, "race 2"), barrier)),
+        threading.Thread(target=run, args=(lambda: inbox.mark_all_read(ann), barrier)),
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert errors == []
+    truth = InboxItem.objects.filter(recipient=ann, read_at__isnull=True).count()
+    sent = events(ann)
+    assert len([n for n, _ in sent if n == "notification"]) == 2 * rounds
+    # Applied in order, as a client does, the events end on the truth, and each
+    # count is the previous one plus one for a new item, or 0 after read_all.
+    counts = [data["unread"] for _, data in sent]
+    assert counts[-1] == truth
+    previous = 0
+    for name, data in sent:
+        expected = previous + 1 if name == "notification" else 0
+        assert data["unread"] == expected, sent
+        previous = data["unread"]
+
+
+def test_badge_and_list_render_the_count_and_escaped_items_server_side() -> None:
+    from django.template import Context, Template
+    from django.test import RequestFactory
+
+    [ann] = make_users("ann")
+    notify(ann, "<script>alert(1)</script>", url="/t/1/?a=1&b=2")
+    notify(ann, "plain")
+    page = Template("{% load django_sse %}{% sse_inbox_badge %}{% sse_inbox_list 1 %}")
+    request = RequestFactory().get("/")
+    request.user = ann
+    html = page.render(Context({"request": request}))
+    assert 'data-count="2" aria-live="polite">2</span>' in html
+    assert "plain" in html and "alert" not in html  # limit 1: the newest only
+    request_all = Template("{% load django_sse %}{% sse_inbox_list %}")
+    html = request_all.render(Context({"request": request}))
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>" not in html
+    assert 'href="/t/1/?a=1&amp;b=2"' in html
+    from django.contrib.auth.models import AnonymousUser
+
+    request.user = AnonymousUser()
+    html = page.render(Context({"request": request, "user": ann}))  # never the context's user
+    assert 'data-count="0" aria-live="polite">0</span>' in html and "plain" not in html
