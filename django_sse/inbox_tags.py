@@ -14,13 +14,18 @@ from typing import Any
 from django import template
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from . import inbox
 from .conf import conf
 
 BADGE_TEMPLATE = "django_sse/inbox_badge.html"
 LIST_TEMPLATE = "django_sse/inbox_list.html"
+
+
+def _render(name: str, context: dict[str, Any]) -> SafeString:
+    # Without the template's trailing newline: the tag sits inside inline markup.
+    return mark_safe(render_to_string(name, context).strip())  # rendered with autoescape
 
 
 def _user(context: template.Context) -> Any:
@@ -32,7 +37,7 @@ def _user(context: template.Context) -> Any:
 def sse_inbox_badge(context: template.Context, css_class: str = "sse-inbox-badge") -> SafeString:
     """The signed-in user's unread count, kept live: ``{% sse_inbox_badge %}``."""
     user = _user(context)
-    return render_to_string(
+    return _render(
         BADGE_TEMPLATE,
         {
             "count": inbox.unread_count(user) if user is not None else 0,
@@ -59,7 +64,7 @@ def sse_inbox_list(
     if size < 1:
         raise template.TemplateSyntaxError("sse_inbox_list: limit must be at least 1")
     rows = list(inbox.items(user, unread=True if unread else None)[:size]) if user else []
-    return render_to_string(
+    return _render(
         LIST_TEMPLATE,
         {
             "items": [inbox.item_data(item) for item in rows],

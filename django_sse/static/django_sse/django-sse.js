@@ -679,13 +679,16 @@
     // predate the render-time position, and a tab that joins a shared
     // connection hears no replay), ask the server once.
     var synced = false;
+    var shown = function () {
+      return !!self.root.querySelector("[data-sse-inbox-badge], [data-sse-inbox-list]");
+    };
     document.addEventListener("sse:reset", function () {
-      self.refresh();
+      if (shown()) self.refresh().catch(function () {});
     });
     document.addEventListener("sse:open", function () {
-      if (!synced) {
+      if (!synced && shown()) {
         synced = true;
-        self.refresh();
+        self.refresh().catch(function () {});
       }
     });
     this.root.addEventListener("click", function (e) {
