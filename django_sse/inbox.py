@@ -144,16 +144,17 @@ def change(
     apply: Callable[[], T],
     describe: Callable[[T, dict[Any, int]], list[tuple[str, str, Any]]],
     using: str = DEFAULT_DB_ALIAS,
+    count: Callable[[Sequence[Any], str], dict[Any, int]] | None = None,
 ) -> tuple[T, list[Event]]:
     """Run ``apply()`` with the users of ``pks`` locked, count their unread
     items, and store the events ``describe(result, counts)`` returns in the
     same transaction; publish them when it commits. Returns the result and
-    the events."""
+    the events. ``count`` counts unread items (default: :func:`counts`)."""
     pks = list(dict.fromkeys(pks))
     with transaction.atomic(using=using):
         _lock(pks, using)
         result = apply()
-        specs = describe(result, counts(pks, using))
+        specs = describe(result, (count or counts)(pks, using))
         # Validated and stored inside the transaction: a bad event, or a
         # database that fails here, rolls the change back with it.
         stored = _store_many(_build_all(specs))

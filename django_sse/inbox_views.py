@@ -59,28 +59,36 @@ def _ids(request: HttpRequest) -> list[int]:
     return [_int(value, "every id") or 0 for value in values]
 
 
-def _page(user: Any, before: int | None, limit: int, unread: bool) -> dict[str, Any]:
-    qs = inbox.items(user, unread=True if unread else None)
-    if before is not None:
-        qs = qs.filter(id__lt=before)
-    rows = list(qs[: limit + 1])
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {
-        "items": [inbox.item_data(item) for item in rows],
-        "unread": inbox.unread_count(user),
-        "next": rows[-1].pk if more else None,
-    }
+class InboxBackend:
+    """What the endpoints read and change: the inbox (``django_sse.inbox``).
+    The django-notifications bridge serves the same endpoints on its model."""
+
+    @staticmethod
+    def page(user: Any, before: int | None, limit: int, unread: bool) -> dict[str, Any]:
+        qs = inbox.items(user, unread=True if unread else None)
+        if before is not None:
+            qs = qs.filter(id__lt=before)
+        rows = list(qs[: limit + 1])
+        return {
+            "items": [inbox.item_data(item) for item in rows[:limit]],
+            "unread": inbox.unread_count(user),
+            "next": rows[limit - 1].pk if len(rows) > limit else None,
+        }
+
+    unread_count = staticmethod(inbox.unread_count)
+    mark_read = staticmethod(inbox.mark_read)
+    mark_all_read = staticmethod(inbox.mark_all_read)
+    delete = staticmethod(inbox.delete)
 
 
-def _change(user: Any, action: str, ids: list[int]) -> dict[str, Any]:
+def _change(backend: Any, user: Any, action: str, ids: list[int]) -> dict[str, Any]:
     if action == "read":
-        changed = inbox.mark_read(user, ids)
+        changed = backend.mark_read(user, ids)
     elif action == "delete":
-        changed = inbox.delete(user, ids)
+        changed = backend.delete(user, ids)
     else:
-        changed = inbox.mark_all_read(user)
-    return {"changed": changed, "unread": inbox.unread_count(user)}
+        changed = backend.mark_all_read(user)
+    return {"changed": changed, "unread": backend.unread_count(user)}
 
 
 def _answer(body: dict[str, Any], headers: dict[str, str]) -> JsonResponse:
@@ -107,59 +115,70 @@ async def _user(
     return identity.user, None, headers
 
 
-# Not Django's CSRF middleware: it would refuse a REST framework token client,
-# which carries no ambient authority; session users are checked in _user().
-# Anonymous requests get a 403 with the reason, never a login redirect.
-@login_not_required
-@csrf_exempt
-async def items(request: HttpRequest) -> HttpResponseBase:
-    """``GET inbox/?before=<id>&limit=20&unread=1``: a page of items, newest first."""
-    try:
-        user, early, headers = await _user(request, "GET")
-        if early is not None:
-            return early
-        before = _int(request.GET.get("before"), "before")
-        limit = _int(request.GET.get("limit"), "limit") or conf.SSE_INBOX_PAGE_SIZE
-        if limit > MAX_PAGE:
-            raise ChannelError(400, f"limit is at most {MAX_PAGE}")
-        unread = request.GET.get("unread") in ("1", "true")
-    except ChannelError as exc:
-        return error_response(exc.status, exc.reason)
-    return _answer(await dbthreads.run(_page, user, before, limit, unread), headers)
+def make_views(backend: Any) -> dict[str, Any]:
+    """The five endpoint views over ``backend`` (see :class:`InboxBackend`)."""
 
-
-@login_not_required
-@csrf_exempt
-async def count(request: HttpRequest) -> HttpResponseBase:
-    """``GET inbox/count/``: ``{"unread": n}``."""
-    try:
-        user, early, headers = await _user(request, "GET")
-        if early is not None:
-            return early
-    except ChannelError as exc:
-        return error_response(exc.status, exc.reason)
-    return _answer({"unread": await dbthreads.run(inbox.unread_count, user)}, headers)
-
-
-def _action(action: str) -> Any:
+    # Not Django's CSRF middleware: it would refuse a REST framework token
+    # client, which carries no ambient authority; session users are checked
+    # in _user(). Anonymous requests get a 403 with the reason, never a redirect.
     @login_not_required
     @csrf_exempt
-    async def view(request: HttpRequest) -> HttpResponseBase:
+    async def items(request: HttpRequest) -> HttpResponseBase:
+        """``GET ?before=<id>&limit=20&unread=1``: a page of items, newest first."""
         try:
-            user, early, headers = await _user(request, "POST")
+            user, early, headers = await _user(request, "GET")
             if early is not None:
                 return early
-            ids = _ids(request) if action != "read_all" else []
+            before = _int(request.GET.get("before"), "before")
+            limit = _int(request.GET.get("limit"), "limit") or conf.SSE_INBOX_PAGE_SIZE
+            if limit > MAX_PAGE:
+                raise ChannelError(400, f"limit is at most {MAX_PAGE}")
+            unread = request.GET.get("unread") in ("1", "true")
         except ChannelError as exc:
             return error_response(exc.status, exc.reason)
-        body = await dbthreads.run(_change, user, action, ids, retry=False)
-        return _answer(body, headers)
+        return _answer(await dbthreads.run(backend.page, user, before, limit, unread), headers)
 
-    view.__name__ = view.__qualname__ = action
-    view.__doc__ = f"``POST inbox/{action.replace('_', '-')}/``: see the module docstring."
-    return view
+    @login_not_required
+    @csrf_exempt
+    async def count(request: HttpRequest) -> HttpResponseBase:
+        """``GET count/``: ``{"unread": n}``."""
+        try:
+            user, early, headers = await _user(request, "GET")
+            if early is not None:
+                return early
+        except ChannelError as exc:
+            return error_response(exc.status, exc.reason)
+        return _answer({"unread": await dbthreads.run(backend.unread_count, user)}, headers)
+
+    def action(name: str) -> Any:
+        @login_not_required
+        @csrf_exempt
+        async def view(request: HttpRequest) -> HttpResponseBase:
+            try:
+                user, early, headers = await _user(request, "POST")
+                if early is not None:
+                    return early
+                ids = _ids(request) if name != "read_all" else []
+            except ChannelError as exc:
+                return error_response(exc.status, exc.reason)
+            body = await dbthreads.run(_change, backend, user, name, ids, retry=False)
+            return _answer(body, headers)
+
+        view.__name__ = view.__qualname__ = name
+        return view
+
+    return {
+        "items": items,
+        "count": count,
+        "mark_read": action("read"),
+        "mark_all_read": action("read_all"),
+        "delete": action("delete"),
+    }
 
 
-mark_read = _action("read")
-mark_all_read = _action("read_all")
-delete = _action("delete")
+_views = make_views(InboxBackend)
+items = _views["items"]
+count = _views["count"]
+mark_read = _views["mark_read"]
+mark_all_read = _views["mark_all_read"]
+delete = _views["delete"]

@@ -248,3 +248,14 @@ def test_badge_and_list_render_the_count_and_escaped_items_server_side() -> None
     request.user = AnonymousUser()
     html = page.render(Context({"request": request, "user": ann}))  # never the context's user
     assert 'data-count="0" aria-live="polite">0</span>' in html and "plain" not in html
+
+
+def test_inbox_checks() -> None:
+    from django_sse.inbox_checks import check_inbox
+
+    assert check_inbox() == []
+    with override_settings(SSE_STORE=None):
+        assert [m.id for m in check_inbox()] == ["django_sse.W050"]
+    with override_settings(INSTALLED_APPS=["django_sse", "django_sse.contrib.notifications"]):
+        [error] = check_inbox()
+    assert error.id == "django_sse.E050" and "notifications" in error.hint

@@ -633,6 +633,10 @@
   // as a value, so applying events in order always ends on the server's count.
   // ---------------------------------------------------------------------------
 
+  function isRead(item) {
+    return item.read != null ? !!item.read : !!item.read_at;
+  }
+
   function Inbox(connection, root) {
     this.connection = connection;
     this.root = root || document;
@@ -641,6 +645,8 @@
     this.handlers = [];
     this.events = 0; // server events seen: a fetch answer older than one is stale
     this.url = connection ? connection.options.url + "inbox/" : "/sse/inbox/";
+    // "inbox" (django_sse's own) or "notifications" (the django-notifications bridge).
+    this.source = "inbox";
   }
 
   // The server-rendered state: the badge's count and the list's rows.
@@ -649,7 +655,10 @@
     var badge = this.root.querySelector("[data-sse-inbox-badge]");
     var list = this.root.querySelector("[data-sse-inbox-list]");
     var anchor = badge || list;
-    if (anchor) this.url = anchor.getAttribute("data-sse-inbox-url") || this.url;
+    if (anchor) {
+      this.url = anchor.getAttribute("data-sse-inbox-url") || this.url;
+      this.source = anchor.getAttribute("data-sse-inbox-source") || this.source;
+    }
     if (badge) this.count = Number(badge.getAttribute("data-count")) || 0;
     if (list) {
       list.querySelectorAll("li[data-id]").forEach(function (li) {
@@ -670,10 +679,15 @@
     }
     if (!this.connection) return this;
     this.connection.on("notification", function (data) {
-      if (data && typeof data.id === "number") self.apply({ action: "new", item: data, unread: data.unread });
+      if (self.source === "inbox" && data && typeof data.id === "number") {
+        self.apply({ action: "new", item: data, unread: data.unread });
+      }
     });
     this.connection.on("inbox", function (data) {
-      if (data && typeof data === "object") self.apply(data);
+      if (self.source === "inbox" && data && typeof data === "object") self.apply(data);
+    });
+    this.connection.on("live-notify", function (data) {
+      if (self.source === "notifications" && data && typeof data === "object") self.apply(data);
     });
     // After a reset, and once the stream is open (the render-time count may
     // predate the render-time position, and a tab that joins a shared
@@ -716,12 +730,16 @@
     if (typeof change.unread === "number") this.count = change.unread;
     var ids = Array.isArray(change.ids) ? change.ids : [];
     if (change.action === "new" && change.item && !this.find(change.item.id)) {
-      var item = assign({}, change.item, { read: !!change.item.read_at });
+      var item = assign({}, change.item, { read: isRead(change.item) });
       delete item.unread;
       this.items.unshift(item);
     } else if (change.action === "read") {
       this.items.forEach(function (item) {
         if (ids.indexOf(item.id) !== -1) item.read = true;
+      });
+    } else if (change.action === "unread") {
+      this.items.forEach(function (item) {
+        if (ids.indexOf(item.id) !== -1) item.read = false;
       });
     } else if (change.action === "read_all") {
       this.items.forEach(function (item) {
@@ -858,7 +876,7 @@
           byId[item.id] = item;
         });
         self.items = answer.json.items.map(function (item) {
-          return assign(byId[item.id] || {}, item, { read: !!item.read_at });
+          return assign(byId[item.id] || {}, item, { read: isRead(item) });
         });
       }
       self.apply({ action: "refresh", unread: answer.json.unread }, true);
