@@ -11,27 +11,32 @@ __all__ = [
     "anotify",
     "arevoke",
     "asend_event",
+    "asend_events",
     "channels",
     "current_position",
     "hooks",
+    "inbox",
     "notify",
     "revoke",
     "send_event",
+    "send_events",
     "user_channel",
 ]
 
 if TYPE_CHECKING:
-    from . import channels, hooks
+    from . import channels, hooks, inbox
     from .channels import user_channel
     from .notifications import anotify, notify
     from .position import acurrent_position, current_position
-    from .publish import asend_event, send_event
+    from .publish import asend_event, asend_events, send_event, send_events
     from .revocation import arevoke, revoke
 
 # Lazy, so that ``import django_sse`` needs no configured settings.
 _LAZY = {
     "send_event": "publish",
     "asend_event": "publish",
+    "send_events": "publish",
+    "asend_events": "publish",
     "current_position": "position",
     "acurrent_position": "position",
     "user_channel": "channels",
@@ -40,7 +45,7 @@ _LAZY = {
     "revoke": "revocation",
     "arevoke": "revocation",
 }
-_MODULES = ("channels", "hooks")
+_MODULES = ("channels", "hooks", "inbox")
 
 
 def __getattr__(name: str) -> Any:

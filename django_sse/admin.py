@@ -1,7 +1,8 @@
 """Admin actions: notify the selected users, broadcast the selected objects.
 
-Nothing is registered here; add the mixins to your own ``ModelAdmin`` classes
-(see the "Admin" page of the documentation).
+Add the mixins to your own ``ModelAdmin`` classes (see the "Admin" page of
+the documentation). The only model registered is the inbox's
+(``inbox_admin.py``).
 """
 
 from __future__ import annotations
@@ -188,3 +189,7 @@ class BroadcastMixin(_ActionMixin):
             },
             messages.SUCCESS,
         )
+
+
+# Registers InboxItemAdmin (admin.autodiscover() imports this module).
+from . import inbox_admin  # noqa: E402, F401

@@ -327,3 +327,7 @@ def check_access(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 )
             )
     return messages
+
+
+# The inbox's checks live with the inbox.
+from . import inbox_checks  # noqa: E402, F401

@@ -213,6 +213,31 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds a refresh hook (``hooks.register(..., refresh=True)``) collects the "
         "changes of a channel before it sends one event for them all.",
     ),
+    Setting(
+        "SSE_INBOX_MAX_AGE",
+        90 * 86400.0,
+        float,
+        1,
+        "Seconds an inbox item is kept, read or not, before ``sse_prune`` removes it. "
+        "None: kept until deleted.",
+        nullable=True,
+    ),
+    Setting(
+        "SSE_INBOX_MAX_ITEMS",
+        1000,
+        int,
+        1,
+        "Most inbox items kept per user; ``sse_prune`` removes the oldest beyond it. "
+        "None: no limit.",
+        nullable=True,
+    ),
+    Setting(
+        "SSE_INBOX_PAGE_SIZE",
+        20,
+        int,
+        1,
+        "Inbox items per page of the inbox list endpoint and ``{% sse_inbox_list %}``.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -353,6 +378,20 @@ class Settings:
     @property
     def SSE_REFRESH_DEBOUNCE(self) -> float:
         return float(self._get("SSE_REFRESH_DEBOUNCE"))
+
+    @property
+    def SSE_INBOX_MAX_AGE(self) -> float | None:
+        value = self._get("SSE_INBOX_MAX_AGE")
+        return None if value is None else float(value)
+
+    @property
+    def SSE_INBOX_MAX_ITEMS(self) -> int | None:
+        value = self._get("SSE_INBOX_MAX_ITEMS")
+        return None if value is None else int(value)
+
+    @property
+    def SSE_INBOX_PAGE_SIZE(self) -> int:
+        return int(self._get("SSE_INBOX_PAGE_SIZE"))
 
 
 conf = Settings()

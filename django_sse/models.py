@@ -1,8 +1,13 @@
-"""Event history for the default store (see ``store.py``)."""
+"""Event history for the default store (see ``store.py``), stream tokens and the inbox."""
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
+from django.utils import timezone
 
 
 class ChannelSequence(models.Model):
@@ -84,3 +89,67 @@ class SessionRotation(models.Model):
 
     def __str__(self) -> str:
         return f"session rotated at {self.created:%Y-%m-%d %H:%M:%S}"
+
+
+class InboxItem(models.Model):
+    """A notification kept in its recipient's inbox until read, deleted or pruned.
+
+    Written by :func:`django_sse.notify`; read and changed through
+    :mod:`django_sse.inbox`, which publishes every change, with the new
+    unread count, on the recipient's private channel."""
+
+    id = models.BigAutoField(primary_key=True)
+    # No index of its own: the two below start with the recipient.
+    recipient = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="sse_inbox",
+        db_index=False,
+    )
+    message = models.TextField()
+    level = models.CharField(max_length=20, default="info")
+    url = models.CharField(max_length=2000, blank=True, default="")
+    actor_type = models.ForeignKey(
+        ContentType, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    actor_id = models.CharField(max_length=255, blank=True, default="")
+    actor = GenericForeignKey("actor_type", "actor_id")
+    target_type = models.ForeignKey(
+        ContentType, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    target_id = models.CharField(max_length=255, blank=True, default="")
+    target = GenericForeignKey("target_type", "target_id")
+    data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    created = models.DateTimeField(default=timezone.now)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "inbox item"
+        ordering = ["-id"]
+        indexes = [
+            # The list, newest first.
+            models.Index(fields=["recipient", "-id"], name="django_sse_inbox_recent"),
+            # The unread count and "unread, newest first": only unread rows,
+            # so the index stays small however many read items are kept.
+            models.Index(
+                fields=["recipient", "-id"],
+                name="django_sse_inbox_unread",
+                condition=models.Q(read_at__isnull=True),
+            ),
+            # Pruning by age.
+            models.Index(fields=["created"], name="django_sse_inbox_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message[:60]} → {self.recipient_id}"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from .notifications import validate_notification_url
+
+        if self.url:
+            try:
+                validate_notification_url(self.url)
+            except (TypeError, ValueError) as exc:
+                raise ValidationError({"url": str(exc)}) from None

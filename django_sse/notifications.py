@@ -1,4 +1,4 @@
-"""``notify()``: a ``notification`` event on each user's private channel."""
+"""``notify()``: an inbox item and a ``notification`` event for each user."""
 
 from __future__ import annotations
 
@@ -8,18 +8,24 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS
 from django.db.models import QuerySet
 from django.http.request import split_domain_port, validate_host
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from . import dbthreads
 from .channels import user_channel
 from .events import Event
-from .publish import asend_event, send_event
+from .inbox import ITEM_KEYS
+from .inbox_items import persist_notifications
+from .publish import asend_events, send_events
 
 __all__ = ["NOTIFICATION_EVENT", "anotify", "notify", "validate_notification_url"]
 
 NOTIFICATION_EVENT = "notification"
 MAX_URL_LENGTH = 2000
+#: The inbox's ``level`` column.
+MAX_LEVEL_LENGTH = 20
 # Whitespace, controls and backslashes: browsers drop or reinterpret them
 # ("\\evil.com" is "//evil.com" to Chrome), and a link never needs them raw.
 _UNSAFE_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f-\x9f\\]")
@@ -66,38 +72,83 @@ def validate_notification_url(url: object) -> str:
     return url
 
 
+def _users(user_or_users: Any) -> list[Any]:
+    if hasattr(user_or_users, "pk") and not isinstance(user_or_users, Iterable):
+        return [user_or_users]
+    if isinstance(user_or_users, QuerySet):
+        # The pk is all a notification needs: no 10,000 full user rows.
+        return list(user_or_users.only("pk"))
+    return list(user_or_users)
+
+
 def _prepare(
     user_or_users: Any, message: Any, level: str, url: Any, extra: dict[str, Any]
-) -> tuple[list[str], dict[str, Any]]:
-    if hasattr(user_or_users, "pk") and not isinstance(user_or_users, Iterable):
-        users = [user_or_users]
-    else:
-        users = list(user_or_users)
-    if not isinstance(level, str) or not level:
-        raise ValueError(f"notification level must be a non-empty str, got {level!r}")
+) -> tuple[list[Any], dict[str, Any]]:
+    users = _users(user_or_users)
+    if not isinstance(level, str) or not level or len(level) > MAX_LEVEL_LENGTH:
+        raise ValueError(
+            f"notification level must be a non-empty str of at most {MAX_LEVEL_LENGTH} "
+            f"characters, got {level!r:.40}"
+        )
     if url is not None:
         url = validate_notification_url(str(url))  # str(): lazy reverse_lazy() URLs
+    reserved = sorted(ITEM_KEYS & extra.keys())
+    if reserved:
+        raise TypeError(f"notify() keywords {reserved} are the inbox item's own fields")
     data = {"message": str(message), "level": level, "url": url}
     data.update(extra)
-    return [user_channel(user) for user in users], data
+    # One channel per user, in order: notify([ann, ann]) is one notification.
+    unique = list({user_channel(user): user for user in users}.values())
+    return unique, data
 
 
 def notify(
-    user_or_users: Any, message: Any, *, level: str = "info", url: Any = None, **extra: Any
+    user_or_users: Any,
+    message: Any,
+    *,
+    level: str = "info",
+    url: Any = None,
+    actor: Any = None,
+    target: Any = None,
+    persist: bool = True,
+    using: str | None = None,
+    **extra: Any,
 ) -> list[Event]:
-    """Send event ``notification`` with ``{"message", "level", "url", **extra}``
-    to the private channel of a user, or of each user of an iterable or queryset.
+    """Keep a notification in the inbox of a user, or of each user of an
+    iterable or queryset, and send event ``notification`` to their private
+    channels: ``{"id", "message", "level", "url", "created", "read_at",
+    "actor", "target", "unread", **extra}``.
 
-    Follows the transaction like :func:`~django_sse.send_event`. Returns the events."""
-    channels, data = _prepare(user_or_users, message, level, url, extra)
-    return [send_event(channel, NOTIFICATION_EVENT, data) for channel in channels]
+    ``persist=False`` keeps nothing (fire and forget): the event is
+    ``{"message", "level", "url", **extra}``. Either way every event is
+    validated before anything is stored; a queryset of many users costs a few
+    bulk statements, not a round trip per user. Follows the transaction like
+    :func:`~django_sse.send_event`. Returns the events."""
+    users, data = _prepare(user_or_users, message, level, url, extra)
+    if not persist:
+        return send_events(
+            [(user_channel(user), NOTIFICATION_EVENT, data) for user in users], using=using
+        )
+    return persist_notifications(users, data, actor, target, using or DEFAULT_DB_ALIAS)
 
 
 async def anotify(
-    user_or_users: Any, message: Any, *, level: str = "info", url: Any = None, **extra: Any
+    user_or_users: Any,
+    message: Any,
+    *,
+    level: str = "info",
+    url: Any = None,
+    actor: Any = None,
+    target: Any = None,
+    persist: bool = True,
+    **extra: Any,
 ) -> list[Event]:
-    """Async twin of :func:`notify`."""
+    """Async twin of :func:`notify` (the database work runs in a store thread)."""
     if isinstance(user_or_users, QuerySet):
-        user_or_users = [user async for user in user_or_users]
-    channels, data = _prepare(user_or_users, message, level, url, extra)
-    return [await asend_event(channel, NOTIFICATION_EVENT, data) for channel in channels]
+        user_or_users = [user async for user in user_or_users.only("pk")]
+    users, data = _prepare(user_or_users, message, level, url, extra)
+    if not persist:
+        return await asend_events([(user_channel(u), NOTIFICATION_EVENT, data) for u in users])
+    return await dbthreads.run(
+        persist_notifications, users, data, actor, target, DEFAULT_DB_ALIAS, retry=False
+    )

@@ -134,6 +134,22 @@ async def test_the_admin_notification_action_shows_a_toast_and_an_unread_badge(
         assert await alice.text_content("#unread") == "0"
         assert await alice.locator(".toast").count() == 0
 
+        # The notification was kept: the badge survives a reload, and the Inbox
+        # page lists it until it is read.
+        await bob.reload()
+        await bob.wait_for_selector("html[data-sse-state='open']", timeout=TIMEOUT)
+        assert await bob.text_content("#unread") == "1"
+        await bob.click("a[href='/inbox/']")
+        item = bob.locator(".sse-inbox-item[data-read='false']", has_text="Your export is fixed")
+        await item.wait_for(timeout=TIMEOUT)
+        await bob.wait_for_selector("html[data-sse-state='open']", timeout=TIMEOUT)
+        await screenshot(bob, "inbox")
+        await bob.click("#read-all")
+        await bob.locator(".sse-inbox-item[data-read='true']").first.wait_for(timeout=TIMEOUT)
+        await bob.wait_for_function(
+            "document.querySelector('#unread .badge').dataset.count === '0'", timeout=TIMEOUT
+        )
+
 
 async def test_htmx_swaps_the_server_rendered_fragment(example_url: str) -> None:
     async with chromium() as browser:

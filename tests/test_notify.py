@@ -17,10 +17,15 @@ from django_sse.models import StoredEvent
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_db_threads")]
 
 
+#: What a kept notification adds to the event (tests/test_inbox.py checks them).
+INBOX_KEYS = {"id", "created", "read_at", "actor", "target", "unread"}
+
+
 def notifications(user: Any) -> list[dict[str, Any]]:
     rows = StoredEvent.objects.filter(channel=user_channel(user)).order_by("seq")
     assert {row.name for row in rows} <= {"notification"}
-    return [json.loads(row.payload) for row in rows]
+    payloads = [json.loads(row.payload) for row in rows]
+    return [{k: v for k, v in p.items() if k not in INBOX_KEYS} for p in payloads]
 
 
 def make_users(*names: str) -> list[Any]:
@@ -49,9 +54,12 @@ def test_notify_follows_the_transaction() -> None:
     with pytest.raises(RuntimeError), transaction.atomic():
         notify(ann, "rolled back")
         raise RuntimeError
+    assert notifications(ann) == []
     with transaction.atomic():
-        notify(ann, "committed")
-        assert notifications(ann) == []
+        [event] = notify(ann, "committed")
+        # Kept in the transaction (the item and its event commit together),
+        # published once it commits.
+        assert event.seq == 1
     assert [n["message"] for n in notifications(ann)] == ["committed"]
 
 

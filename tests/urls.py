@@ -28,6 +28,7 @@ urlpatterns = [
     path("test/bulk-edit/", views.bulk_edit),
     path("test/js/", include("tests.testapp.jsviews")),
     path("test/session/", include("tests.testapp.session_views")),
+    path("test/inbox/", include("tests.testapp.inbox_views")),
 ]
 
 if settings.SSE_METRICS and find_spec("django_prometheus") is not None:

@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.utils.html import format_html, json_script
 from django.utils.safestring import SafeString, mark_safe
 
+from .. import inbox_tags
 from ..channels import user_channel
 from ..names import channel_name_error
 from ..position import current_position
@@ -111,3 +112,8 @@ def sse_script(
     return format_html(
         '{}\n<script src="{}"></script>', json_script(config, CONFIG_ID), static(SCRIPT)
     )
+
+
+# The inbox's tags live with the inbox (inbox_tags.py).
+register.simple_tag(takes_context=True)(inbox_tags.sse_inbox_badge)
+register.simple_tag(takes_context=True)(inbox_tags.sse_inbox_list)

@@ -9,4 +9,5 @@ app_name = "announcements"
 urlpatterns = [
     path("", views.index, name="index"),
     path("send/", views.send, name="send"),
+    path("inbox/", views.inbox, name="inbox"),
 ]

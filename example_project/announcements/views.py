@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
@@ -58,3 +59,10 @@ def send(request: HttpRequest) -> HttpResponse:
     )
     messages.success(request, "Sent.")
     return redirect("announcements:index")
+
+
+@login_required
+@require_GET
+def inbox(request: HttpRequest) -> HttpResponse:
+    """The signed-in user's notifications: kept in the database, live on the page."""
+    return render(request, "announcements/inbox.html")

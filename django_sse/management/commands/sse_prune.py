@@ -1,4 +1,4 @@
-"""``manage.py sse_prune``: apply the history retention settings now."""
+"""``manage.py sse_prune``: apply the history and inbox retention settings now."""
 
 from __future__ import annotations
 
@@ -13,10 +13,18 @@ from django_sse.store import get_store
 class Command(BaseCommand):
     help = (
         "Delete stored events older than SSE_HISTORY_MAX_AGE seconds or beyond the last "
-        "SSE_HISTORY_MAX_EVENTS of their channel, in bulk."
+        "SSE_HISTORY_MAX_EVENTS of their channel, and inbox items older than "
+        "SSE_INBOX_MAX_AGE or beyond the newest SSE_INBOX_MAX_ITEMS of their user, in bulk."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        from django_sse.inbox import prune as prune_inbox
+
+        items = prune_inbox()
+        self.stdout.write(
+            f"Removed {items} inbox item(s) (keeping at most {conf.SSE_INBOX_MAX_ITEMS} "
+            f"per user, {conf.SSE_INBOX_MAX_AGE}s old)."
+        )
         store = get_store()
         if store is None:
             raise CommandError("SSE_STORE is None: there is no history to prune")

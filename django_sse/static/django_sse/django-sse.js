@@ -627,6 +627,297 @@
   };
   global.DjangoSSE = DjangoSSE;
 
+  // ---------------------------------------------------------------------------
+  // Inbox: DjangoSSE.inbox keeps {% sse_inbox_badge %} and {% sse_inbox_list %}
+  // live from the user's channel. Every server event carries the unread count
+  // as a value, so applying events in order always ends on the server's count.
+  // ---------------------------------------------------------------------------
+
+  function isRead(item) {
+    return item.read != null ? !!item.read : !!item.read_at;
+  }
+
+  function Inbox(connection, root) {
+    this.connection = connection;
+    this.root = root || document;
+    this.count = 0;
+    this.items = [];
+    this.handlers = [];
+    this.events = 0; // server events seen: a fetch answer older than one is stale
+    this.url = connection ? connection.options.url + "inbox/" : "/sse/inbox/";
+    // "inbox" (django_sse's own) or "notifications" (the django-notifications bridge).
+    this.source = "inbox";
+  }
+
+  // The server-rendered state: the badge's count and the list's rows.
+  Inbox.prototype.read = function () {
+    var self = this;
+    var badge = this.root.querySelector("[data-sse-inbox-badge]");
+    var list = this.root.querySelector("[data-sse-inbox-list]");
+    var anchor = badge || list;
+    if (anchor) {
+      this.url = anchor.getAttribute("data-sse-inbox-url") || this.url;
+      this.source = anchor.getAttribute("data-sse-inbox-source") || this.source;
+    }
+    if (badge) this.count = Number(badge.getAttribute("data-count")) || 0;
+    if (list) {
+      list.querySelectorAll("li[data-id]").forEach(function (li) {
+        var id = Number(li.getAttribute("data-id"));
+        if (!self.find(id)) self.items.push({ id: id, read: li.getAttribute("data-read") === "true" });
+      });
+    }
+  };
+
+  Inbox.prototype.start = function () {
+    var self = this;
+    if (document.readyState === "loading") {
+      document.addEventListener("DOMContentLoaded", function () {
+        self.read();
+      });
+    } else {
+      this.read();
+    }
+    if (!this.connection) return this;
+    this.connection.on("notification", function (data) {
+      if (self.source === "inbox" && data && typeof data.id === "number") {
+        self.apply({ action: "new", item: data, unread: data.unread });
+      }
+    });
+    this.connection.on("inbox", function (data) {
+      if (self.source === "inbox" && data && typeof data === "object") self.apply(data);
+    });
+    this.connection.on("live-notify", function (data) {
+      if (self.source === "notifications" && data && typeof data === "object") self.apply(data);
+    });
+    // After a reset, and once the stream is open (the render-time count may
+    // predate the render-time position, and a tab that joins a shared
+    // connection hears no replay), ask the server once.
+    var synced = false;
+    var shown = function () {
+      return !!self.root.querySelector("[data-sse-inbox-badge], [data-sse-inbox-list]");
+    };
+    document.addEventListener("sse:reset", function () {
+      if (shown()) self.refresh().catch(function () {});
+    });
+    document.addEventListener("sse:open", function () {
+      if (!synced && shown()) {
+        synced = true;
+        self.refresh().catch(function () {});
+      }
+    });
+    this.root.addEventListener("click", function (e) {
+      var target = e.target && e.target.closest ? e.target.closest("[data-sse-inbox-read], [data-sse-inbox-read-all]") : null;
+      if (!target) return;
+      if (target.hasAttribute("data-sse-inbox-read-all")) {
+        self.markAllRead();
+        return;
+      }
+      var li = target.closest("li[data-id]");
+      if (li) self.markRead([Number(li.getAttribute("data-id"))]);
+    });
+    return this;
+  };
+
+  Inbox.prototype.find = function (id) {
+    for (var i = 0; i < this.items.length; i++) if (this.items[i].id === id) return this.items[i];
+    return null;
+  };
+
+  /** Apply one change: {action: "new" | "read" | "read_all" | "delete" | "sync", ids, item, unread}. */
+  Inbox.prototype.apply = function (change, fromFetch) {
+    var self = this;
+    if (!fromFetch) this.events += 1;
+    if (typeof change.unread === "number") this.count = change.unread;
+    var ids = Array.isArray(change.ids) ? change.ids : [];
+    if (change.action === "new" && change.item && !this.find(change.item.id)) {
+      var item = assign({}, change.item, { read: isRead(change.item) });
+      delete item.unread;
+      this.items.unshift(item);
+    } else if (change.action === "read") {
+      this.items.forEach(function (item) {
+        if (ids.indexOf(item.id) !== -1) item.read = true;
+      });
+    } else if (change.action === "unread") {
+      this.items.forEach(function (item) {
+        if (ids.indexOf(item.id) !== -1) item.read = false;
+      });
+    } else if (change.action === "read_all") {
+      this.items.forEach(function (item) {
+        item.read = true;
+      });
+    } else if (change.action === "delete") {
+      this.items = this.items.filter(function (item) {
+        return ids.indexOf(item.id) === -1;
+      });
+    } else if (change.action === "sync" && !fromFetch) {
+      this.refresh();
+    }
+    this.render(change);
+    this.handlers.slice().forEach(function (handler) {
+      handler(self, change);
+    });
+    document.dispatchEvent(new CustomEvent("sse:inbox", { detail: { count: this.count, change: change } }));
+  };
+
+  Inbox.prototype.render = function (change) {
+    var self = this;
+    this.root.querySelectorAll("[data-sse-inbox-badge]").forEach(function (el) {
+      el.textContent = String(self.count);
+      el.setAttribute("data-count", String(self.count));
+    });
+    this.root.querySelectorAll("[data-sse-inbox-list]").forEach(function (list) {
+      self.renderList(list, change);
+    });
+  };
+
+  Inbox.prototype.renderList = function (list, change) {
+    var limit = Number(list.getAttribute("data-limit")) || 20;
+    var unreadOnly = list.hasAttribute("data-unread-only");
+    var empty = list.querySelector("[data-sse-inbox-empty]");
+    var shown = this.items.filter(function (item) {
+      return !unreadOnly || !item.read;
+    });
+    var keep = {};
+    shown.slice(0, limit).forEach(function (item) {
+      keep[item.id] = item;
+    });
+    list.querySelectorAll("li[data-id]").forEach(function (li) {
+      var item = keep[Number(li.getAttribute("data-id"))];
+      if (!item) {
+        li.remove();
+        return;
+      }
+      li.setAttribute("data-read", item.read ? "true" : "false");
+      var button = li.querySelector("[data-sse-inbox-read]");
+      if (item.read && button) button.remove();
+      delete keep[item.id];
+    });
+    // What is left is new here: newest first, before the rows already shown.
+    var self = this;
+    shown.slice(0, limit).forEach(function (item) {
+      if (!keep[item.id] || item.message == null) return;
+      var li = self.itemElement(item);
+      var rows = list.querySelectorAll("li[data-id]");
+      var before = null;
+      for (var i = 0; i < rows.length; i++) {
+        if (Number(rows[i].getAttribute("data-id")) < item.id) {
+          before = rows[i];
+          break;
+        }
+      }
+      list.insertBefore(li, before || empty || null);
+    });
+    if (empty) empty.hidden = list.querySelectorAll("li[data-id]").length > 0;
+  };
+
+  // Text only, never markup: the message is user data. The link must be
+  // relative or on this origin (the server checked it too).
+  Inbox.prototype.itemElement = function (item) {
+    var li = document.createElement("li");
+    li.className = "sse-inbox-item sse-level-" + String(item.level || "info").replace(/[^a-z0-9_-]/gi, "");
+    li.setAttribute("data-id", String(item.id));
+    li.setAttribute("data-read", item.read ? "true" : "false");
+    var href = safeUrl(item.url);
+    var text = document.createElement(href ? "a" : "span");
+    text.className = "sse-inbox-message";
+    text.textContent = String(item.message);
+    if (href) text.setAttribute("href", href);
+    li.appendChild(text);
+    if (item.created) {
+      var time = document.createElement("time");
+      time.setAttribute("datetime", String(item.created));
+      var when = new Date(item.created);
+      time.textContent = isNaN(when.getTime()) ? "" : when.toLocaleString();
+      li.appendChild(document.createTextNode(" "));
+      li.appendChild(time);
+    }
+    if (!item.read) {
+      var button = document.createElement("button");
+      button.type = "button";
+      button.setAttribute("data-sse-inbox-read", "");
+      button.textContent = "Mark read";
+      li.appendChild(document.createTextNode(" "));
+      li.appendChild(button);
+    }
+    return li;
+  };
+
+  Inbox.prototype.request = function (path, body) {
+    var self = this;
+    var seen = this.events;
+    var options = { credentials: "same-origin", cache: "no-store", headers: {} };
+    if (body) {
+      options.method = "POST";
+      options.headers["Content-Type"] = "application/json";
+      var csrf = cookie("csrftoken");
+      if (csrf) options.headers["X-CSRFToken"] = csrf;
+      options.body = JSON.stringify(body);
+    }
+    return fetch(this.url + path, options).then(function (response) {
+      if (!response.ok) throw new Error("inbox request failed: " + response.status);
+      return response.json().then(function (json) {
+        // An event that arrived meanwhile is as new as this answer or newer.
+        return { json: json, fresh: self.events === seen };
+      });
+    });
+  };
+
+  /** Fetch the count (and the list, when the page shows one) from the server. */
+  Inbox.prototype.refresh = function () {
+    var self = this;
+    var list = this.root.querySelector("[data-sse-inbox-list]");
+    var path = list ? "?limit=" + (Number(list.getAttribute("data-limit")) || 20) : "count/";
+    if (list && list.hasAttribute("data-unread-only")) path += "&unread=1";
+    return this.request(path).then(function (answer) {
+      if (!answer.fresh) return self;
+      if (answer.json.items) {
+        var byId = {};
+        self.items.forEach(function (item) {
+          byId[item.id] = item;
+        });
+        self.items = answer.json.items.map(function (item) {
+          return assign(byId[item.id] || {}, item, { read: isRead(item) });
+        });
+      }
+      self.apply({ action: "refresh", unread: answer.json.unread }, true);
+      return self;
+    });
+  };
+
+  Inbox.prototype.change = function (path, body) {
+    var self = this;
+    return this.request(path, body).then(function (answer) {
+      // The change's own event updates every tab; this answer covers a tab
+      // whose stream is down, unless an event already said something newer.
+      if (answer.fresh && !(self.connection && self.connection.state === "open")) {
+        self.apply({ action: path === "read-all/" ? "read_all" : path === "read/" ? "read" : "delete", ids: body.ids, unread: answer.json.unread }, true);
+      }
+      return answer.json;
+    });
+  };
+
+  Inbox.prototype.markRead = function (ids) {
+    return this.change("read/", { ids: ids });
+  };
+
+  Inbox.prototype.markAllRead = function () {
+    return this.change("read-all/", {});
+  };
+
+  Inbox.prototype.delete = function (ids) {
+    return this.change("delete/", { ids: ids });
+  };
+
+  /** ``handler(inbox, change)`` after every change of count or items. */
+  Inbox.prototype.on = function (handler) {
+    this.handlers.push(handler);
+    return this;
+  };
+
+  DjangoSSE.Inbox = Inbox;
+  DjangoSSE.inbox = new Inbox(page).start();
+  // ------------------------------- end of Inbox -------------------------------
+
   if (page && config.autostart !== false) {
     // Start once the page is parsed, so channels and swap targets declared
     // after this script are seen, and handlers added by later scripts are set.

@@ -1,0 +1,261 @@
+"""The inbox API in one process: items, counts, and the events every change publishes."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from io import StringIO
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.db import transaction
+from django.test import override_settings
+from django.utils import timezone
+
+from django_sse import anotify, inbox, notify, user_channel
+from django_sse.models import InboxItem, StoredEvent
+from tests.testapp.models import Ticket
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_db_threads")]
+
+
+def events(user: Any) -> list[tuple[str, dict[str, Any]]]:
+    rows = StoredEvent.objects.filter(channel=user_channel(user)).order_by("seq")
+    return [(row.name, json.loads(row.payload)) for row in rows]
+
+
+def make_users(*names: str) -> list[Any]:
+    return [get_user_model().objects.create(username=name) for name in names]
+
+
+def test_notify_keeps_an_item_and_publishes_it_with_the_unread_count() -> None:
+    ann, bob = make_users("ann", "bob")
+    ticket = Ticket.objects.create(title="Printer on fire")
+    [event] = notify(ann, "Closed", level="success", url="/t/1/", actor=bob, target=ticket, n=1)
+    item = InboxItem.objects.get()
+    assert (item.recipient, item.message, item.level, item.url) == (
+        ann,
+        "Closed",
+        "success",
+        "/t/1/",
+    )
+    assert (item.actor, item.target, item.data, item.read_at) == (bob, ticket, {"n": 1}, None)
+    [(name, data)] = events(ann)
+    assert name == "notification"
+    assert event.seq == 1
+    assert data["id"] == item.pk and data["unread"] == 1 and data["n"] == 1
+    assert (data["actor"], data["target"], data["read_at"]) == ("bob", str(ticket), None)
+    notify(ann, "Second")
+    assert events(ann)[-1][1]["unread"] == 2
+    assert inbox.unread_count(ann) == 2 and inbox.unread_count(bob) == 0
+
+
+def test_persist_false_keeps_nothing() -> None:
+    [ann] = make_users("ann")
+    notify(ann, "gone", persist=False, n=1)
+    assert not InboxItem.objects.exists()
+    assert events(ann) == [
+        ("notification", {"message": "gone", "level": "info", "url": None, "n": 1})
+    ]
+
+
+def test_bad_input_stores_nothing() -> None:
+    [ann] = make_users("ann")
+    with pytest.raises(ValueError, match="notification url"):
+        notify(ann, "x", url="javascript:alert(1)")
+    with pytest.raises(ValueError, match="SSE_MAX_EVENT_BYTES"):
+        notify(ann, "x", blob="y" * 70_000)
+    with pytest.raises(TypeError, match="JSON"):
+        notify(ann, "x", when=object())
+    with pytest.raises(TypeError, match="inbox item's own"):
+        notify(ann, "x", unread=5)
+    with pytest.raises(ValueError, match="level"):
+        notify(ann, "x", level="x" * 21)
+    assert not InboxItem.objects.exists() and events(ann) == []
+
+
+def test_notify_rolls_back_with_the_transaction() -> None:
+    [ann] = make_users("ann")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        notify(ann, "rolled back")
+        raise RuntimeError
+    assert not InboxItem.objects.exists() and events(ann) == []
+
+
+def test_read_all_read_and_delete_publish_the_new_count() -> None:
+    ann, bob = make_users("ann", "bob")
+    a1, a2, a3 = (notify(ann, f"a{i}")[0] for i in range(3))
+    [b1] = notify(bob, "b1")
+    ids = [json.loads(e.payload)["id"] for e in (a1, a2, a3)]
+    bob_id = json.loads(b1.payload)["id"]
+    assert inbox.mark_read(ann, [ids[0], bob_id, 999_999]) == 1  # bob's id is ignored
+    assert inbox.mark_read(ann, [ids[0]]) == 0  # already read: nothing to publish
+    assert inbox.delete(ann, [ids[1], bob_id]) == 1
+    assert inbox.mark_all_read(ann) == 1
+    assert inbox.mark_all_read(ann) == 0
+    got = [data for name, data in events(ann) if name == "inbox"]
+    assert got == [
+        {"action": "read", "ids": [ids[0]], "unread": 2},
+        {"action": "delete", "ids": [ids[1]], "unread": 1},
+        {"action": "read_all", "unread": 0},
+    ]
+    # Bob's item was neither read nor deleted, and he heard nothing.
+    assert InboxItem.objects.get(pk=bob_id).read_at is None
+    assert [name for name, _ in events(bob)] == ["notification"]
+    assert list(inbox.items(ann).values_list("id", flat=True)) == [ids[2], ids[0]]
+    assert list(inbox.items(ann, unread=True)) == []
+
+
+@pytest.mark.parametrize("ids", ["1,2", [True], ["1"], [0], [2**63], None, [1.5]])
+def test_bad_ids_are_refused(ids: Any) -> None:
+    [ann] = make_users("ann")
+    with pytest.raises((TypeError, ValueError)):
+        inbox.mark_read(ann, ids)
+    with pytest.raises(ValueError, match="at most"):
+        inbox.delete(ann, range(1, 2000))
+
+
+def test_anonymous_users_have_no_inbox() -> None:
+    from django.contrib.auth.models import AnonymousUser
+
+    with pytest.raises(ValueError, match="authenticated"):
+        inbox.unread_count(AnonymousUser())
+    with pytest.raises(ValueError, match="authenticated"):
+        inbox.mark_all_read(AnonymousUser())
+
+
+def test_notify_a_queryset_of_many_users_in_a_few_statements(
+    django_assert_max_num_queries: Any,
+) -> None:
+    User = get_user_model()
+    User.objects.bulk_create([User(username=f"u{i}") for i in range(1200)])
+    users = User.objects.filter(username__startswith="u")
+    with django_assert_max_num_queries(40):
+        sent = notify(users, "hello everyone", level="warning")
+    assert len(sent) == 1200 and InboxItem.objects.count() == 1200
+    first = User.objects.get(username="u0")
+    assert json.loads(sent[0].payload)["unread"] == 1 and sent[0].channel == user_channel(first)
+    assert len({e.channel for e in sent}) == 1200
+
+
+async def test_async_twins() -> None:
+    ann, bob = await sync_to_async(make_users)("ann", "bob")
+    sent = await anotify(get_user_model().objects.order_by("pk"), "async")
+    assert [e.channel for e in sent] == [user_channel(ann), user_channel(bob)]
+    ids = [json.loads(e.payload)["id"] for e in sent]
+    assert await inbox.aunread_count(ann) == 1
+    assert await inbox.amark_read(ann, [ids[0], ids[1]]) == 1
+    assert await inbox.adelete(bob, [ids[0]]) == 0
+    assert await inbox.amark_all_read(bob) == 1
+    assert await inbox.adelete(bob, [ids[1]]) == 1
+    assert await inbox.aunread_count(ann) == 0 and await inbox.aunread_count(bob) == 0
+
+
+def test_prune_by_age_and_per_user_cap_tells_users_who_lost_unread_items() -> None:
+    ann, bob = make_users("ann", "bob")
+    for i in range(5):
+        notify(ann, f"a{i}")
+    notify(bob, "old")
+    InboxItem.objects.filter(recipient=bob).update(created=timezone.now() - timedelta(days=100))
+    inbox.mark_all_read(bob)
+    notify(bob, "new")
+    with override_settings(SSE_INBOX_MAX_AGE=90 * 86400.0, SSE_INBOX_MAX_ITEMS=3):
+        out = StringIO()
+        call_command("sse_prune", stdout=out)
+    assert "Removed 3 inbox item(s)" in out.getvalue()
+    assert list(InboxItem.objects.filter(recipient=ann).values_list("message", flat=True)) == [
+        "a4",
+        "a3",
+        "a2",
+    ]
+    assert events(ann)[-1] == ("inbox", {"action": "sync", "unread": 3})
+    # Bob lost only a read item: his count did not change, so no event.
+    assert events(bob)[-1][0] == "notification"
+    with override_settings(SSE_INBOX_MAX_AGE=None, SSE_INBOX_MAX_ITEMS=None):
+        assert inbox.prune() == 0
+
+
+@pytest.mark.skipif(
+    "postgresql" not in __import__("django.db").db.connection.vendor,
+    reason="needs PostgreSQL for real concurrent writers",
+)
+def test_mark_all_read_racing_new_notifications_ends_on_the_right_count() -> None:
+    import threading
+
+    from django.db import connection
+
+    [ann] = make_users("ann")
+    errors: list[BaseException] = []
+    rounds = 25
+
+    def run(work: Any, barrier: threading.Barrier) -> None:
+        try:
+            for _ in range(rounds):
+                barrier.wait(30)
+                work()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    barrier = threading.Barrier(3)
+    workers = [
+        threading.Thread(target=run, args=(lambda: notify(ann, "race"), barrier)),
+        threading.Thread(target=run, args=(lambda: notify(ann, "race 2"), barrier)),
+        threading.Thread(target=run, args=(lambda: inbox.mark_all_read(ann), barrier)),
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert errors == []
+    truth = InboxItem.objects.filter(recipient=ann, read_at__isnull=True).count()
+    sent = events(ann)
+    assert len([n for n, _ in sent if n == "notification"]) == 2 * rounds
+    # Applied in order, as a client does, the events end on the truth, and each
+    # count is the previous one plus one for a new item, or 0 after read_all.
+    counts = [data["unread"] for _, data in sent]
+    assert counts[-1] == truth
+    previous = 0
+    for name, data in sent:
+        expected = previous + 1 if name == "notification" else 0
+        assert data["unread"] == expected, sent
+        previous = data["unread"]
+
+
+def test_badge_and_list_render_the_count_and_escaped_items_server_side() -> None:
+    from django.template import Context, Template
+    from django.test import RequestFactory
+
+    [ann] = make_users("ann")
+    notify(ann, "<script>alert(1)</script>", url="/t/1/?a=1&b=2")
+    notify(ann, "plain")
+    page = Template("{% load django_sse %}{% sse_inbox_badge %}{% sse_inbox_list 1 %}")
+    request = RequestFactory().get("/")
+    request.user = ann
+    html = page.render(Context({"request": request}))
+    assert 'data-count="2" aria-live="polite">2</span>' in html
+    assert "plain" in html and "alert" not in html  # limit 1: the newest only
+    request_all = Template("{% load django_sse %}{% sse_inbox_list %}")
+    html = request_all.render(Context({"request": request}))
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>" not in html
+    assert 'href="/t/1/?a=1&amp;b=2"' in html
+    from django.contrib.auth.models import AnonymousUser
+
+    request.user = AnonymousUser()
+    html = page.render(Context({"request": request, "user": ann}))  # never the context's user
+    assert 'data-count="0" aria-live="polite">0</span>' in html and "plain" not in html
+
+
+def test_inbox_checks() -> None:
+    from django_sse.inbox_checks import check_inbox
+
+    assert check_inbox() == []
+    with override_settings(SSE_STORE=None):
+        assert [m.id for m in check_inbox()] == ["django_sse.W050"]
+    with override_settings(INSTALLED_APPS=["django_sse", "django_sse.contrib.notifications"]):
+        [error] = check_inbox()
+    assert error.id == "django_sse.E050" and "notifications" in error.hint
