@@ -77,6 +77,12 @@ async def test_only_staff_with_the_permission_see_the_page(
     allowed = await client.get(site.url + LIVE)
     assert allowed.status_code == 200
     assert 'id="sse-total-streams"' in allowed.text
+    # Logged out: back to the login page.
+    async with httpx.AsyncClient(timeout=30.0, cookies=client.cookies) as other:
+        (await other.get(f"{site.url}/test/logout/")).raise_for_status()
+    assert (await client.get(site.url + LIVE)).status_code == 302
+    await login(client, site.url, unique("operator"), staff="1", perm=[VIEW_LIVE])
+    allowed = await client.get(site.url + LIVE)
     # No publish form without the publish permission, and its POST is refused.
     assert "sse-publish-form" not in allowed.text
     refused = await client.post(
@@ -85,6 +91,7 @@ async def test_only_staff_with_the_permission_see_the_page(
         headers={"Referer": site.url + LIVE},
     )
     assert refused.status_code == 403
+    assert "CSRF" not in refused.text  # refused for the permission, not the token
 
 
 async def test_the_page_counts_the_open_streams_of_a_channel(
