@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 import httpx
 import pytest
 
-from tests.ops_helpers import KIND_IDS, KINDS, memory_server, redis_env
+from tests.ops_helpers import KIND_IDS, KINDS, csrf, memory_server, post_form, redis_env
 from tests.servers import RedisServer, Server, running_server
 from tests.sse_client import login, open_stream, publish, unique, wait_until
 
@@ -43,22 +43,6 @@ def channel_count(page: str, channel: str) -> int | None:
     """The streams the page's busiest-channels table gives ``channel``."""
     match = re.search(rf">{re.escape(html.escape(channel))}</a></td><td>(\d+)</td>", page)
     return int(match.group(1)) if match else None
-
-
-def csrf(page: str) -> str:
-    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
-    assert match is not None, page[:500]
-    return match.group(1)
-
-
-async def post_form(client: httpx.AsyncClient, base: str, fields: dict[str, str]) -> httpx.Response:
-    page = await client.get(base + LIVE)
-    assert page.status_code == 200
-    return await client.post(
-        base + LIVE,
-        data={"csrfmiddlewaretoken": csrf(page.text), **fields},
-        headers={"Referer": base + LIVE},
-    )
 
 
 async def test_only_staff_with_the_permission_see_the_page(
