@@ -8,7 +8,8 @@ Run from the repository root::
 Delivery: one hub (in-memory layer), ``--streams`` subscriptions on one
 channel, ``--events`` events dispatched to them, queues drained between
 events; the time per delivery (event x stream) with ``SSE_METRICS`` off and
-on (prometheus_client, one process). Lifecycle: the time of
+on (prometheus_client, one process, or with ``--multiprocess`` its
+multiprocess mode, which writes every count to a memory-mapped file). Lifecycle: the time of
 ``lifecycle.opened`` + ``lifecycle.closed`` for one stream with metrics off
 and no receiver, metrics on, and a receiver connected (its delivery runs on
 another thread and is not timed here). Best of ``--repeat`` runs; markdown.
@@ -20,6 +21,7 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -78,7 +80,17 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=20000, help="lifecycle rounds")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--multiprocess",
+        action="store_true",
+        help="count in prometheus_client's multiprocess mode (files in a temporary folder)",
+    )
     args = parser.parse_args()
+    folder = None
+    if args.multiprocess:
+        # Read when prometheus_client is imported: set before anything imports it.
+        folder = tempfile.TemporaryDirectory(prefix="sse-prom-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder.name
     _setup()
     from django.test import override_settings
 
@@ -91,7 +103,8 @@ def main() -> None:
         with override_settings(SSE_METRICS=True):
             on = best(delivery_ns, args.repeat, streams, events)
         rows.append((f"{streams} stream(s) x {events} events", off, on))
-    print(f"## Metrics cost (in-process; {os.cpu_count()} cores, shared with other work)\n")
+    mode = "multiprocess mode" if args.multiprocess else "one process"
+    print(f"## Metrics cost (in-process, {mode}; {os.cpu_count()} cores, shared with other work)\n")
     print("| path | metrics off, ns | metrics on, ns | difference |")
     print("|---|---:|---:|---:|")
     for name, a, b in rows:
@@ -118,10 +131,13 @@ def main() -> None:
     print(f"| metrics off, no receiver | {bare / 1000:.2f} |")
     print(f"| metrics on, no receiver | {metered / 1000:.2f} |")
     print(f"| metrics off, a receiver of each signal (sending only) | {listened / 1000:.2f} |")
+    flag = " --multiprocess" if args.multiprocess else ""
     print(
         f"\n`python -m benchmarks.metrics --streams {args.streams} --events {args.events} "
-        f"--rounds {args.rounds} --repeat {args.repeat}`"
+        f"--rounds {args.rounds} --repeat {args.repeat}{flag}`"
     )
+    if folder is not None:
+        folder.cleanup()
 
 
 if __name__ == "__main__":

@@ -26,9 +26,14 @@ logger = logging.getLogger("django_sse")
 
 #: Seconds a shutdown waits for the signals of the streams it closed.
 FLUSH_TIMEOUT = 1.0
+#: Signal sends waiting at most (receivers slower than streams come and go).
+MAX_PENDING = 10_000
+#: Seconds between two warnings about dropped signals.
+WARN_EVERY = 60.0
 
 #: Signal deliveries in flight (held here: the loop keeps only weak references).
 _pending: set[asyncio.Task[None]] = set()
+_dropped = {"count": 0, "warned": -WARN_EVERY}
 
 
 class Track:
@@ -85,8 +90,21 @@ def _closed(track: Track, reason: str, listening: int) -> None:
         )
 
 
-def _send(signal: Signal, after: asyncio.Task[None] | None, **kwargs: Any) -> asyncio.Task[None]:
-    task = asyncio.get_running_loop().create_task(_deliver(signal, after, kwargs))
+def _send(
+    signal: Signal, after: asyncio.Task[None] | None, **kwargs: Any
+) -> asyncio.Task[None] | None:
+    loop = asyncio.get_running_loop()
+    if len(_pending) >= MAX_PENDING:
+        _dropped["count"] += 1
+        if loop.time() - _dropped["warned"] >= WARN_EVERY:
+            _dropped["warned"] = loop.time()
+            logger.warning(
+                "%d stream lifecycle signals dropped: %d sends wait for slow receivers",
+                _dropped["count"],
+                len(_pending),
+            )
+        return None
+    task = loop.create_task(_deliver(signal, after, kwargs))
     _pending.add(task)
     task.add_done_callback(_done)
     return task
@@ -100,7 +118,8 @@ async def _deliver(
     if after is not None and not after.done():
         await asyncio.wait([after])
     # send_robust logs a receiver that raises (logger "django.dispatch").
-    await dbthreads.run_user_code(partial(signal.send_robust, sender=event_stream, **kwargs))
+    send = partial(signal.send_robust, sender=event_stream, **kwargs)
+    await asyncio.wrap_future(dbthreads.get_pool("signals").submit(send, (), False))
 
 
 def _done(task: asyncio.Task[None]) -> None:

@@ -117,13 +117,29 @@ def answer(hub: Hub, message: dict[str, Any]) -> None:
     hub.tasks.spawn(send())
 
 
+async def _on_its_loop(hub: Hub, wait: float) -> Report | None:
+    """``report(hub)`` computed on the hub's own loop (its streams change there)."""
+    if hub.loop is asyncio.get_running_loop():
+        return report(hub)
+
+    async def made() -> Report:
+        return report(hub)
+
+    try:
+        future = asyncio.run_coroutine_threadsafe(made(), hub.loop)
+        return await asyncio.wait_for(asyncio.wrap_future(future), wait)
+    except (RuntimeError, TimeoutError):
+        return None  # its loop closed, or is too busy to answer in time
+
+
 async def gather(wait: float = WAIT) -> tuple[list[Report], str | None]:
     """Every process's report, and why some may be missing (or ``None``)."""
     from .hub import is_in_memory, local_hubs
 
     layer = get_channel_layer()
     if layer is None or is_in_memory(layer):
-        return [report(hub) for hub in local_hubs()], None
+        local = await asyncio.gather(*(_on_its_loop(h, wait) for h in local_hubs()))
+        return [r for r in local if r is not None], None
     try:
         reply = await bounded(layer.new_channel(REPLY_PREFIX))
     except Exception as exc:

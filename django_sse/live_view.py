@@ -25,6 +25,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_http_methods
 
 from . import live
 from . import store as history
@@ -130,6 +131,15 @@ def recent_events(user: Any, channel: str) -> Recent:
     return Recent(channel, rows, readable, note)
 
 
+def _published(request: HttpRequest, user: Any, event: Any) -> HttpResponse:
+    logger.info(
+        "%s published %r on %r from the Live page", user.get_username(), event.name, event.channel
+    )
+    messages.success(request, f"Published {event.name!r} on {event.channel!r}.")
+    return HttpResponseRedirect(f"{request.path}?{urlencode({'channel': event.channel})}")
+
+
+@require_http_methods(["GET", "POST"])
 def live_page(request: HttpRequest) -> HttpResponse:
     """The page (GET), and its publish form (POST)."""
     user: Any = request.user
@@ -145,16 +155,14 @@ def live_page(request: HttpRequest) -> HttpResponse:
         form = PublishForm(request.POST, user=user)
         if form.is_valid():
             data = form.cleaned_data
-            event = send_event(data["channel"], data["event"], data["payload"])
-            logger.info(
-                "%s published %r on %r from the Live page",
-                user.get_username(),
-                event.name,
-                event.channel,
-            )
-            messages.success(request, f"Published {event.name!r} on {event.channel!r}.")
-            query = urlencode({"channel": event.channel})
-            return HttpResponseRedirect(f"{request.path}?{query}")
+            try:
+                event = send_event(data["channel"], data["event"], data["payload"])
+            except Exception as exc:
+                # The store or the layer failed: say so on the form, not as a 500.
+                logger.exception("Publishing from the Live page failed")
+                form.add_error(None, f"not published: {type(exc).__name__}: {exc}"[:300])
+            else:
+                return _published(request, user, event)
     reports, problem = async_to_sync(live.gather)()
     channel = request.GET.get("channel", "")
     context = {

@@ -297,9 +297,10 @@ def _load() -> Off:
                 forget_dead_processes()
                 # Made once: prometheus_client refuses a second metric of a name.
                 _made = Prometheus()
-            except ImportError as exc:
-                # Check django_sse.E060 says so at startup; streams go on uncounted.
-                logger.error("SSE_METRICS is on but prometheus_client cannot be imported: %s", exc)
+            except Exception as exc:
+                # Not installed (check django_sse.E060 says so at startup), or
+                # the names are taken in the registry: streams go on uncounted.
+                logger.error("SSE_METRICS is on but the metrics cannot be made: %r", exc)
                 _current = OFF
                 return OFF
         _current = _made

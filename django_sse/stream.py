@@ -403,7 +403,7 @@ async def _start(
         state.cursor = sub.cursor = Cursor(stored, positions)
     elif last_event_id and state.store is None:
         reset = "history unavailable"
-    if last_event_id and not sub.closed:
+    if last_event_id and (stored or reset) and not sub.closed:
         metrics.get().resumed(reset)
     cursor = state.cursor
     first = b""

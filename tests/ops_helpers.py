@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -63,3 +64,21 @@ async def one_event_through(client: httpx.AsyncClient, server: Server, channel: 
         await publish(client, server.url, channel)
         await stream.collect(1)
     return await scrape(client, server.url)
+
+
+def csrf(page: str) -> str:
+    """The CSRF token of a rendered form."""
+    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    assert match is not None, page[:500]
+    return match.group(1)
+
+
+async def post_form(client: httpx.AsyncClient, base: str, fields: dict[str, str]) -> httpx.Response:
+    """Post the Live page's publish form as a browser does, with its CSRF token."""
+    page = await client.get(base + "/sse/live/")
+    assert page.status_code == 200
+    return await client.post(
+        base + "/sse/live/",
+        data={"csrfmiddlewaretoken": csrf(page.text), **fields},
+        headers={"Referer": base + "/sse/live/"},
+    )

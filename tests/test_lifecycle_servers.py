@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +113,32 @@ async def test_raising_receivers_break_no_stream_and_say_why_streams_closed(
     await has_lines(log, 6)
     last = lines(log)[5]
     assert last["signal"] == "closed" and last["reason"] == "shutdown" and last["user"] == name
+
+
+@pytest.mark.timeout(120)
+async def test_slow_receivers_delay_no_snapshot_of_a_new_stream(
+    server_db: str, client: httpx.AsyncClient
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="lifecycle-") as tmp:
+        log = Path(tmp) / "signals.jsonl"
+        log.touch()
+        env = {
+            "SSE_TEST_DB": server_db,
+            "SSE_TEST_LAYER": "memory",
+            "SSE_TEST_LIFECYCLE_LOG": str(log),
+            "SSE_TEST_LIFECYCLE_SLOW": "20",
+        }
+        with running_server("uvicorn", **env) as server:
+            async with AsyncExitStack() as stack:
+                # More slow stream_opened receivers than there are threads (4).
+                for _ in range(6):
+                    await stack.enter_async_context(
+                        open_stream(client, f"{server.url}/sse/?channel=news:{unique('slow')}")
+                    )
+                # A snapshot runs the application's code on a thread too: not
+                # behind the receivers, which are still asleep.
+                url = f"{server.url}/sse/?channel=counter:{unique('c')}"
+                async with open_stream(client, url) as stream:
+                    [snapshot] = await stream.collect(1, name="snapshot", timeout=10.0)
+                assert json.loads(snapshot.data)["data"]["count"] == 0
+                assert lines(log) == []  # not one receiver has finished

@@ -65,3 +65,27 @@ async def test_with_the_in_memory_layer_the_page_reads_this_process() -> None:
         assert [r.streams for r in reports] == [1]
     finally:
         await hub.stop(grace=0.1)
+
+
+def test_a_hub_on_another_threads_loop_reports_from_that_loop() -> None:
+    import threading
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        hub = asyncio.run_coroutine_threadsafe(_hub_with_streams(2), loop).result(10)
+        reports, _ = asyncio.run(live.gather())
+        assert [r.streams for r in reports] == [2]
+        asyncio.run_coroutine_threadsafe(hub.stop(grace=0.1), loop).result(10)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+async def _hub_with_streams(count: int) -> Hub:
+    hub = get_hub()
+    for _ in range(count):
+        await hub.subscribe(("a",), 10)
+    return hub

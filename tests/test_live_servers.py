@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 import httpx
 import pytest
 
-from tests.ops_helpers import KIND_IDS, KINDS, memory_server, redis_env
+from tests.ops_helpers import KIND_IDS, KINDS, csrf, memory_server, post_form, redis_env
 from tests.servers import RedisServer, Server, running_server
 from tests.sse_client import login, open_stream, publish, unique, wait_until
 
@@ -45,22 +45,6 @@ def channel_count(page: str, channel: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def csrf(page: str) -> str:
-    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
-    assert match is not None, page[:500]
-    return match.group(1)
-
-
-async def post_form(client: httpx.AsyncClient, base: str, fields: dict[str, str]) -> httpx.Response:
-    page = await client.get(base + LIVE)
-    assert page.status_code == 200
-    return await client.post(
-        base + LIVE,
-        data={"csrfmiddlewaretoken": csrf(page.text), **fields},
-        headers={"Referer": base + LIVE},
-    )
-
-
 async def test_only_staff_with_the_permission_see_the_page(
     site: Server, client: httpx.AsyncClient
 ) -> None:
@@ -77,6 +61,12 @@ async def test_only_staff_with_the_permission_see_the_page(
     allowed = await client.get(site.url + LIVE)
     assert allowed.status_code == 200
     assert 'id="sse-total-streams"' in allowed.text
+    # Logged out: back to the login page.
+    async with httpx.AsyncClient(timeout=30.0, cookies=client.cookies) as other:
+        (await other.get(f"{site.url}/test/logout/")).raise_for_status()
+    assert (await client.get(site.url + LIVE)).status_code == 302
+    await login(client, site.url, unique("operator"), staff="1", perm=[VIEW_LIVE])
+    allowed = await client.get(site.url + LIVE)
     # No publish form without the publish permission, and its POST is refused.
     assert "sse-publish-form" not in allowed.text
     refused = await client.post(
@@ -85,6 +75,7 @@ async def test_only_staff_with_the_permission_see_the_page(
         headers={"Referer": site.url + LIVE},
     )
     assert refused.status_code == 403
+    assert "CSRF" not in refused.text  # refused for the permission, not the token
 
 
 async def test_the_page_counts_the_open_streams_of_a_channel(

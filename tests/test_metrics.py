@@ -195,3 +195,22 @@ async def test_a_count_that_fails_breaks_no_stream(monkeypatch: pytest.MonkeyPat
     await chunks.aclose()  # type: ignore[attr-defined]
     assert len(hub.subscriptions) == 0
     await hub.stop(grace=0.1)
+
+
+def test_a_figure_is_counted_by_name_through_the_generic_methods() -> None:
+    metrics.OFF.inc("anything", 5, label="x")  # off: no-ops, whatever the name
+    with override_settings(SSE_METRICS=True):
+        figures = metrics.get()
+        deliveries = sample("django_sse_deliveries_total")
+        figures.inc("deliveries", 3)
+        assert sample("django_sse_deliveries_total") == deliveries + 3
+        figures.set("catchup_lag_events", 7)
+        assert sample("django_sse_catchup_lag_events") == 7
+        errors = sample("django_sse_layer_errors_total", operation="receive", kind="error")
+        figures.inc("layer_errors", operation="receive", kind="error")
+        assert (
+            sample("django_sse_layer_errors_total", operation="receive", kind="error") == errors + 1
+        )
+        count = sample("django_sse_stream_duration_seconds_count")
+        figures.observe("stream_duration_seconds", 12.0)
+        assert sample("django_sse_stream_duration_seconds_count") == count + 1

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from tests.conftest import postgres_env
-from tests.ops_helpers import Samples, one_event_through, redis_env, scrape, value
+from tests.ops_helpers import Samples, one_event_through, post_form, redis_env, scrape, value
 from tests.servers import RedisServer, Server, running_server
-from tests.sse_client import open_stream, publish, unique, wait_until
+from tests.sse_client import login, open_stream, publish, unique, wait_until
 
 pytestmark = pytest.mark.server
 
@@ -50,10 +50,8 @@ async def test_a_stalled_redis_is_counted_as_timeouts_and_the_live_page_still_an
     channel = f"news:{unique('stall')}"
     env = redis_env(server_db, redis.url, SSE_TEST_METRICS="1", SSE_HISTORY_POLL="0.2")
     with running_server("uvicorn", **env) as server:
-        await client.get(
-            f"{server.url}/test/login/",
-            params={"username": unique("op"), "staff": "1", "perm": "django_sse.view_live"},
-        )
+        perms = ["django_sse.view_live", "django_sse.publish_event"]
+        await login(client, server.url, unique("op"), staff="1", perm=perms)
         async with open_stream(client, f"{server.url}/sse/?channel={channel}") as stream:
             before = await scrape(client, server.url)
             timeouts = value(
@@ -77,6 +75,12 @@ async def test_a_stalled_redis_is_counted_as_timeouts_and_the_live_page_still_an
                 page = await client.get(f"{server.url}/sse/live/", timeout=10.0)
                 assert page.status_code == 200
                 assert 'id="sse-problem"' in page.text
+                # An unstored event cannot be published: the form says so.
+                failed = await post_form(
+                    client, server.url, {"channel": "typing:x", "event": "m", "payload": ""}
+                )
+                assert failed.status_code == 200
+                assert "not published: TimeoutError" in failed.text
             finally:
                 os.kill(redis.proc.pid, signal.SIGCONT)
             after = await scrape(client, server.url)

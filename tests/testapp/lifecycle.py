@@ -2,18 +2,21 @@
 
 Connected when ``SSE_TEST_LIFECYCLE_LOG`` names a file: each signal appends a
 JSON line to it; with ``SSE_TEST_LIFECYCLE_RAISE=1`` every receiver then
-raises, as a broken audit hook would."""
+raises, as a broken audit hook would, and with ``SSE_TEST_LIFECYCLE_SLOW=N``
+it first sleeps N seconds, as a webhook to a slow host would."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 from django_sse.signals import stream_closed, stream_opened
 
 
 def _record(kind: str, **kwargs: Any) -> None:
+    time.sleep(float(os.environ.get("SSE_TEST_LIFECYCLE_SLOW", "0")))
     user = kwargs["user"]
     line = {
         "signal": kind,
