@@ -1,11 +1,10 @@
-"""Debounced refresh events: a burst of changes on a channel becomes one event.
+"""Debounce windows: a burst of marks on a channel becomes one event.
 
-A refresh hook (``hooks.register(Ticket, channels="tickets", refresh=True)``)
-does not send one event per save. Each committed save marks its channels;
-the first mark on a channel opens a window of ``SSE_REFRESH_DEBOUNCE``
-seconds (or the hook's own), and when it ends one event goes out for
-everything marked meanwhile: a bulk edit of 1,000 rows is one event per
-channel. Clients then refetch what the channel shows, once.
+Refresh hooks (:mod:`django_sse.refresh`) mark a channel when a transaction
+that changed its rows commits. The first mark on a channel opens a window of
+``SSE_REFRESH_DEBOUNCE`` seconds (or the hook's own), and when it ends one
+event goes out for every mark made meanwhile: a bulk edit of 1,000 rows is one
+event per channel. Clients then refetch what the channel shows, once.
 
 Windows are kept per process, by a daemon thread. Pending events are sent at
 once at interpreter exit (``atexit``) and when the server shuts down
@@ -22,23 +21,13 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import connections
 
 from .conf import conf
 
-if TYPE_CHECKING:
-    from django.db import models
-
-    from .hooks import Hook
-
 logger = logging.getLogger("django_sse")
-
-#: What a refresh hook's event name says instead of created/updated/deleted.
-REFRESH_ACTION = "refresh"
-#: The longest window a hook may ask for: a refresh is meant to be prompt.
-MAX_WINDOW = 60.0
 
 
 @dataclass
@@ -152,51 +141,6 @@ def debouncer() -> Debouncer:
         return _debouncer
 
 
-def check_refresh(label: str, refresh: object, given: list[str]) -> None:
-    """Refuse a ``refresh=`` hook option that is not ``True``/``False`` or a
-    number of seconds in (0, :data:`MAX_WINDOW`], or comes with a payload."""
-    if refresh is False:
-        return
-    if refresh is not True:
-        if not isinstance(refresh, int | float) or isinstance(refresh, bool):
-            raise TypeError(f"hook for {label}: refresh must be True or seconds, got {refresh!r}")
-        if not 0 < refresh <= MAX_WINDOW:
-            raise ValueError(
-                f"hook for {label}: refresh must be more than 0 and at most "
-                f"{MAX_WINDOW:g} seconds, got {refresh!r}"
-            )
-    if given:
-        raise TypeError(
-            f"hook for {label}: a refresh hook sends no payload, so it takes no {', '.join(given)}"
-        )
-
-
-def refresh_hook(hook: Hook, instance: models.Model, using: str | None) -> None:
-    """Mark the channels of ``hook`` for ``instance`` once the transaction
-    commits (at once outside one); a rollback marks nothing. Bad channel names
-    raise here, at the save, not later in the debounce thread."""
-    from .channels import registry
-    from .events import build_event
-
-    opts = hook.model._meta
-    name = hook.event_name(REFRESH_ACTION)
-    window = conf.SSE_REFRESH_DEBOUNCE if hook.refresh is True else float(hook.refresh)
-    alias = using or instance._state.db or DEFAULT_DB_ALIAS
-    for channel in hook.channel_names(instance):
-        # The model and channel only: one event stands for many rows.
-        data = {"model": opts.label_lower, "channel": channel}
-        build_event(channel, name, data)  # validates, as send_event would
-        registry.require(channel)
-        transaction.on_commit(_marker(channel, name, data, window), using=alias)
-
-
-def _marker(channel: str, event: str, data: Any, window: float) -> Any:
-    def mark() -> None:
-        debouncer().mark(channel, event, data, window)
-
-    return mark
-
-
 def flush(timeout: float | None = None) -> int:
     """Send the pending refresh events of this process now, for up to
     ``timeout`` seconds if given; returns how many were due."""
@@ -210,9 +154,24 @@ def _at_exit() -> None:
     flush(conf.SSE_PUBLISH_TIMEOUT + 1.0)
 
 
-def _flush_then_close(timeout: float) -> None:
+def _flush_then_close(timeout: float | None = None) -> None:
     flush(timeout)
-    connections.close_all()  # a worker thread of the loop's executor
+    connections.close_all()  # a thread of its own or of the loop's executor
+
+
+def flush_here() -> None:
+    """:func:`flush` from any code: in a thread of its own when this thread runs
+    an event loop (``send_event`` may not run there), waiting for it."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        flush()
+        return
+    if _debouncer is None or not _debouncer.pending():
+        return
+    worker = threading.Thread(target=_flush_then_close, name="django_sse-flush")
+    worker.start()
+    worker.join()
 
 
 async def aflush(timeout: float) -> None:

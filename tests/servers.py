@@ -180,6 +180,21 @@ def running_example(kind: str = "daphne") -> Iterator[Server]:
             stop(server.proc)
 
 
+def example_shell(server: Server, code: str) -> str:
+    """Run ``code`` in ``manage.py shell`` of the example ``server`` (another
+    process, as a worker would); return what it printed."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=EXAMPLE,
+        env=server.env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.stdout
+
+
 def migrate(db_path: str) -> None:
     subprocess.run(
         [sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],

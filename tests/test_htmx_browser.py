@@ -5,15 +5,13 @@ after a server restart, stop on a refusal, and the debounced list refresh."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.browser import TIMEOUT, chromium, requires_chromium
-from tests.servers import EXAMPLE, Server, running_example, stop
+from tests.servers import EXAMPLE, Server, example_shell, running_example, stop
 from tests.test_example_browser import change_ticket, logged_in, ticket_pk
 
 pytest.importorskip("playwright.async_api", reason="playwright is not installed")
@@ -57,17 +55,10 @@ async def htmx_page(browser: Any, base: str, version: str, username: str = "bob"
 def save_ticket_elsewhere(server: Server, pk: int, reply: str) -> None:
     """Change the ticket from another process (a worker, the shell): stored, so
     a stream that was away gets it when it resumes."""
-    code = (
+    example_shell(
+        server,
         "from helpdesk.models import Ticket; "
-        f"t = Ticket.objects.get(pk={pk}); t.reply = {reply!r}; t.save()"
-    )
-    subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", code],
-        cwd=EXAMPLE,
-        env=server.env,
-        check=True,
-        capture_output=True,
-        timeout=60,
+        f"t = Ticket.objects.get(pk={pk}); t.reply = {reply!r}; t.save()",
     )
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
@@ -14,17 +15,27 @@ def _ticket(request: HttpRequest, pk: int) -> Ticket:
     return ticket
 
 
-@login_required
-def ticket_list(request: HttpRequest) -> HttpResponse:
-    """A customer's tickets (every ticket for staff), updated live."""
+def _tickets(request: HttpRequest) -> tuple[QuerySet[Ticket], str]:
+    """The tickets ``request.user`` may see, and the channel that announces their changes."""
     user = request.user
     tickets = Ticket.objects.select_related("customer")
     if user.is_staff:
-        channel = "tickets"
-    else:
-        tickets = tickets.filter(customer=user)
-        channel = f"customer:{user.pk}"
+        return tickets, "tickets"
+    return tickets.filter(customer=user), f"customer:{user.pk}"
+
+
+@login_required
+def ticket_list(request: HttpRequest) -> HttpResponse:
+    """A customer's tickets (every ticket for staff), updated live."""
+    tickets, channel = _tickets(request)
     return render(request, "helpdesk/list.html", {"tickets": tickets, "channel": channel})
+
+
+@login_required
+def ticket_rows(request: HttpRequest) -> HttpResponse:
+    """The list's rows alone, refetched on a ``helpdesk.ticket.refresh`` event."""
+    tickets, _ = _tickets(request)
+    return render(request, "helpdesk/_rows.html", {"tickets": tickets})
 
 
 @login_required
