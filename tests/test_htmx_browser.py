@@ -129,6 +129,55 @@ async def test_a_refusal_on_reconnect_stops_the_retries(example: Server, version
         assert await page.locator("#htmx-target .pill").count() == 1
 
 
+MORE_TICKETS = """
+from django.contrib.auth import get_user_model
+from django_sse import hooks
+from helpdesk.models import Ticket
+bob = get_user_model().objects.get(username="bob")
+with hooks.silenced():
+    Ticket.objects.bulk_create(Ticket(customer=bob, title=f"More {n}") for n in range(30))
+"""
+REFRESHES = """
+from django.contrib.auth import get_user_model
+from django_sse.models import StoredEvent
+bob = get_user_model().objects.get(username="bob")
+rows = StoredEvent.objects.filter(channel=f"customer:{bob.pk}", name="helpdesk.ticket.refresh")
+print(rows.count())
+"""
+
+
+def refreshes(server: Server) -> int:
+    return int(example_shell(server, REFRESHES).split()[-1])
+
+
+@pytest.mark.parametrize("version", PAGES)
+async def test_a_bulk_edit_refetches_the_rows_once(example: Server, version: str) -> None:
+    example_shell(example, MORE_TICKETS)
+    async with chromium() as browser:
+        page = await htmx_page(browser, example.url, version)
+        fetches: list[Any] = []
+        page.on(
+            "request", lambda r: fetches.append(r) if r.url.endswith("/tickets/rows/") else None
+        )
+        before = refreshes(example)
+        staff = await logged_in(browser, example.url, "admin", "/admin/", streaming=False)
+        await staff.goto(f"{example.url}/admin/helpdesk/ticket/?q=bob")
+        await staff.check("#action-toggle")
+        await staff.select_option("select[name=action]", "mark_solved")
+        async with page.expect_response(lambda r: r.url.endswith("/tickets/rows/")) as answer:
+            await staff.click("button[name=index]")
+        assert (await answer.value).status == 200
+        await page.wait_for_function(
+            "[...document.querySelectorAll('#htmx-rows .pill')].every("
+            "p => p.classList.contains('solved'))",
+            timeout=TIMEOUT,
+        )
+        # Thirty-odd saves in one transaction: one refresh event, one refetch.
+        assert refreshes(example) == before + 1
+        assert len(fetches) == 1
+        assert await page.locator("#htmx-rows .pill.solved").count() >= 30
+
+
 def test_the_vendored_files_are_the_npm_releases() -> None:
     vendor = EXAMPLE / "helpdesk" / "static" / "helpdesk" / "vendor"
     heads = {

@@ -75,6 +75,22 @@ class TicketHookTests(TestCase):
         sent.assert_nothing_sent()
 
 
+class TicketRowsTests(TestCase):
+    """The rows a refresh event makes a list refetch: the reader's own."""
+
+    def test_a_customer_gets_her_rows_only(self) -> None:
+        User = get_user_model()
+        alice, bob = User.objects.create_user("alice"), User.objects.create_user("bob")
+        Ticket.objects.create(customer=alice, title="Alice's printer")
+        Ticket.objects.create(customer=bob, title="Bob's export")
+        self.client.force_login(bob)
+        rows = self.client.get("/tickets/rows/").content.decode()
+        self.assertIn("Bob&#x27;s export", rows)
+        self.assertNotIn("Alice", rows)
+        self.client.logout()
+        self.assertEqual(self.client.get("/tickets/rows/").status_code, 302)  # to the login
+
+
 class TicketStreamTests(TransactionTestCase):
     """The ticket page's stream, read in-process through the fast path."""
 

@@ -44,15 +44,26 @@ def ticket_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "helpdesk/detail.html", {"ticket": ticket, "channel": f"ticket:{pk}"})
 
 
+def _htmx_page(request: HttpRequest, pk: int, template: str) -> HttpResponse:
+    ticket = _ticket(request, pk)
+    tickets, list_channel = _tickets(request)
+    context = {
+        "ticket": ticket,
+        "tickets": tickets,
+        "channel": f"ticket:{pk}",
+        "list_channel": list_channel,
+    }
+    return render(request, template, context)
+
+
 @login_required
 def ticket_htmx(request: HttpRequest, pk: int) -> HttpResponse:
-    """The same ticket through htmx's SSE extension: the server renders the fragment."""
-    ticket = _ticket(request, pk)
-    return render(request, "helpdesk/htmx.html", {"ticket": ticket, "channel": f"ticket:{pk}"})
+    """The same ticket through htmx's SSE extension: the server renders the
+    fragment; the list below refetches its rows on a refresh event."""
+    return _htmx_page(request, pk, "helpdesk/htmx.html")
 
 
 @login_required
 def ticket_htmx4(request: HttpRequest, pk: int) -> HttpResponse:
-    """The same ticket through htmx 4's hx-sse extension."""
-    ticket = _ticket(request, pk)
-    return render(request, "helpdesk/htmx4.html", {"ticket": ticket, "channel": f"ticket:{pk}"})
+    """The same page through htmx 4's hx-sse extension."""
+    return _htmx_page(request, pk, "helpdesk/htmx4.html")
