@@ -12,7 +12,7 @@ import pytest
 
 from tests.browser import TIMEOUT, chromium, requires_chromium
 from tests.servers import EXAMPLE, Server, example_shell, running_example, stop
-from tests.test_example_browser import change_ticket, logged_in, ticket_pk
+from tests.test_example_browser import change_ticket, logged_in, solve_in_bulk, ticket_pk
 
 pytest.importorskip("playwright.async_api", reason="playwright is not installed")
 pytestmark = [pytest.mark.server, requires_chromium]
@@ -155,18 +155,8 @@ async def test_a_bulk_edit_refetches_the_rows_once(example: Server, version: str
     example_shell(example, MORE_TICKETS)
     async with chromium() as browser:
         page = await htmx_page(browser, example.url, version)
-        fetches: list[Any] = []
-        page.on(
-            "request", lambda r: fetches.append(r) if r.url.endswith("/tickets/rows/") else None
-        )
         before = refreshes(example)
-        staff = await logged_in(browser, example.url, "admin", "/admin/", streaming=False)
-        await staff.goto(f"{example.url}/admin/helpdesk/ticket/?q=bob")
-        await staff.check("#action-toggle")
-        await staff.select_option("select[name=action]", "mark_solved")
-        async with page.expect_response(lambda r: r.url.endswith("/tickets/rows/")) as answer:
-            await staff.click("button[name=index]")
-        assert (await answer.value).status == 200
+        fetches = await solve_in_bulk(browser, example.url, "bob", page)
         await page.wait_for_function(
             "[...document.querySelectorAll('#htmx-rows .pill')].every("
             "p => p.classList.contains('solved'))",
