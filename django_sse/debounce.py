@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connections
+from django.db.utils import InterfaceError, OperationalError
 
 from .conf import conf
 
@@ -69,8 +70,8 @@ class Debouncer:
         with self._wake:
             return len(self._windows) + self._in_flight
 
-    def _send_due(self, now: float | None, deadline: float | None = None) -> int:
-        """Send the windows due at ``now`` (every window: ``None``), after any
+    def _send_due(self, every: bool, deadline: float | None = None, *, heal: bool = False) -> int:
+        """Send the windows that are due (``every``: all of them), after any
         batch being sent already (so that a flush at exit waits for the thread's
         batch instead of leaving it to die with the process); returns how many."""
         wait = -1.0 if deadline is None else max(deadline - time.monotonic(), 0.0)
@@ -79,11 +80,12 @@ class Debouncer:
             return 0
         try:
             with self._wake:
-                keys = [k for k, w in self._windows.items() if now is None or w.due <= now]
+                now = time.monotonic()  # after the wait: what came due meanwhile goes too
+                keys = [k for k, w in self._windows.items() if every or w.due <= now]
                 due = [(key[0], self._windows.pop(key)) for key in keys]
                 self._in_flight = len(due)
             if due:
-                _send(due, deadline)
+                _send(due, deadline, heal=heal)
             return len(due)
         finally:
             with self._wake:
@@ -97,18 +99,27 @@ class Debouncer:
                     self._wake.wait()
                 first = min(w.due for w in self._windows.values())
                 self._wake.wait(max(first - time.monotonic(), 0.0))
-            if self._send_due(time.monotonic()):
-                # This thread lives as long as the process: it keeps no connection.
-                connections.close_all()
+            try:
+                if self._send_due(False, heal=True):
+                    # This thread lives as long as the process: it keeps no connection.
+                    connections.close_all()
+            except Exception:
+                # Keep the thread: the windows that open later must still close.
+                logger.exception("Refresh events: sending a batch failed")
 
     def flush(self, deadline: float | None = None) -> int:
         """Send every open window's event now (until ``deadline``); returns how many."""
-        return self._send_due(None, deadline)
+        return self._send_due(True, deadline)
 
 
-def _send(due: list[tuple[str, _Window]], deadline: float | None = None) -> None:
+def _send(
+    due: list[tuple[str, _Window]], deadline: float | None = None, *, heal: bool = False
+) -> None:
     """Publish the windows' events, one after the other (each layer call is
-    bounded by ``SSE_PUBLISH_TIMEOUT``); stop at ``deadline`` if given."""
+    bounded by ``SSE_PUBLISH_TIMEOUT``); stop at ``deadline`` if given. With
+    ``heal`` (this thread's connections are its own), a connection the database
+    dropped is replaced and the event sent once more: a refresh sent twice
+    costs a refetch, one never sent a stale page."""
     from .publish import send_event
 
     for n, (channel, window) in enumerate(due):
@@ -116,7 +127,13 @@ def _send(due: list[tuple[str, _Window]], deadline: float | None = None) -> None
             logger.warning("%d refresh event(s) were not sent: out of time", len(due) - n)
             return
         try:
-            send_event(channel, window.event, window.data)
+            try:
+                send_event(channel, window.event, window.data)
+            except (InterfaceError, OperationalError):
+                if not heal:
+                    raise
+                connections.close_all()
+                send_event(channel, window.event, window.data)
         except Exception:
             logger.exception(
                 "Refresh event %r on channel %r (%d change(s)) was not sent",

@@ -217,3 +217,56 @@ def test_a_marker_dropped_with_a_savepoint_is_made_again(
             raise RuntimeError
         Note.objects.create(text="kept", priority=1)
     assert [e.channel for e in sent] == ["notes-1"]
+
+
+def test_the_window_thread_heals_a_connection_the_database_dropped(
+    refresh_hook: Callable[..., hooks.Hook],
+) -> None:
+    from django.db import connection
+
+    from django_sse import capture
+    from tests.conftest import PG_ADMIN
+    from tests.test_connections import backend_pid, terminate
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL, which can drop a connection from outside")
+    killed: list[int] = []
+
+    def gone(pid: int) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + 10
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
+            query = "SELECT 1 FROM pg_stat_activity WHERE pid = %s"
+            while admin.execute(query, [pid]).fetchone():
+                assert time.monotonic() < deadline, f"backend {pid} still alive"
+                time.sleep(0.01)
+
+    def kill_after_the_first(event: Any) -> None:
+        # In the window thread, after its first event was stored: its
+        # connection dies (as in a database restart or failover) mid-batch.
+        if not killed:
+            killed.append(backend_pid())
+            terminate(killed[0])
+            gone(killed[0])
+
+    refresh_hook(refresh=0.05)
+    stop = capture.watch(kill_after_the_first)
+    windows = debounce.debouncer()
+    try:
+        with capture_events(flush_refreshes=False) as sent:
+            # Hold the thread back until all three windows are due, so that it
+            # sends them in one batch, on one connection.
+            with windows._sending:
+                with transaction.atomic():
+                    Note.objects.create(text="a", priority=0)
+                    Note.objects.create(text="b", priority=1)
+                deadline = time.monotonic() + 10
+                while any(w.due > time.monotonic() for w in list(windows._windows.values())):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+            wait_for(sent, 3)
+    finally:
+        stop()
+    assert killed
+    assert sorted(e.channel for e in sent) == ["notes", "notes-0", "notes-1"]
