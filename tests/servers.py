@@ -140,7 +140,8 @@ def running_server(
     full_env = base_env(**env)
     with tempfile.NamedTemporaryFile(prefix=f"{kind}-", suffix=".log", delete=False) as f:
         log = Path(f.name)
-    server = Server(kind, port, spawn_server(kind, port, full_env, log, app=app), full_env, log)
+    proc = spawn_server(kind, port, full_env, log, app=app)
+    server = Server(kind, port, proc, full_env, log, app)
     try:
         yield server
     finally:
