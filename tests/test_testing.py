@@ -269,3 +269,32 @@ def test_the_pytest_plugin_provides_the_fixture(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_db_threads")
+async def test_stream_reader_over_the_redis_layer(redis_url: str) -> None:
+    from channels.layers import channel_layers, get_channel_layer
+    from django.test import override_settings
+
+    layers = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [redis_url]},
+        }
+    }
+    with override_settings(CHANNEL_LAYERS=layers):
+        channel_layers.backends.clear()
+        try:
+            assert type(get_channel_layer()).__name__ == "RedisPubSubChannelLayer"
+            async with stream_reader("/sse/?channel=typing:redis") as stream:
+                # An ephemeral channel: nothing stored, so only Redis can carry it.
+                await asend_event("typing:redis", "typing", {"who": "ann"})
+                event = await stream.next_event()
+        finally:
+            layer = channel_layers.backends.get("default")
+            if layer is not None:
+                await layer.flush()
+            channel_layers.backends.clear()
+    assert (event.event, event.json) == ("typing", {"who": "ann"})
