@@ -62,10 +62,10 @@ def refresh_hook(hook: Hook, instance: models.Model, using: str | None) -> None:
     window = conf.SSE_REFRESH_DEBOUNCE if hook.refresh is True else float(hook.refresh)
     alias = using or instance._state.db or DEFAULT_DB_ALIAS
     for channel in hook.channel_names(instance):
-        # The model and channel only: one event stands for many rows.
-        data = {"model": opts.label_lower, "channel": channel}
         if _registered(alias, (channel, name)):
             continue
+        # The model and channel only: one event stands for many rows.
+        data = {"model": opts.label_lower, "channel": channel}
         build_event(channel, name, data)  # validates, as send_event would
         registry.require(channel)
         _register(alias, (channel, name), _marker(channel, name, data, window))
@@ -92,11 +92,15 @@ def _registered(alias: str, key: tuple[str, str]) -> bool:
     if found is None:
         return False
     marker, index = found
-    # Where it was appended, unless a savepoint rollback dropped entries before it
-    # (or it with them): then look for it.
     if index < len(pending) and pending[index][1] is marker:
         return True
-    return any(entry[1] is marker for entry in pending)
+    # A savepoint rollback dropped callbacks before it (or it with them): look
+    # for it once, and remember where it is now.
+    for index, entry in enumerate(pending):
+        if entry[1] is marker:
+            markers[key] = (marker, index)
+            return True
+    return False
 
 
 def _register(alias: str, key: tuple[str, str], marker: Any) -> None:
