@@ -298,3 +298,16 @@ async def test_stream_reader_over_the_redis_layer(redis_url: str) -> None:
                 await layer.flush()
             channel_layers.backends.clear()
     assert (event.event, event.json) == ("typing", {"who": "ann"})
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_db_threads")
+async def test_stream_reader_through_another_application() -> None:
+    from django.core.asgi import get_asgi_application
+
+    # Django's own door (the view), without the fast path in front.
+    view_door = get_asgi_application()
+    async with stream_reader("/sse/?channel=public", application=view_door) as stream:
+        assert stream.status == 200
+        await asend_event("public", "via.view", {"n": 1})
+        assert (await stream.next_event()).json == {"n": 1}
