@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, transaction
 
 from .conf import conf
@@ -29,6 +30,15 @@ MAX_WINDOW = 60.0
 # On each connection: (channel, event) -> (the marker registered with
 # on_commit, its index in run_on_commit then), for the open transaction.
 _MARKERS = "_django_sse_refresh_markers"
+
+
+def setting_problem() -> str | None:
+    """Why ``SSE_REFRESH_DEBOUNCE`` is unusable as a window, or ``None`` (the
+    type and minimum are ``django_sse.E003``'s)."""
+    window = getattr(settings, "SSE_REFRESH_DEBOUNCE", None)
+    if isinstance(window, int | float) and not isinstance(window, bool) and window > MAX_WINDOW:
+        return f"SSE_REFRESH_DEBOUNCE is {window!r} seconds, more than {MAX_WINDOW:g}."
+    return None
 
 
 def check_refresh(label: str, refresh: object, given: list[str]) -> None:

@@ -270,3 +270,17 @@ def test_the_window_thread_heals_a_connection_the_database_dropped(
         stop()
     assert killed
     assert sorted(e.channel for e in sent) == ["notes", "notes-0", "notes-1"]
+
+
+def test_e070_when_the_window_setting_is_too_long() -> None:
+    from django_sse.checks import check_refresh_window
+
+    assert check_refresh_window() == []
+    with override_settings(SSE_REFRESH_DEBOUNCE=300):
+        [message] = check_refresh_window()
+    assert message.id == "django_sse.E070"
+    assert "more than 60" in message.msg and "at most 60" in str(message.hint)
+    with override_settings(SSE_REFRESH_DEBOUNCE=60):
+        assert check_refresh_window() == []
+    with override_settings(SSE_REFRESH_DEBOUNCE="slow"):
+        assert check_refresh_window() == []  # the type is E003's
