@@ -246,6 +246,10 @@ def test_the_pytest_plugin_provides_the_fixture(tmp_path: Path) -> None:
         "    sse_events.assert_nothing_sent('public', 'other')\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # Its own test database (SQLite in memory): never this session's, which the
+    # inner run would create and drop again.
+    for name in ("SSE_TEST_POSTGRES", "SSE_TEST_POSTGRES_DB", "SSE_TEST_DB"):
+        env.pop(name, None)
     result = subprocess.run(
         [
             sys.executable,
