@@ -34,7 +34,7 @@ demo: $(STAMP)
 
 # The whole suite on SQLite, then the database-facing tests again on PostgreSQL
 # (127.0.0.1:5432; they skip with the reason when it is absent).
-PG_TESTS := tests/test_publish.py tests/test_channels.py tests/test_view.py tests/test_store.py tests/test_resume.py tests/test_connections.py tests/test_hooks.py tests/test_notify.py tests/test_admin.py tests/test_api.py tests/test_templatetags.py tests/test_access.py
+PG_TESTS := tests/test_publish.py tests/test_channels.py tests/test_view.py tests/test_store.py tests/test_resume.py tests/test_connections.py tests/test_hooks.py tests/test_notify.py tests/test_admin.py tests/test_api.py tests/test_templatetags.py tests/test_access.py tests/test_debounce.py tests/test_testing.py
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -104,6 +104,20 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 
 
 @register(Tags.compatibility)
+def check_refresh_window(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from .refresh import MAX_WINDOW, setting_problem
+
+    problem = setting_problem()
+    if problem is None:
+        return []
+    hint = (
+        f"Refresh hooks send a channel's refresh at most this long after a change: "
+        f"keep it at most {MAX_WINDOW:g} seconds (default 0.5)."
+    )
+    return [Error(problem, hint=hint, obj="SSE_REFRESH_DEBOUNCE", id="django_sse.E070")]
+
+
+@register(Tags.compatibility)
 def check_store(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     from django.utils.module_loading import import_string
 

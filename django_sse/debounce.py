@@ -1,11 +1,10 @@
-"""Debounced refresh events: a burst of changes on a channel becomes one event.
+"""Debounce windows: a burst of marks on a channel becomes one event.
 
-A refresh hook (``hooks.register(Ticket, channels="tickets", refresh=True)``)
-does not send one event per save. Each committed save marks its channels;
-the first mark on a channel opens a window of ``SSE_REFRESH_DEBOUNCE``
-seconds (or the hook's own), and when it ends one event goes out for
-everything marked meanwhile: a bulk edit of 1,000 rows is one event per
-channel. Clients then refetch what the channel shows, once.
+Refresh hooks (:mod:`django_sse.refresh`) mark a channel when a transaction
+that changed its rows commits. The first mark on a channel opens a window of
+``SSE_REFRESH_DEBOUNCE`` seconds (or the hook's own), and when it ends one
+event goes out for every mark made meanwhile: a bulk edit of 1,000 rows is one
+event per channel. Clients then refetch what the channel shows, once.
 
 Windows are kept per process, by a daemon thread. Pending events are sent at
 once at interpreter exit (``atexit``) and when the server shuts down
@@ -22,23 +21,14 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import connections
+from django.db.utils import InterfaceError, OperationalError
 
 from .conf import conf
 
-if TYPE_CHECKING:
-    from django.db import models
-
-    from .hooks import Hook
-
 logger = logging.getLogger("django_sse")
-
-#: What a refresh hook's event name says instead of created/updated/deleted.
-REFRESH_ACTION = "refresh"
-#: The longest window a hook may ask for: a refresh is meant to be prompt.
-MAX_WINDOW = 60.0
 
 
 @dataclass
@@ -80,8 +70,8 @@ class Debouncer:
         with self._wake:
             return len(self._windows) + self._in_flight
 
-    def _send_due(self, now: float | None, deadline: float | None = None) -> int:
-        """Send the windows due at ``now`` (every window: ``None``), after any
+    def _send_due(self, every: bool, deadline: float | None = None, *, heal: bool = False) -> int:
+        """Send the windows that are due (``every``: all of them), after any
         batch being sent already (so that a flush at exit waits for the thread's
         batch instead of leaving it to die with the process); returns how many."""
         wait = -1.0 if deadline is None else max(deadline - time.monotonic(), 0.0)
@@ -90,11 +80,12 @@ class Debouncer:
             return 0
         try:
             with self._wake:
-                keys = [k for k, w in self._windows.items() if now is None or w.due <= now]
+                now = time.monotonic()  # after the wait: what came due meanwhile goes too
+                keys = [k for k, w in self._windows.items() if every or w.due <= now]
                 due = [(key[0], self._windows.pop(key)) for key in keys]
                 self._in_flight = len(due)
             if due:
-                _send(due, deadline)
+                _send(due, deadline, heal=heal)
             return len(due)
         finally:
             with self._wake:
@@ -108,18 +99,27 @@ class Debouncer:
                     self._wake.wait()
                 first = min(w.due for w in self._windows.values())
                 self._wake.wait(max(first - time.monotonic(), 0.0))
-            if self._send_due(time.monotonic()):
-                # This thread lives as long as the process: it keeps no connection.
-                connections.close_all()
+            try:
+                if self._send_due(False, heal=True):
+                    # This thread lives as long as the process: it keeps no connection.
+                    connections.close_all()
+            except Exception:
+                # Keep the thread: the windows that open later must still close.
+                logger.exception("Refresh events: sending a batch failed")
 
     def flush(self, deadline: float | None = None) -> int:
         """Send every open window's event now (until ``deadline``); returns how many."""
-        return self._send_due(None, deadline)
+        return self._send_due(True, deadline)
 
 
-def _send(due: list[tuple[str, _Window]], deadline: float | None = None) -> None:
+def _send(
+    due: list[tuple[str, _Window]], deadline: float | None = None, *, heal: bool = False
+) -> None:
     """Publish the windows' events, one after the other (each layer call is
-    bounded by ``SSE_PUBLISH_TIMEOUT``); stop at ``deadline`` if given."""
+    bounded by ``SSE_PUBLISH_TIMEOUT``); stop at ``deadline`` if given. With
+    ``heal`` (this thread's connections are its own), a connection the database
+    dropped is replaced and the event sent once more: a refresh sent twice
+    costs a refetch, one never sent a stale page."""
     from .publish import send_event
 
     for n, (channel, window) in enumerate(due):
@@ -127,7 +127,13 @@ def _send(due: list[tuple[str, _Window]], deadline: float | None = None) -> None
             logger.warning("%d refresh event(s) were not sent: out of time", len(due) - n)
             return
         try:
-            send_event(channel, window.event, window.data)
+            try:
+                send_event(channel, window.event, window.data)
+            except (InterfaceError, OperationalError):
+                if not heal:
+                    raise
+                connections.close_all()
+                send_event(channel, window.event, window.data)
         except Exception:
             logger.exception(
                 "Refresh event %r on channel %r (%d change(s)) was not sent",
@@ -152,51 +158,6 @@ def debouncer() -> Debouncer:
         return _debouncer
 
 
-def check_refresh(label: str, refresh: object, given: list[str]) -> None:
-    """Refuse a ``refresh=`` hook option that is not ``True``/``False`` or a
-    number of seconds in (0, :data:`MAX_WINDOW`], or comes with a payload."""
-    if refresh is False:
-        return
-    if refresh is not True:
-        if not isinstance(refresh, int | float) or isinstance(refresh, bool):
-            raise TypeError(f"hook for {label}: refresh must be True or seconds, got {refresh!r}")
-        if not 0 < refresh <= MAX_WINDOW:
-            raise ValueError(
-                f"hook for {label}: refresh must be more than 0 and at most "
-                f"{MAX_WINDOW:g} seconds, got {refresh!r}"
-            )
-    if given:
-        raise TypeError(
-            f"hook for {label}: a refresh hook sends no payload, so it takes no {', '.join(given)}"
-        )
-
-
-def refresh_hook(hook: Hook, instance: models.Model, using: str | None) -> None:
-    """Mark the channels of ``hook`` for ``instance`` once the transaction
-    commits (at once outside one); a rollback marks nothing. Bad channel names
-    raise here, at the save, not later in the debounce thread."""
-    from .channels import registry
-    from .events import build_event
-
-    opts = hook.model._meta
-    name = hook.event_name(REFRESH_ACTION)
-    window = conf.SSE_REFRESH_DEBOUNCE if hook.refresh is True else float(hook.refresh)
-    alias = using or instance._state.db or DEFAULT_DB_ALIAS
-    for channel in hook.channel_names(instance):
-        # The model and channel only: one event stands for many rows.
-        data = {"model": opts.label_lower, "channel": channel}
-        build_event(channel, name, data)  # validates, as send_event would
-        registry.require(channel)
-        transaction.on_commit(_marker(channel, name, data, window), using=alias)
-
-
-def _marker(channel: str, event: str, data: Any, window: float) -> Any:
-    def mark() -> None:
-        debouncer().mark(channel, event, data, window)
-
-    return mark
-
-
 def flush(timeout: float | None = None) -> int:
     """Send the pending refresh events of this process now, for up to
     ``timeout`` seconds if given; returns how many were due."""
@@ -210,9 +171,24 @@ def _at_exit() -> None:
     flush(conf.SSE_PUBLISH_TIMEOUT + 1.0)
 
 
-def _flush_then_close(timeout: float) -> None:
+def _flush_then_close(timeout: float | None = None) -> None:
     flush(timeout)
-    connections.close_all()  # a worker thread of the loop's executor
+    connections.close_all()  # a thread of its own or of the loop's executor
+
+
+def flush_here() -> None:
+    """:func:`flush` from any code: in a thread of its own when this thread runs
+    an event loop (``send_event`` may not run there), waiting for it."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        flush()
+        return
+    if _debouncer is None or not _debouncer.pending():
+        return
+    worker = threading.Thread(target=_flush_then_close, name="django_sse-flush")
+    worker.start()
+    worker.join()
 
 
 async def aflush(timeout: float) -> None:

@@ -33,9 +33,9 @@ from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models, transaction
 from django.db.models.signals import post_delete, post_init, post_save, pre_delete
 
-from . import debounce
 from .events import Event, is_reserved_event_name, validate_event_name
 from .publish import send_event
+from .refresh import REFRESH_ACTION, check_refresh, refresh_hook
 
 logger = logging.getLogger("django_sse")
 
@@ -96,7 +96,7 @@ class Hook:
     changed_only: bool = False
     event: str | None = None
     #: Seconds of a refresh hook's debounce window (``True``: the setting); see
-    #: :mod:`django_sse.debounce`.
+    #: :mod:`django_sse.refresh`.
     refresh: float | bool = False
 
     def __call__(self, func: PayloadCallable) -> PayloadCallable:
@@ -114,7 +114,7 @@ class Hook:
     def event_name(self, action: str) -> str:
         opts = self.model._meta
         if self.refresh:
-            action = debounce.REFRESH_ACTION  # one event for every action
+            action = REFRESH_ACTION  # one event for every action
         if self.event is None:
             return f"{opts.app_label}.{opts.model_name}.{action}"
         return self.event.format(action=action, app_label=opts.app_label, model=opts.model_name)
@@ -231,14 +231,14 @@ class Registry:
             given.append("payload")
         if len(given) > 1:
             raise TypeError(f"hook for {label}: give only one of {', '.join(given)}")
-        debounce.check_refresh(label, refresh, given)
+        check_refresh(label, refresh, given)
         if isinstance(fields, str) and fields != ALL_FIELDS:
             raise TypeError(
                 f"hook for {label}: fields must be a list of names or {ALL_FIELDS!r}, "
                 f"not the str {fields!r}"
             )
         if event is not None:
-            _check_event(label, event, (debounce.REFRESH_ACTION,) if refresh else actions)
+            _check_event(label, event, (REFRESH_ACTION,) if refresh else actions)
         if not (callable(channels) or isinstance(channels, str) or list(channels)):
             raise ValueError(f"hook for {label}: channels is empty")
         if not isinstance(channels, str) and not callable(channels):
@@ -428,7 +428,7 @@ def _send(
             if hook.refresh:
                 # Nothing of the row: one event stands for a burst of changes.
                 if not (hook.changed_only and changed is not None and not changed):
-                    debounce.refresh_hook(hook, instance, using)
+                    refresh_hook(hook, instance, using)
                 continue
             data = hook.data(instance, action)
             if hook.changed_only and changed is not None and isinstance(data, dict):

@@ -22,6 +22,7 @@ pytest is not needed: the ``sse_events`` fixture lives in
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator, Sequence
@@ -29,7 +30,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, overload
 
-from django.db import DEFAULT_DB_ALIAS
+from django.db import DEFAULT_DB_ALIAS, transaction
 
 from . import capture, debounce
 from .events import Event
@@ -40,6 +41,7 @@ __all__ = [
     "SentEvents",
     "StreamReader",
     "capture_events",
+    "flush_refreshes",
     "run_on_commit",
     "stream_reader",
 ]
@@ -217,7 +219,10 @@ def run_on_commit(using: str = DEFAULT_DB_ALIAS) -> Iterator[list[Any]]:
     ``TestCase`` too (pytest-django's ``db`` fixture). Yields the callbacks."""
     from django.test import TestCase
 
+    from .refresh import forget_markers
+
     with TestCase.captureOnCommitCallbacks(using=using, execute=True) as callbacks:
+        forget_markers(using)
         yield callbacks
 
 
@@ -225,7 +230,7 @@ def run_on_commit(using: str = DEFAULT_DB_ALIAS) -> Iterator[list[Any]]:
 def capture_events(
     *,
     run_on_commit: bool = False,
-    flush_refreshes: bool = False,
+    flush_refreshes: bool = True,
     using: str = DEFAULT_DB_ALIAS,
 ) -> Iterator[SentEvents]:
     """Collect every event published in this process (any thread) inside the block.
@@ -234,16 +239,42 @@ def capture_events(
     block's on-commit callbacks run when it ends (see :func:`run_on_commit`),
     so events that ``send_event``, ``notify`` and model hooks defer to the
     commit are in ``sent`` after the block; assert after it, not inside.
-    With ``flush_refreshes=True`` the refresh events of refresh hooks still in
-    their debounce window are sent when the block ends, after those callbacks."""
+
+    Refresh hooks (:mod:`django_sse.debounce`) publish when their window ends:
+    the block sends what is still pending when it starts (not counted) and,
+    unless ``flush_refreshes=False``, when it ends (counted, after the
+    on-commit callbacks), so no test waits for a window or sees another's."""
     sent = SentEvents()
+    debounce.flush_here()
     with ExitStack() as stack:
         stack.callback(capture.watch(sent._add))
-        if flush_refreshes:
-            stack.callback(debounce.flush)
         if run_on_commit:
             stack.enter_context(_run_on_commit(using))
         yield sent
+        if flush_refreshes:
+            if _in_async_code():
+                debounce.flush_here()  # no transaction to wait for here
+            else:
+                # After the block's own callbacks, which mark the windows; an
+                # event it sends inside a test's transaction is then run too.
+                transaction.on_commit(debounce.flush, using=using)
+
+
+def _in_async_code() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def flush_refreshes() -> None:
+    """Send the events of every refresh window open in this process now.
+
+    For a test that leaves windows open outside :func:`capture_events` (its
+    saves would otherwise be sent by a background thread after the test):
+    ``self.addCleanup(flush_refreshes)``."""
+    debounce.flush_here()
 
 
 _run_on_commit = run_on_commit

@@ -141,7 +141,8 @@ def running_server(
     full_env = base_env(**env)
     with tempfile.NamedTemporaryFile(prefix=f"{kind}-", suffix=".log", delete=False) as f:
         log = Path(f.name)
-    server = Server(kind, port, spawn_server(kind, port, full_env, log, app=app), full_env, log)
+    proc = spawn_server(kind, port, full_env, log, app=app)
+    server = Server(kind, port, proc, full_env, log, app)
     try:
         yield server
     finally:
@@ -179,6 +180,21 @@ def running_example(kind: str = "daphne") -> Iterator[Server]:
             yield server
         finally:
             stop(server.proc)
+
+
+def example_shell(server: Server, code: str) -> str:
+    """Run ``code`` in ``manage.py shell`` of the example ``server`` (another
+    process, as a worker would); return what it printed."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=EXAMPLE,
+        env=server.env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.stdout
 
 
 def migrate(db_path: str) -> None:

@@ -40,7 +40,7 @@ def test_a_bulk_edit_sends_one_event_per_channel(refresh_hook: Callable[..., hoo
     with hooks.silenced():
         notes = Note.objects.bulk_create(Note(text=str(n), priority=n % 2) for n in range(1000))
     refresh_hook()
-    with capture_events() as sent:
+    with capture_events(flush_refreshes=False) as sent:
         with transaction.atomic():
             for note in Note.objects.all():
                 note.text += "!"
@@ -81,13 +81,11 @@ def test_a_rolled_back_savepoint_keeps_the_outer_changes(
     refresh_hook: Callable[..., hooks.Hook],
 ) -> None:
     refresh_hook(channels="notes-{priority}", refresh=30.0)
-    with transaction.atomic():
+    with capture_events() as sent, transaction.atomic():
         Note.objects.create(text="kept", priority=1)
         with pytest.raises(RuntimeError), transaction.atomic():
             Note.objects.create(text="dropped", priority=2)
             raise RuntimeError
-    with capture_events() as sent:
-        debounce.flush()
     assert [e.channel for e in sent] == ["notes-1"]
 
 
@@ -153,11 +151,136 @@ def test_a_refresh_hook_is_no_decorator(refresh_hook: Callable[..., hooks.Hook])
         hook(lambda note, action: {})
 
 
-def test_capture_events_can_flush_the_refreshes(refresh_hook: Callable[..., hooks.Hook]) -> None:
+def test_capture_events_flushes_the_refreshes(refresh_hook: Callable[..., hooks.Hook]) -> None:
     refresh_hook(channels="notes", refresh=30.0)
-    with capture_events(flush_refreshes=True) as sent:
+    Note.objects.create(text="before the block")
+    with capture_events() as sent:
+        assert debounce.debouncer().pending() == 0  # sent, and not counted
         with transaction.atomic():
             Note.objects.create(text="a")
             Note.objects.create(text="b")
         sent.assert_nothing_sent()  # the window is open
     sent.assert_sent("notes", "testapp.note.refresh", count=1)
+    with capture_events(flush_refreshes=False) as sent:
+        Note.objects.create(text="c")
+    sent.assert_nothing_sent()
+    assert debounce.debouncer().pending() == 1
+
+
+@pytest.mark.django_db(transaction=False)
+def test_run_on_commit_and_the_refreshes_in_a_transaction_that_never_commits(
+    refresh_hook: Callable[..., hooks.Hook],
+) -> None:
+    refresh_hook(channels="notes", refresh=30.0)
+    with capture_events(run_on_commit=True) as sent:
+        Note.objects.create(text="a")
+        Note.objects.create(text="b")
+    sent.assert_sent("notes", "testapp.note.refresh", count=1)
+
+
+async def test_capture_events_flushes_in_async_code(
+    refresh_hook: Callable[..., hooks.Hook],
+) -> None:
+    refresh_hook(channels="notes", refresh=30.0)
+    with capture_events() as sent:
+        await Note.objects.acreate(text="a")
+        await Note.objects.acreate(text="b")
+        sent.assert_nothing_sent()
+    sent.assert_sent("notes", "testapp.note.refresh", count=1)
+
+
+def test_a_transaction_marks_each_channel_once(refresh_hook: Callable[..., hooks.Hook]) -> None:
+    from django.db import connection
+
+    refresh_hook(refresh=0.05)
+    with capture_events(flush_refreshes=False) as sent:
+        with transaction.atomic():
+            for n in range(100):
+                Note.objects.create(text=str(n), priority=n % 2)
+                # Other on-commit work (other hooks' events, one per save) that
+                # outlasts the window when the commit runs it: 100 x 5 ms.
+                transaction.on_commit(lambda: time.sleep(0.005))
+            markers = len(connection.run_on_commit) - 100
+        wait_for(sent, 3)
+        assert debounce.debouncer().pending() == 0
+    assert markers == 3  # notes, notes-0, notes-1: not one per save
+    assert sorted(e.channel for e in sent) == ["notes", "notes-0", "notes-1"]
+
+
+def test_a_marker_dropped_with_a_savepoint_is_made_again(
+    refresh_hook: Callable[..., hooks.Hook],
+) -> None:
+    refresh_hook(channels="notes-{priority}", refresh=30.0)
+    with capture_events() as sent, transaction.atomic():
+        with pytest.raises(RuntimeError), transaction.atomic():
+            Note.objects.create(text="dropped", priority=1)
+            raise RuntimeError
+        Note.objects.create(text="kept", priority=1)
+    assert [e.channel for e in sent] == ["notes-1"]
+
+
+def test_the_window_thread_heals_a_connection_the_database_dropped(
+    refresh_hook: Callable[..., hooks.Hook],
+) -> None:
+    from django.db import connection
+
+    from django_sse import capture
+    from tests.conftest import PG_ADMIN
+    from tests.test_connections import backend_pid, terminate
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL, which can drop a connection from outside")
+    killed: list[int] = []
+
+    def gone(pid: int) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + 10
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as admin:
+            query = "SELECT 1 FROM pg_stat_activity WHERE pid = %s"
+            while admin.execute(query, [pid]).fetchone():
+                assert time.monotonic() < deadline, f"backend {pid} still alive"
+                time.sleep(0.01)
+
+    def kill_after_the_first(event: Any) -> None:
+        # In the window thread, after its first event was stored: its
+        # connection dies (as in a database restart or failover) mid-batch.
+        if not killed:
+            killed.append(backend_pid())
+            terminate(killed[0])
+            gone(killed[0])
+
+    refresh_hook(refresh=0.05)
+    stop = capture.watch(kill_after_the_first)
+    windows = debounce.debouncer()
+    try:
+        with capture_events(flush_refreshes=False) as sent:
+            # Hold the thread back until all three windows are due, so that it
+            # sends them in one batch, on one connection.
+            with windows._sending:
+                with transaction.atomic():
+                    Note.objects.create(text="a", priority=0)
+                    Note.objects.create(text="b", priority=1)
+                deadline = time.monotonic() + 10
+                while any(w.due > time.monotonic() for w in list(windows._windows.values())):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+            wait_for(sent, 3)
+    finally:
+        stop()
+    assert killed
+    assert sorted(e.channel for e in sent) == ["notes", "notes-0", "notes-1"]
+
+
+def test_e070_when_the_window_setting_is_too_long() -> None:
+    from django_sse.checks import check_refresh_window
+
+    assert check_refresh_window() == []
+    with override_settings(SSE_REFRESH_DEBOUNCE=300):
+        [message] = check_refresh_window()
+    assert message.id == "django_sse.E070"
+    assert "more than 60" in message.msg and "at most 60" in str(message.hint)
+    with override_settings(SSE_REFRESH_DEBOUNCE=60):
+        assert check_refresh_window() == []
+    with override_settings(SSE_REFRESH_DEBOUNCE="slow"):
+        assert check_refresh_window() == []  # the type is E003's

@@ -156,3 +156,32 @@ async def test_a_stalled_redis_never_blocks_the_edit_and_the_refreshes_arrive(
     assert result["pending"] == len(channels(key))
     # Stored, so the catch-up poll delivered what the layer could not.
     assert counts == dict.fromkeys(channels(key), 1)
+
+
+async def test_many_readers_each_get_one_refresh(server_db: str, redis_url: str) -> None:
+    key = unique("many")
+    channel = f"notes:{key}"
+    env = layer_env(server_db, redis_url)
+    readers = 100
+    with running_server("uvicorn", **env) as server:
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        async with AsyncExitStack() as stack:
+            client = await stack.enter_async_context(httpx.AsyncClient(timeout=30.0, limits=limits))
+            opened = [
+                await stack.enter_async_context(
+                    open_stream(client, f"{server.url}/sse/?channel={channel}")
+                )
+                for _ in range(readers)
+            ]
+            await bulk_edit(key, "wait", env)
+            status, out, err = await run_python(
+                "-m", "tests.publisher", channel, "1", "done", env=env, timeout=60.0
+            )
+            assert status == 0, out + err
+            counts = []
+            for stream in opened:
+                seen = 0
+                while (event := await stream.next_event(20.0)).event != "done":
+                    seen += event.event == REFRESH
+                counts.append(seen)
+    assert counts == [1] * readers

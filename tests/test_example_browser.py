@@ -9,16 +9,21 @@ from typing import Any
 import pytest
 
 from tests.browser import TIMEOUT, chromium, requires_chromium, screenshot
-from tests.servers import running_example
+from tests.servers import Server, example_shell, running_example
 
 pytest.importorskip("playwright.async_api", reason="playwright is not installed")
 pytestmark = [pytest.mark.server, requires_chromium]
 
 
 @pytest.fixture(scope="module")
-def example_url() -> Iterator[str]:
+def example_server() -> Iterator[Server]:
     with running_example() as server:
-        yield server.url
+        yield server
+
+
+@pytest.fixture(scope="module")
+def example_url(example_server: Server) -> str:
+    return example_server.url
 
 
 async def logged_in(
@@ -217,3 +222,59 @@ async def test_a_toast_never_links_a_javascript_url_nor_runs_markup(example_url:
         await toasts.nth(1).click()
         assert await bob.evaluate("window.xss") is None
         assert await bob.locator("#toasts img").count() == 0
+
+
+ROWS = "/tickets/rows/"
+
+
+async def solve_in_bulk(browser: Any, base: str, customer: str, reader: Any) -> list[Any]:
+    """As staff, mark every ticket of ``customer`` solved with the admin's bulk
+    action; wait until ``reader`` has refetched its rows, and return the
+    refetches it made (the list keeps growing)."""
+    fetches: list[Any] = []
+    reader.on("request", lambda r: fetches.append(r) if r.url.endswith(ROWS) else None)
+    staff = await logged_in(browser, base, "admin", "/admin/", streaming=False)
+    await staff.goto(f"{base}/admin/helpdesk/ticket/?q={customer}")
+    await staff.check("#action-toggle")
+    await staff.select_option("select[name=action]", "mark_solved")
+    async with reader.expect_response(lambda r: r.url.endswith(ROWS)) as answer:
+        await staff.click("button[name=index]")
+    assert (await answer.value).status == 200
+    await staff.wait_for_selector(".messagelist .success", timeout=TIMEOUT)
+    return fetches
+
+
+BULK = 60
+NEW_CUSTOMER = f"""
+from django.contrib.auth import get_user_model
+from django_sse import hooks
+from helpdesk.models import Ticket
+carol = get_user_model().objects.create_user("carol", password="carol")
+with hooks.silenced():
+    Ticket.objects.bulk_create(Ticket(customer=carol, title=str(n)) for n in range({BULK}))
+"""
+REFRESHES = """
+from django.contrib.auth import get_user_model
+from django_sse.models import StoredEvent
+carol = get_user_model().objects.get(username="carol")
+rows = StoredEvent.objects.filter(channel=f"customer:{carol.pk}")
+print(rows.filter(name="helpdesk.ticket.refresh").count())
+"""
+
+
+async def test_a_bulk_edit_in_the_admin_refreshes_the_list_once(
+    example_server: Server,
+) -> None:
+    base = example_server.url
+    example_shell(example_server, NEW_CUSTOMER)
+    async with chromium() as browser:
+        carol = await logged_in(browser, base, "carol", "/tickets/")
+        assert await carol.locator("#ticket-rows .pill.open").count() == BULK
+        fetches = await solve_in_bulk(browser, base, "carol", carol)
+        await carol.wait_for_function(
+            f"document.querySelectorAll('#ticket-rows .pill.solved').length === {BULK}",
+            timeout=TIMEOUT,
+        )
+        # Sixty saves, one refresh event on her channel, so one refetch of the rows.
+        assert example_shell(example_server, REFRESHES).split()[-1] == "1"
+        assert len(fetches) == 1

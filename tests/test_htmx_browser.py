@@ -5,16 +5,14 @@ after a server restart, stop on a refusal, and the debounced list refresh."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.browser import TIMEOUT, chromium, requires_chromium
-from tests.servers import EXAMPLE, Server, running_example, stop
-from tests.test_example_browser import change_ticket, logged_in, ticket_pk
+from tests.servers import EXAMPLE, Server, example_shell, running_example, stop
+from tests.test_example_browser import change_ticket, logged_in, solve_in_bulk, ticket_pk
 
 pytest.importorskip("playwright.async_api", reason="playwright is not installed")
 pytestmark = [pytest.mark.server, requires_chromium]
@@ -57,17 +55,10 @@ async def htmx_page(browser: Any, base: str, version: str, username: str = "bob"
 def save_ticket_elsewhere(server: Server, pk: int, reply: str) -> None:
     """Change the ticket from another process (a worker, the shell): stored, so
     a stream that was away gets it when it resumes."""
-    code = (
+    example_shell(
+        server,
         "from helpdesk.models import Ticket; "
-        f"t = Ticket.objects.get(pk={pk}); t.reply = {reply!r}; t.save()"
-    )
-    subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", code],
-        cwd=EXAMPLE,
-        env=server.env,
-        check=True,
-        capture_output=True,
-        timeout=60,
+        f"t = Ticket.objects.get(pk={pk}); t.reply = {reply!r}; t.save()",
     )
 
 
@@ -136,6 +127,45 @@ async def test_a_refusal_on_reconnect_stops_the_retries(example: Server, version
         assert answer is not None and answer.status == 403
         # The page keeps what it showed; nothing of the refusal was swapped in.
         assert await page.locator("#htmx-target .pill").count() == 1
+
+
+MORE_TICKETS = """
+from django.contrib.auth import get_user_model
+from django_sse import hooks
+from helpdesk.models import Ticket
+bob = get_user_model().objects.get(username="bob")
+with hooks.silenced():
+    Ticket.objects.bulk_create(Ticket(customer=bob, title=f"More {n}") for n in range(30))
+"""
+REFRESHES = """
+from django.contrib.auth import get_user_model
+from django_sse.models import StoredEvent
+bob = get_user_model().objects.get(username="bob")
+rows = StoredEvent.objects.filter(channel=f"customer:{bob.pk}", name="helpdesk.ticket.refresh")
+print(rows.count())
+"""
+
+
+def refreshes(server: Server) -> int:
+    return int(example_shell(server, REFRESHES).split()[-1])
+
+
+@pytest.mark.parametrize("version", PAGES)
+async def test_a_bulk_edit_refetches_the_rows_once(example: Server, version: str) -> None:
+    example_shell(example, MORE_TICKETS)
+    async with chromium() as browser:
+        page = await htmx_page(browser, example.url, version)
+        before = refreshes(example)
+        fetches = await solve_in_bulk(browser, example.url, "bob", page)
+        await page.wait_for_function(
+            "[...document.querySelectorAll('#htmx-rows .pill')].every("
+            "p => p.classList.contains('solved'))",
+            timeout=TIMEOUT,
+        )
+        # Thirty-odd saves in one transaction: one refresh event, one refetch.
+        assert refreshes(example) == before + 1
+        assert len(fetches) == 1
+        assert await page.locator("#htmx-rows .pill.solved").count() >= 30
 
 
 def test_the_vendored_files_are_the_npm_releases() -> None:

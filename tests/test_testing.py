@@ -3,7 +3,11 @@ and the in-process stream reader."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -15,6 +19,7 @@ from django.utils.html import format_html
 from django_sse import asend_event, notify, send_event, user_channel
 from django_sse.pytest_plugin import sse_events  # noqa: F401  (the plugin's fixture)
 from django_sse.testing import SentEvents, capture_events, run_on_commit, stream_reader
+from tests.servers import ROOT
 from tests.testapp.models import Comment, Ticket
 
 
@@ -226,3 +231,87 @@ async def test_stream_reader_refuses_bad_names_as_the_server_does() -> None:
         assert stream.status == 400
     async with stream_reader("/sse/?channel=unregistered") as stream:
         assert stream.status == 404
+
+
+def test_the_pytest_plugin_provides_the_fixture(tmp_path: Path) -> None:
+    # As an installed package's pytest11 entry point loads it: by module name,
+    # in a test suite that imports nothing of it.
+    (tmp_path / "test_users_code.py").write_text(
+        "import pytest\n"
+        "from django_sse import send_event\n"
+        "@pytest.mark.django_db(transaction=True)\n"
+        "def test_publishes(sse_events):\n"
+        "    send_event('public', 'from.users.code', {'ok': True})\n"
+        "    sse_events.assert_sent('public', 'from.users.code', data__ok=True)\n"
+        "    sse_events.assert_nothing_sent('public', 'other')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # Its own test database (SQLite in memory): never this session's, which the
+    # inner run would create and drop again.
+    for name in ("SSE_TEST_POSTGRES", "SSE_TEST_POSTGRES_DB", "SSE_TEST_DB"):
+        env.pop(name, None)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "django_sse.pytest_plugin",
+            "-p",
+            "pytest_django",
+            "-p",
+            "no:cacheprovider",
+            "--ds=tests.settings",
+            "-q",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_db_threads")
+async def test_stream_reader_over_the_redis_layer(redis_url: str) -> None:
+    from channels.layers import channel_layers, get_channel_layer
+    from django.test import override_settings
+
+    layers = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [redis_url]},
+        }
+    }
+    with override_settings(CHANNEL_LAYERS=layers):
+        channel_layers.backends.clear()
+        try:
+            assert type(get_channel_layer()).__name__ == "RedisPubSubChannelLayer"
+            async with stream_reader("/sse/?channel=typing:redis") as stream:
+                # An ephemeral channel: nothing stored, so only Redis can carry it.
+                await asend_event("typing:redis", "typing", {"who": "ann"})
+                event = await stream.next_event()
+        finally:
+            layer = channel_layers.backends.get("default")
+            if layer is not None:
+                await layer.flush()
+            channel_layers.backends.clear()
+    assert (event.event, event.json) == ("typing", {"who": "ann"})
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_db_threads")
+async def test_stream_reader_through_another_application() -> None:
+    from django.core.asgi import get_asgi_application
+
+    # Django's own door (the view), without the fast path in front.
+    view_door = get_asgi_application()
+    async with stream_reader("/sse/?channel=public", application=view_door) as stream:
+        assert stream.status == 200
+        await asend_event("public", "via.view", {"n": 1})
+        assert (await stream.next_event()).json == {"n": 1}

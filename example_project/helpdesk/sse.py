@@ -6,7 +6,9 @@
 
 A staff member saving a ticket (in the admin or anywhere else) sends
 ``helpdesk.ticket.updated`` with the fields below on commit, and a rendered
-status fragment (event ``ticket.fragment``) for the htmx page.
+status fragment (event ``ticket.fragment``) for the htmx page. A burst of
+changes (a bulk edit in the admin) also sends one debounced
+``helpdesk.ticket.refresh`` per list channel, on which the list refetches its rows.
 """
 
 from __future__ import annotations
@@ -60,3 +62,8 @@ hooks.register(
     payload=status_fragment,
     event=FRAGMENT_EVENT,
 )
+
+
+# One debounced event per channel for any number of saves (SSE_REFRESH_DEBOUNCE):
+# the ticket lists refetch their rows once, however many tickets changed.
+hooks.register(Ticket, channels=["customer:{customer_id}", "tickets"], refresh=True)
