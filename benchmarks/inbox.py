@@ -110,12 +110,16 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     out["notify_queries"] = len(queries.captured_queries)
     assert len(sent) == spec["users"]
 
-    # send_events: one batch, 100 channels.
+    # send_events: one batch over 100 channels, several times (the machine is shared).
     events = [(f"bench:{i % 100}", "e", {"n": i}) for i in range(spec["events"])]
     send_events(events[:100])  # warm up
-    started = time.perf_counter()
-    send_events(events)
-    out["send_events_s"] = time.perf_counter() - started
+    runs = []
+    for _ in range(spec["repeat"]):
+        started = time.perf_counter()
+        send_events(events)
+        runs.append(time.perf_counter() - started)
+    out["send_events_s"] = statistics.median(runs)
+    out["send_events_best_s"] = min(runs)
 
     # The unread count at scale.
     count_users = list(
@@ -221,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--count-users", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=5, help="send_events batches timed")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -233,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         "events": args.events,
         "rows": args.rows,
         "count_users": args.count_users,
+        "repeat": args.repeat,
     }
     results: list[tuple[str, dict[str, Any]]] = []
     if not args.no_sqlite:
@@ -245,13 +251,14 @@ def main(argv: list[str] | None = None) -> None:
         f"\n### notify() to {args.users:,} users (a queryset), "
         f"and send_events of {args.events:,} events\n"
     )
-    print("| database | notify wall time | queries | send_events | events/s |")
-    print("|---|---:|---:|---:|---:|")
+    print("| database | notify wall time | queries | send_events (median) | events/s | best |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, r in results:
         rate = args.events / r["send_events_s"]
         print(
             f"| {name} | {r['notify_s'] * 1000:,.0f} ms | {r['notify_queries']} | "
-            f"{r['send_events_s'] * 1000:,.0f} ms | {rate:,.0f} |"
+            f"{r['send_events_s'] * 1000:,.0f} ms | {rate:,.0f} | "
+            f"{args.events / r['send_events_best_s']:,.0f} |"
         )
     print(
         f"\n### Unread count at {args.rows:,} rows for {args.count_users:,} users, and the badge\n"

@@ -193,7 +193,7 @@ def mark_read(user: Any, ids: Iterable[Any], *, using: str = DEFAULT_DB_ALIAS) -
             return []
         qs = _model()._default_manager.using(using)
         mine = qs.filter(recipient_id=pk, id__in=wanted, read_at__isnull=True)
-        found = list(mine.values_list("id", flat=True))
+        found = sorted(mine.values_list("id", flat=True))
         qs.filter(id__in=found).update(read_at=now)
         return found
 
@@ -231,7 +231,7 @@ def delete(user: Any, ids: Iterable[Any], *, using: str = DEFAULT_DB_ALIAS) -> i
         if not wanted:
             return []
         qs = _model()._default_manager.using(using)
-        found = list(qs.filter(recipient_id=pk, id__in=wanted).values_list("id", flat=True))
+        found = sorted(qs.filter(recipient_id=pk, id__in=wanted).values_list("id", flat=True))
         # A raw delete: nothing refers to an item, and no signal is wanted.
         qs.filter(id__in=found)._raw_delete(using)
         return found

@@ -181,7 +181,12 @@ def _build_all(events: Iterable[tuple[str, str, Any]]) -> list[Event]:
     built = []
     known: set[str] = set()
     for item in events:
-        channel, name, data = item
+        try:
+            channel, name, data = item
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"send_events() takes (channel, event, data) tuples, got {item!r:.60}"
+            ) from None
         built.append(build_event(channel, name, data))
         if channel not in known:  # a registry lookup per channel, not per event
             registry.require(channel)

@@ -259,3 +259,28 @@ def test_inbox_checks() -> None:
     with override_settings(INSTALLED_APPS=["django_sse", "django_sse.contrib.notifications"]):
         [error] = check_inbox()
     assert error.id == "django_sse.E050" and "notifications" in error.hint
+
+
+def test_the_admin_lists_items_and_its_actions_publish(client: Any) -> None:
+    ann, root = make_users("ann", "root")
+    root.is_staff = root.is_superuser = True
+    root.save()
+    client.force_login(root)
+    ids = [json.loads(notify(ann, f"n{i}")[0].payload)["id"] for i in range(3)]
+    changelist = client.get("/admin/django_sse/inboxitem/")
+    assert changelist.status_code == 200 and "n2" in changelist.content.decode()
+    assert "delete_selected" not in changelist.content.decode()
+    assert client.get("/admin/django_sse/inboxitem/add/").status_code == 403
+    for action, selected in (("mark_read", ids[:2]), ("delete_live", ids[1:])):
+        done = client.post(
+            "/admin/django_sse/inboxitem/",
+            {"action": action, "_selected_action": [str(i) for i in selected]},
+            follow=True,
+        )
+        assert done.status_code == 200
+    [left] = InboxItem.objects.all()
+    assert left.pk == ids[0] and left.read_at is not None
+    assert [data for name, data in events(ann) if name == "inbox"] == [
+        {"action": "read", "ids": ids[:2], "unread": 1},
+        {"action": "delete", "ids": ids[1:], "unread": 0},
+    ]

@@ -633,6 +633,14 @@
   // as a value, so applying events in order always ends on the server's count.
   // ---------------------------------------------------------------------------
 
+  function readButton() {
+    var button = document.createElement("button");
+    button.type = "button";
+    button.setAttribute("data-sse-inbox-read", "");
+    button.textContent = "Mark read";
+    return button;
+  }
+
   function isRead(item) {
     return item.read != null ? !!item.read : !!item.read_at;
   }
@@ -790,6 +798,7 @@
       li.setAttribute("data-read", item.read ? "true" : "false");
       var button = li.querySelector("[data-sse-inbox-read]");
       if (item.read && button) button.remove();
+      if (!item.read && !button) li.appendChild(readButton());
       delete keep[item.id];
     });
     // What is left is new here: newest first, before the rows already shown.
@@ -832,12 +841,8 @@
       li.appendChild(time);
     }
     if (!item.read) {
-      var button = document.createElement("button");
-      button.type = "button";
-      button.setAttribute("data-sse-inbox-read", "");
-      button.textContent = "Mark read";
       li.appendChild(document.createTextNode(" "));
-      li.appendChild(button);
+      li.appendChild(readButton());
     }
     return li;
   };
