@@ -234,3 +234,22 @@ async def test_a_javascript_url_is_refused_before_anything_is_kept(
     )
     assert response.status_code == 500  # the test view does not catch the ValueError
     assert (await a.get(f"{srv.url}/sse/inbox/count/")).json() == {"unread": 0}
+
+
+async def test_a_logged_out_session_is_refused(
+    srv: Server, two: tuple[httpx.AsyncClient, httpx.AsyncClient]
+) -> None:
+    a, _ = two
+    name = await as_user(a, srv)
+    [item] = await notify(a, srv, name)
+    old_cookies = dict(a.cookies)
+    (await a.get(f"{srv.url}/test/logout/")).raise_for_status()
+    async with httpx.AsyncClient(timeout=15.0, cookies=old_cookies) as replay:
+        # The session cookie from before the logout, replayed.
+        assert (await replay.get(f"{srv.url}/sse/inbox/")).status_code == 403
+        response = await replay.post(
+            f"{srv.url}/sse/inbox/read/",
+            data={"ids": [str(item)]},
+            headers={"X-CSRFToken": old_cookies["csrftoken"]},
+        )
+        assert response.status_code == 403
