@@ -30,12 +30,14 @@ from .views import _cors, _csrf_failure, error_response
 #: Largest ``?limit=``.
 MAX_PAGE = 100
 _ID = re.compile(r"[1-9][0-9]{0,18}")
+#: The largest id a database column holds (a signed 64-bit integer).
+MAX_ID = 2**63 - 1
 
 
 def _int(value: str | None, name: str) -> int | None:
     if value is None or value == "":
         return None
-    if not _ID.fullmatch(value):
+    if not _ID.fullmatch(value) or int(value) > MAX_ID:
         raise ChannelError(400, f"{name} must be a positive integer, got {value[:40]!r}")
     return int(value)
 
@@ -56,7 +58,13 @@ def _ids(request: HttpRequest) -> list[int]:
         raise ChannelError(400, 'no ids given: send ids=1&ids=2 or {"ids": [1, 2]}')
     if len(values) > inbox.MAX_IDS:
         raise ChannelError(400, f"at most {inbox.MAX_IDS} ids per request")
-    return [_int(value, "every id") or 0 for value in values]
+    ids = []
+    for value in values:
+        found = _int(value, "every id")
+        if found is None:  # an empty value
+            raise ChannelError(400, "every id must be a positive integer, got ''")
+        ids.append(found)
+    return ids
 
 
 class InboxBackend:

@@ -284,3 +284,40 @@ def test_the_admin_lists_items_and_its_actions_publish(client: Any) -> None:
         {"action": "read", "ids": ids[:2], "unread": 1},
         {"action": "delete", "ids": ids[1:], "unread": 0},
     ]
+
+
+def test_fuzzed_inbox_requests_get_a_200_or_a_one_line_400_never_a_500() -> None:
+    from django.test import Client
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    [ann] = make_users("ann")
+    notify(ann, "mine")
+    client = Client(raise_request_exception=True)  # an unhandled exception fails the example
+    client.force_login(ann)
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=30))
+    json_bodies = st.recursive(
+        scalars, lambda inner: st.lists(inner) | st.dictionaries(st.text(max_size=5), inner)
+    ).map(lambda v: json.dumps({"ids": v}))
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        path=st.sampled_from(["read/", "delete/"]),
+        body=st.one_of(json_bodies, st.binary(max_size=200).map(lambda b: b.decode("latin-1"))),
+        form=st.lists(st.text(max_size=25), max_size=5),
+        query=st.dictionaries(
+            st.sampled_from(["before", "limit", "unread"]), st.text(max_size=25), max_size=3
+        ),
+    )
+    def attempt(path: str, body: str, form: list[str], query: dict[str, str]) -> None:
+        for response in (
+            client.post(f"/sse/inbox/{path}", body, content_type="application/json"),
+            client.post(f"/sse/inbox/{path}", {"ids": form}),
+            client.get("/sse/inbox/", query),
+        ):
+            assert response.status_code in {200, 400}, response.content
+            if response.status_code == 400:
+                assert len(response.content.decode().strip().splitlines()) == 1
+
+    attempt()
+    assert InboxItem.objects.count() <= 1

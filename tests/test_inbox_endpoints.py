@@ -126,6 +126,8 @@ async def test_a_session_post_without_csrf_is_refused(
         {"data": {"ids": ["0"]}},
         {"data": {"ids": ["1 "]}},
         {"data": {"ids": ["99999999999999999999"]}},
+        {"data": {"ids": ["9999999999999999999"]}},
+        {"data": {"ids": [""]}},
         {"data": {}},
         {"json": {"ids": "1"}},
         {"json": {"ids": [True]}},
@@ -152,7 +154,13 @@ async def test_bad_list_parameters_are_a_400(
 ) -> None:
     a, _ = two
     await as_user(a, srv)
-    for params in ({"before": "x"}, {"limit": "1000"}, {"limit": "-1"}, {"before": "1e3"}):
+    for params in (
+        {"before": "x"},
+        {"limit": "1000"},
+        {"limit": "-1"},
+        {"before": "1e3"},
+        {"before": "9999999999999999999"},
+    ):
         response = await a.get(f"{srv.url}/sse/inbox/", params=params)
         assert response.status_code == 400, params
 
