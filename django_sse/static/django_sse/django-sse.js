@@ -854,7 +854,12 @@
     if (body) {
       options.method = "POST";
       options.headers["Content-Type"] = "application/json";
-      var csrf = cookie("csrftoken");
+      // The connection's csrfToken option, a {% csrf_token %} field of the page
+      // (CSRF_COOKIE_HTTPONLY hides the cookie), or the csrftoken cookie.
+      var given = this.connection && this.connection.options.csrfToken;
+      if (typeof given === "function") given = given();
+      var field = document.querySelector("input[name=csrfmiddlewaretoken]");
+      var csrf = given || (field && field.value) || cookie("csrftoken");
       if (csrf) options.headers["X-CSRFToken"] = csrf;
       options.body = JSON.stringify(body);
     }
