@@ -10,12 +10,13 @@ import os
 import signal
 import sys
 import time
+from contextlib import AsyncExitStack
 
 import httpx
 import pytest
 
 from tests.conftest import postgres_env, terminate_connections, throwaway_postgres
-from tests.servers import ROOT, RedisServer, base_env, run_python, running_server
+from tests.servers import ROOT, RedisServer, Server, base_env, run_python, running_server
 from tests.sse_client import login, open_stream, unique
 
 pytestmark = [pytest.mark.server]
@@ -135,3 +136,49 @@ async def test_a_stalled_redis_costs_notify_one_bounded_wait_and_loses_nothing(
         ("inbox", 0),
     ]
     assert "Traceback" not in err, err
+
+
+@pytest.mark.redis
+async def test_one_notify_from_a_worker_reaches_many_users_on_two_processes(
+    redis_servers: tuple[Server, Server], redis_url: str, server_db: str
+) -> None:
+    """A bulk notify() in a third process: every connected user, on either
+    server, gets exactly their own notification with their own count."""
+    prefix = unique("many")
+    per_server = 20
+    clients = [httpx.AsyncClient(timeout=30.0) for _ in range(2 * per_server)]
+    try:
+        users: list[tuple[httpx.AsyncClient, Server, int]] = []
+        for i, client in enumerate(clients):
+            server = redis_servers[i % 2]
+            users.append((client, server, await login(client, server.url, f"{prefix}-{i}")))
+        async with AsyncExitStack() as stack:
+            streams = [
+                await stack.enter_async_context(
+                    open_stream(client, f"{server.url}/sse/?channel=user:{pk}")
+                )
+                for client, server, pk in users
+            ]
+            script = (
+                "import sys\nimport django\ndjango.setup()\n"
+                "from django.contrib.auth import get_user_model\n"
+                "from django_sse import notify\n"
+                "users = get_user_model().objects.filter(username__startswith=sys.argv[1])\n"
+                "notify(users, 'for everyone <b>here</b>', level='warning')\n"
+            )
+            env = {"SSE_TEST_LAYER": "redis", "REDIS_URL": redis_url, "SSE_TEST_DB": server_db}
+            status, out, err = await run_python("-c", script, prefix, env=env)
+            assert status == 0, out + err
+            got = await asyncio.gather(*(s.collect(1, name="notification") for s in streams))
+    finally:
+        await asyncio.gather(*(client.aclose() for client in clients))
+    ids = set()
+    for [event] in got:
+        data = json.loads(event.data)
+        assert (data["message"], data["level"], data["unread"]) == (
+            "for everyone <b>here</b>",
+            "warning",
+            1,
+        )
+        ids.add(data["id"])
+    assert len(ids) == 2 * per_server  # one item per user, each their own
