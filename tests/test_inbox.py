@@ -321,3 +321,39 @@ def test_fuzzed_inbox_requests_get_a_200_or_a_one_line_400_never_a_500() -> None
 
     attempt()
     assert InboxItem.objects.count() <= 1
+
+
+@pytest.mark.skipif(
+    "postgresql" not in __import__("django.db").db.connection.vendor,
+    reason="needs PostgreSQL for real concurrent writers",
+)
+def test_bulk_notifies_of_overlapping_users_in_opposite_orders_do_not_deadlock() -> None:
+    import threading
+
+    from django.db import connection
+
+    User = get_user_model()
+    User.objects.bulk_create([User(username=f"d{i}") for i in range(5000)])
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+    rounds = 4
+
+    def run(order: str) -> None:
+        try:
+            users = list(User.objects.order_by(order).only("pk"))
+            for _ in range(rounds):
+                barrier.wait(60)  # both lock phases at once, every round
+                notify(users, f"order {order}")
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+        finally:
+            connection.close()
+
+    workers = [threading.Thread(target=run, args=(order,)) for order in ("pk", "-pk")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(180)
+    assert errors == []
+    assert InboxItem.objects.count() == 2 * rounds * 5000
