@@ -633,6 +633,8 @@
   // as a value, so applying events in order always ends on the server's count.
   // ---------------------------------------------------------------------------
 
+  var ITEMS_KEPT = 500;
+
   function readButton() {
     var button = document.createElement("button");
     button.type = "button";
@@ -758,8 +760,10 @@
         return ids.indexOf(item.id) === -1;
       });
     } else if (change.action === "sync" && !fromFetch) {
-      this.refresh();
+      this.refresh().catch(function () {});
     }
+    // A page open for days keeps the newest items only.
+    if (this.items.length > ITEMS_KEPT) this.items.length = ITEMS_KEPT;
     this.render(change);
     this.handlers.slice().forEach(function (handler) {
       handler(self, change);
