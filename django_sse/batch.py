@@ -88,8 +88,18 @@ def _append_rows(store: DatabaseStore, items: list[tuple[str, str, str]]) -> lis
             following[channel] += 1
             seqs.append(following[channel])
             rows.append((channel, following[channel], name, payload))
-        row_sql = "(%s, %s, %s, %s, " + now_sql + ")"
         table = qn(meta.db_table)
+        if conn.vendor == "postgresql":
+            # Four array parameters, whatever the number of rows: psycopg
+            # need not rewrite a statement with thousands of placeholders.
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}, {created}) SELECT c, s, n, p, {now_sql} "
+                "FROM unnest(%s::varchar[], %s::bigint[], %s::varchar[], %s::text[]) "
+                "AS rows(c, s, n, p)",
+                [*now_params, *(list(column) for column in zip(*rows, strict=True))],
+            )
+            return seqs
+        row_sql = "(%s, %s, %s, %s, " + now_sql + ")"
         for start in range(0, len(rows), ROWS_PER_INSERT):
             chunk = rows[start : start + ROWS_PER_INSERT]
             params: list[Any] = []

@@ -118,8 +118,11 @@ def _lock(pks: Sequence[Any], using: str) -> None:
     if not connections[using].features.has_select_for_update:
         return
     manager = get_user_model()._default_manager.using(using)
-    for start in range(0, len(pks), CHUNK):
-        batch = sorted(pks[start : start + CHUNK])
+    # One global order (not per chunk): two bulk changes that share users
+    # then wait for each other instead of deadlocking.
+    ordered = sorted(pks)
+    for start in range(0, len(ordered), CHUNK):
+        batch = ordered[start : start + CHUNK]
         list(manager.select_for_update().filter(pk__in=batch).order_by("pk").values_list("pk"))
 
 
@@ -168,7 +171,8 @@ def _event(pk: Any, payload: dict[str, Any]) -> tuple[str, str, Any]:
 
 
 def unread_count(user: Any, *, using: str = DEFAULT_DB_ALIAS) -> int:
-    """How many of ``user``'s inbox items are unread (an index-only count)."""
+    """How many of ``user``'s inbox items are unread (read from the partial
+    index of unread items)."""
     return counts([_pk(user)], using)[user.pk]
 
 
@@ -193,7 +197,7 @@ def mark_read(user: Any, ids: Iterable[Any], *, using: str = DEFAULT_DB_ALIAS) -
             return []
         qs = _model()._default_manager.using(using)
         mine = qs.filter(recipient_id=pk, id__in=wanted, read_at__isnull=True)
-        found = list(mine.values_list("id", flat=True))
+        found = sorted(mine.values_list("id", flat=True))
         qs.filter(id__in=found).update(read_at=now)
         return found
 
@@ -231,7 +235,7 @@ def delete(user: Any, ids: Iterable[Any], *, using: str = DEFAULT_DB_ALIAS) -> i
         if not wanted:
             return []
         qs = _model()._default_manager.using(using)
-        found = list(qs.filter(recipient_id=pk, id__in=wanted).values_list("id", flat=True))
+        found = sorted(qs.filter(recipient_id=pk, id__in=wanted).values_list("id", flat=True))
         # A raw delete: nothing refers to an item, and no signal is wanted.
         qs.filter(id__in=found)._raw_delete(using)
         return found

@@ -21,7 +21,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import dbthreads, inbox
+from . import dbthreads, inbox, sessions
 from .auth import authenticate_classes
 from .channels import ChannelError
 from .conf import conf
@@ -30,12 +30,14 @@ from .views import _cors, _csrf_failure, error_response
 #: Largest ``?limit=``.
 MAX_PAGE = 100
 _ID = re.compile(r"[1-9][0-9]{0,18}")
+#: The largest id a database column holds (a signed 64-bit integer).
+MAX_ID = 2**63 - 1
 
 
 def _int(value: str | None, name: str) -> int | None:
     if value is None or value == "":
         return None
-    if not _ID.fullmatch(value):
+    if not _ID.fullmatch(value) or int(value) > MAX_ID:
         raise ChannelError(400, f"{name} must be a positive integer, got {value[:40]!r}")
     return int(value)
 
@@ -56,7 +58,13 @@ def _ids(request: HttpRequest) -> list[int]:
         raise ChannelError(400, 'no ids given: send ids=1&ids=2 or {"ids": [1, 2]}')
     if len(values) > inbox.MAX_IDS:
         raise ChannelError(400, f"at most {inbox.MAX_IDS} ids per request")
-    return [_int(value, "every id") or 0 for value in values]
+    ids = []
+    for value in values:
+        found = _int(value, "every id")
+        if found is None:  # an empty value
+            raise ChannelError(400, "every id must be a positive integer, got ''")
+        ids.append(found)
+    return ids
 
 
 class InboxBackend:
@@ -106,7 +114,12 @@ async def _user(
     identity = await authenticate_classes(request)
     if identity.owner is None:
         raise ChannelError(403, "log in to read your inbox")
-    if method == "POST" and identity.via == "session":
+    # Any reader whose credential is a session cookie (ours, or REST
+    # framework's SessionAuthentication) carries ambient authority: CSRF.
+    from_session = identity.via == "session" or (
+        identity.session_key is not None and not sessions.is_credential(identity.session_key)
+    )
+    if method == "POST" and from_session:
         failure = _csrf_failure(request)
         if failure is not None:
             for key, value in headers.items():

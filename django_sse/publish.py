@@ -182,10 +182,18 @@ PUBLISH_CONCURRENCY = 64
 
 def _build_all(events: Iterable[tuple[str, str, Any]]) -> list[Event]:
     built = []
+    known: set[str] = set()
     for item in events:
-        channel, name, data = item
+        try:
+            channel, name, data = item
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"send_events() takes (channel, event, data) tuples, got {item!r:.60}"
+            ) from None
         built.append(build_event(channel, name, data))
-        registry.require(channel)
+        if channel not in known:  # a registry lookup per channel, not per event
+            registry.require(channel)
+            known.add(channel)
     return built
 
 
@@ -195,7 +203,8 @@ def _store_many(events: list[Event]) -> list[Event]:
     store = get_store()
     if store is None:
         return events
-    kept = [i for i, e in enumerate(events) if registry.is_stored(e.channel)]
+    stored = {c: registry.is_stored(c) for c in {e.channel for e in events}}
+    kept = [i for i, e in enumerate(events) if stored[e.channel]]
     if not kept:
         return events
     seqs = append_many(

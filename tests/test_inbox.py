@@ -259,3 +259,101 @@ def test_inbox_checks() -> None:
     with override_settings(INSTALLED_APPS=["django_sse", "django_sse.contrib.notifications"]):
         [error] = check_inbox()
     assert error.id == "django_sse.E050" and "notifications" in error.hint
+
+
+def test_the_admin_lists_items_and_its_actions_publish(client: Any) -> None:
+    ann, root = make_users("ann", "root")
+    root.is_staff = root.is_superuser = True
+    root.save()
+    client.force_login(root)
+    ids = [json.loads(notify(ann, f"n{i}")[0].payload)["id"] for i in range(3)]
+    changelist = client.get("/admin/django_sse/inboxitem/")
+    assert changelist.status_code == 200 and "n2" in changelist.content.decode()
+    assert "delete_selected" not in changelist.content.decode()
+    assert client.get("/admin/django_sse/inboxitem/add/").status_code == 403
+    for action, selected in (("mark_read", ids[:2]), ("delete_live", ids[1:])):
+        done = client.post(
+            "/admin/django_sse/inboxitem/",
+            {"action": action, "_selected_action": [str(i) for i in selected]},
+            follow=True,
+        )
+        assert done.status_code == 200
+    [left] = InboxItem.objects.all()
+    assert left.pk == ids[0] and left.read_at is not None
+    assert [data for name, data in events(ann) if name == "inbox"] == [
+        {"action": "read", "ids": ids[:2], "unread": 1},
+        {"action": "delete", "ids": ids[1:], "unread": 0},
+    ]
+
+
+def test_fuzzed_inbox_requests_get_a_200_or_a_one_line_400_never_a_500() -> None:
+    from django.test import Client
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    [ann] = make_users("ann")
+    notify(ann, "mine")
+    client = Client(raise_request_exception=True)  # an unhandled exception fails the example
+    client.force_login(ann)
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=30))
+    json_bodies = st.recursive(
+        scalars, lambda inner: st.lists(inner) | st.dictionaries(st.text(max_size=5), inner)
+    ).map(lambda v: json.dumps({"ids": v}))
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        path=st.sampled_from(["read/", "delete/"]),
+        body=st.one_of(json_bodies, st.binary(max_size=200).map(lambda b: b.decode("latin-1"))),
+        form=st.lists(st.text(max_size=25), max_size=5),
+        query=st.dictionaries(
+            st.sampled_from(["before", "limit", "unread"]), st.text(max_size=25), max_size=3
+        ),
+    )
+    def attempt(path: str, body: str, form: list[str], query: dict[str, str]) -> None:
+        for response in (
+            client.post(f"/sse/inbox/{path}", body, content_type="application/json"),
+            client.post(f"/sse/inbox/{path}", {"ids": form}),
+            client.get("/sse/inbox/", query),
+        ):
+            assert response.status_code in {200, 400}, response.content
+            if response.status_code == 400:
+                assert len(response.content.decode().strip().splitlines()) == 1
+
+    attempt()
+    assert InboxItem.objects.count() <= 1
+
+
+@pytest.mark.skipif(
+    "postgresql" not in __import__("django.db").db.connection.vendor,
+    reason="needs PostgreSQL for real concurrent writers",
+)
+def test_bulk_notifies_of_overlapping_users_in_opposite_orders_do_not_deadlock() -> None:
+    import threading
+
+    from django.db import connection
+
+    User = get_user_model()
+    User.objects.bulk_create([User(username=f"d{i}") for i in range(5000)])
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+    rounds = 4
+
+    def run(order: str) -> None:
+        try:
+            users = list(User.objects.order_by(order).only("pk"))
+            for _ in range(rounds):
+                barrier.wait(60)  # both lock phases at once, every round
+                notify(users, f"order {order}")
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+        finally:
+            connection.close()
+
+    workers = [threading.Thread(target=run, args=(order,)) for order in ("pk", "-pk")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(180)
+    assert errors == []
+    assert InboxItem.objects.count() == 2 * rounds * 5000

@@ -132,3 +132,26 @@ async def test_a_forged_live_url_gets_no_link(
     await page.wait_for_selector(f"li[data-id='{2**40}']", timeout=TIMEOUT)
     assert await page.locator(f"li[data-id='{2**40}'] a").count() == 0
     await context.close()
+
+
+async def test_tabs_sharing_one_connection_converge(
+    browser: Any, redis_servers: tuple[Server, Server]
+) -> None:
+    """The default: tabs of one origin share one stream; the follower hears the
+    leader's relay and reconciles its render-time count once."""
+    one, _ = redis_servers
+    context, name = await logged_in_context(browser, one)
+    leader = await open_inbox(context, one)
+    await server_call(one, "/test/inbox/notify/", {"username": name, "count": 2})
+    await badge_is(leader, 2)
+    follower = await open_inbox(context, one)
+    assert await follower.evaluate("DjangoSSE.connection.leader") is False
+    await badge_is(follower, 2)
+    sent = await server_call(one, "/test/inbox/notify/", {"username": name})
+    await badge_is(follower, 3)
+    await follower.locator(f"li[data-id='{sent['ids'][0]}'] [data-sse-inbox-read]").click()
+    await badge_is(leader, 2)
+    await badge_is(follower, 2)
+    await leader.locator("#all").click()
+    await badge_is(follower, 0)
+    await context.close()

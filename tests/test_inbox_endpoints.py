@@ -126,6 +126,8 @@ async def test_a_session_post_without_csrf_is_refused(
         {"data": {"ids": ["0"]}},
         {"data": {"ids": ["1 "]}},
         {"data": {"ids": ["99999999999999999999"]}},
+        {"data": {"ids": ["9999999999999999999"]}},
+        {"data": {"ids": [""]}},
         {"data": {}},
         {"json": {"ids": "1"}},
         {"json": {"ids": [True]}},
@@ -152,7 +154,13 @@ async def test_bad_list_parameters_are_a_400(
 ) -> None:
     a, _ = two
     await as_user(a, srv)
-    for params in ({"before": "x"}, {"limit": "1000"}, {"limit": "-1"}, {"before": "1e3"}):
+    for params in (
+        {"before": "x"},
+        {"limit": "1000"},
+        {"limit": "-1"},
+        {"before": "1e3"},
+        {"before": "9999999999999999999"},
+    ):
         response = await a.get(f"{srv.url}/sse/inbox/", params=params)
         assert response.status_code == 400, params
 
@@ -234,3 +242,22 @@ async def test_a_javascript_url_is_refused_before_anything_is_kept(
     )
     assert response.status_code == 500  # the test view does not catch the ValueError
     assert (await a.get(f"{srv.url}/sse/inbox/count/")).json() == {"unread": 0}
+
+
+async def test_a_logged_out_session_is_refused(
+    srv: Server, two: tuple[httpx.AsyncClient, httpx.AsyncClient]
+) -> None:
+    a, _ = two
+    name = await as_user(a, srv)
+    [item] = await notify(a, srv, name)
+    old_cookies = dict(a.cookies)
+    (await a.get(f"{srv.url}/test/logout/")).raise_for_status()
+    async with httpx.AsyncClient(timeout=15.0, cookies=old_cookies) as replay:
+        # The session cookie from before the logout, replayed.
+        assert (await replay.get(f"{srv.url}/sse/inbox/")).status_code == 403
+        response = await replay.post(
+            f"{srv.url}/sse/inbox/read/",
+            data={"ids": [str(item)]},
+            headers={"X-CSRFToken": old_cookies["csrftoken"]},
+        )
+        assert response.status_code == 403

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,8 @@ def id2slug(pk: int) -> int:
 SETTINGS = "tests.settings_notifications"
 
 
-@pytest.fixture(scope="module")
-def bridge_server() -> Iterator[Server]:
+@contextmanager
+def bridge(**env: str) -> Iterator[Server]:
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "notifications.sqlite3")
         subprocess.run(
@@ -43,9 +44,19 @@ def bridge_server() -> Iterator[Server]:
             timeout=120,
         )
         with running_server(
-            "uvicorn", SSE_TEST_DB=db, SSE_TEST_LAYER="memory", DJANGO_SETTINGS_MODULE=SETTINGS
+            "uvicorn",
+            SSE_TEST_DB=db,
+            SSE_TEST_LAYER="memory",
+            DJANGO_SETTINGS_MODULE=SETTINGS,
+            **env,
         ) as server:
             yield server
+
+
+@pytest.fixture(scope="module")
+def bridge_server() -> Iterator[Server]:
+    with bridge() as server:
+        yield server
 
 
 @pytest.fixture
@@ -253,3 +264,25 @@ async def test_drop_in_badge_and_list_stay_live_without_polling(bridge_server: S
             )
         assert polled == []
         await context.close()
+
+
+async def test_soft_deletes_are_deletes_and_restores_are_counted() -> None:
+    with bridge(SSE_TEST_SOFT_DELETE="1") as server:
+        async with httpx.AsyncClient(timeout=15.0) as a:
+            alice, pk = await signed_in(a, server)
+            async with open_stream(a, f"{server.url}/sse/?channel=user:{pk}") as stream:
+                body = {"actor": alice, "recipients": [alice]}
+                [first] = (await call(a, server, "/test/notifications/send/", body))["ids"]
+                await call(a, server, "/test/notifications/send/", body)
+                await their_view(a, server, f"delete/{id2slug(first)}/")
+                assert (await a.get(f"{server.url}/sse/notifications/count/")).json() == {
+                    "unread": 1
+                }
+                listed = (await a.get(f"{server.url}/sse/notifications/")).json()
+                assert first not in [item["id"] for item in listed["items"]]
+                bulk = {"username": alice, "method": "mark_all_as_deleted"}
+                await call(a, server, "/test/notifications/bulk/", bulk)
+                bulk = {"username": alice, "method": "mark_all_as_active"}
+                await call(a, server, "/test/notifications/bulk/", bulk)
+                got = await stream.collect(5, name="live-notify")
+    assert changes(got) == [("new", 1), ("new", 2), ("delete", 1), ("sync", 0), ("sync", 2)]

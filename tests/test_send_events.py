@@ -46,6 +46,8 @@ def test_one_bad_event_stores_nothing() -> None:
         send_events([(a, "e", 1), (a, "e", object())])
     with pytest.raises(ValueError, match="SSE_MAX_EVENT_BYTES"):
         send_events([(a, "e", 1), (a, "e", "x" * 70000)])
+    with pytest.raises(TypeError, match="tuples"):
+        send_events([(a, "e", 1), (a, "e")])
     assert seqs(a) == []
 
 

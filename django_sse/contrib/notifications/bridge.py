@@ -122,12 +122,15 @@ def live_notify_handler(verb: Any, **kwargs: Any) -> Any:
 
     created = notify_handler(verb, **kwargs)
     by_user: dict[Any, list[dict[str, Any]]] = {}
+    # One actor, verb and target for every recipient: their text is read once,
+    # not through three generic relations per row.
+    shown = item(created[0]) if created else {}
     for notification in created:
         if notification.pk is None:  # a backend that returns no ids from bulk_create
             by_user.setdefault(notification.recipient_id, [])
             continue
         by_user.setdefault(notification.recipient_id, []).append(
-            {"action": "new", "item": item(notification)}
+            {"action": "new", "item": {**shown, "id": notification.pk}}
         )
     _publish(list(by_user), by_user)
     return created

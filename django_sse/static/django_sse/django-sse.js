@@ -633,6 +633,16 @@
   // as a value, so applying events in order always ends on the server's count.
   // ---------------------------------------------------------------------------
 
+  var ITEMS_KEPT = 500;
+
+  function readButton() {
+    var button = document.createElement("button");
+    button.type = "button";
+    button.setAttribute("data-sse-inbox-read", "");
+    button.textContent = "Mark read";
+    return button;
+  }
+
   function isRead(item) {
     return item.read != null ? !!item.read : !!item.read_at;
   }
@@ -750,8 +760,10 @@
         return ids.indexOf(item.id) === -1;
       });
     } else if (change.action === "sync" && !fromFetch) {
-      this.refresh();
+      this.refresh().catch(function () {});
     }
+    // A page open for days keeps the newest items only.
+    if (this.items.length > ITEMS_KEPT) this.items.length = ITEMS_KEPT;
     this.render(change);
     this.handlers.slice().forEach(function (handler) {
       handler(self, change);
@@ -790,6 +802,7 @@
       li.setAttribute("data-read", item.read ? "true" : "false");
       var button = li.querySelector("[data-sse-inbox-read]");
       if (item.read && button) button.remove();
+      if (!item.read && !button) li.appendChild(readButton());
       delete keep[item.id];
     });
     // What is left is new here: newest first, before the rows already shown.
@@ -832,12 +845,8 @@
       li.appendChild(time);
     }
     if (!item.read) {
-      var button = document.createElement("button");
-      button.type = "button";
-      button.setAttribute("data-sse-inbox-read", "");
-      button.textContent = "Mark read";
       li.appendChild(document.createTextNode(" "));
-      li.appendChild(button);
+      li.appendChild(readButton());
     }
     return li;
   };
@@ -849,7 +858,12 @@
     if (body) {
       options.method = "POST";
       options.headers["Content-Type"] = "application/json";
-      var csrf = cookie("csrftoken");
+      // The connection's csrfToken option, a {% csrf_token %} field of the page
+      // (CSRF_COOKIE_HTTPONLY hides the cookie), or the csrftoken cookie.
+      var given = this.connection && this.connection.options.csrfToken;
+      if (typeof given === "function") given = given();
+      var field = document.querySelector("input[name=csrfmiddlewaretoken]");
+      var csrf = given || (field && field.value) || cookie("csrftoken");
       if (csrf) options.headers["X-CSRFToken"] = csrf;
       options.body = JSON.stringify(body);
     }
