@@ -100,10 +100,19 @@ def report(hub: Hub) -> Report:
     )
 
 
+def _made_for_a_page(hub: Hub, reply: str) -> bool:
+    """Whether ``reply`` is what ``new_channel(REPLY_PREFIX)`` makes: the pub/sub
+    layer puts its own prefix first, the others do not."""
+    prefix = getattr(hub.layer, "prefix", "")
+    if not isinstance(prefix, str):
+        prefix = ""
+    return reply.startswith((REPLY_PREFIX, prefix + REPLY_PREFIX))
+
+
 def answer(hub: Hub, message: dict[str, Any]) -> None:
     """Answer a ``sse.stats`` control message (from the hub's receive loop)."""
     reply = message.get("reply")
-    if not isinstance(reply, str) or len(reply) > 200 or REPLY_PREFIX not in reply:
+    if not isinstance(reply, str) or len(reply) > 200 or not _made_for_a_page(hub, reply):
         raise TypeError("a stats request without a reply channel of ours")
     body = {"type": REPLY_TYPE, "request": str(message.get("request", ""))[:64]}
     body.update(report(hub).as_message())

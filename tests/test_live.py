@@ -42,7 +42,13 @@ async def test_a_report_crosses_the_layer_and_malformed_ones_are_refused() -> No
 async def test_a_hub_answers_only_a_reply_channel_of_the_page() -> None:
     hub = Hub(asyncio.get_running_loop())
     try:
-        for reply in (None, 3, "sse.hub.someone-else", "x" * 300 + live.REPLY_PREFIX):
+        for reply in (
+            None,
+            3,
+            "sse.hub.someone-else",
+            "x" * 300 + live.REPLY_PREFIX,
+            f"chat.{live.REPLY_PREFIX}1",
+        ):
             with pytest.raises(TypeError):
                 live.answer(hub, {"type": live.STATS_TYPE, "reply": reply})
     finally:

@@ -7,6 +7,7 @@ its publish form, which must refuse what the REST endpoint refuses.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import re
@@ -194,3 +195,37 @@ async def test_two_processes_answer_over_redis_and_an_outage_is_said(
             assert down.status_code == 200
             assert 'id="sse-problem"' in down.text
             assert "channel layer" in down.text
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(120)
+async def test_a_crafted_stats_request_gets_no_answer_on_a_channel_not_the_pages(
+    server_db: str, private_redis_server: RedisServer
+) -> None:
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    from django_sse import live
+    from django_sse.membership import CONTROL_GROUP
+
+    env = redis_env(server_db, private_redis_server.url)
+    layer = RedisPubSubChannelLayer(hosts=[private_redis_server.url])
+    with running_server("uvicorn", **env, SSE_TEST_DOOR="fast") as server:
+        async with httpx.AsyncClient(timeout=30.0) as client:
+            # A stream, so that the server's hub has joined the control group.
+            async with open_stream(client, f"{server.url}/sse/?channel=news:{unique('x')}"):
+                # Another consumer's channel, with the page's prefix inside its
+                # name: an answer there is a message its consumer cannot handle.
+                victim = await layer.new_channel(f"chat.{live.REPLY_PREFIX}")
+                ours = await layer.new_channel(live.REPLY_PREFIX)
+                try:
+                    for reply in (victim, ours):
+                        request = {"type": live.STATS_TYPE, "reply": reply, "request": "r"}
+                        await layer.group_send(CONTROL_GROUP, request)
+                    # The page's own channel is answered (the hub works) ...
+                    answer = await asyncio.wait_for(layer.receive(ours), 10.0)
+                    assert answer["type"] == live.REPLY_TYPE and answer["streams"] == 1
+                    # ... the other one, asked first, is not.
+                    with pytest.raises(TimeoutError):
+                        await asyncio.wait_for(layer.receive(victim), 1.0)
+                finally:
+                    await layer.flush()
