@@ -39,7 +39,7 @@ WAIT = 0.5
 #: Channels each process reports (its busiest): a report stays small
 #: however many channels a process serves.
 TOP_CHANNELS = 50
-#: Answers read at most: a bound on the page's work, not a cluster size.
+#: Answers kept at most (the rest are read and dropped until the wait ends).
 MAX_PROCESSES = 200
 
 
@@ -167,7 +167,9 @@ async def gather(wait: float = WAIT) -> tuple[list[Report], str | None]:
         problem = f"the channel layer is unavailable ({type(exc).__name__})"
         deadline = loop.time()  # still one receive: cancelling it ends the subscription
     found: list[Report] = []
-    while len(found) < MAX_PROCESSES:
+    # Until the deadline, always: the receive it cancels ends the reply
+    # channel's subscription (pub/sub layer), which no other call does.
+    while True:
         try:
             message = await asyncio.wait_for(
                 layer.receive(reply), max(deadline - loop.time(), 0.001)
@@ -177,6 +179,8 @@ async def gather(wait: float = WAIT) -> tuple[list[Report], str | None]:
         except Exception as exc:
             problem = f"the channel layer failed ({type(exc).__name__})"
             break
+        if len(found) >= MAX_PROCESSES:
+            continue  # read, not kept: the page's work stays bounded
         if not isinstance(message, dict) or message.get("request") != request:
             continue
         try:

@@ -79,6 +79,23 @@ async def test_only_staff_with_the_permission_see_the_page(
     assert "CSRF" not in refused.text  # refused for the permission, not the token
 
 
+async def test_a_session_a_password_change_ended_is_sent_to_the_login(
+    site: Server, client: httpx.AsyncClient
+) -> None:
+    name = unique("operator")
+    await login(client, site.url, name, staff="1", perm=[VIEW_LIVE])
+    assert (await client.get(site.url + LIVE)).status_code == 200
+    # The same staff user, elsewhere, changes the password: this session ends.
+    async with httpx.AsyncClient(timeout=30.0) as elsewhere:
+        await login(elsewhere, site.url, name, staff="1")
+        changed = await elsewhere.get(f"{site.url}/test/session/change-password/?update=1")
+        changed.raise_for_status()
+        assert (await elsewhere.get(site.url + LIVE)).status_code == 200
+    stale = await client.get(site.url + LIVE)
+    assert stale.status_code == 302
+    assert stale.headers["location"].startswith("/admin/login/")
+
+
 async def test_the_page_counts_the_open_streams_of_a_channel(
     site: Server, client: httpx.AsyncClient
 ) -> None:
