@@ -96,6 +96,27 @@ async def test_a_session_a_password_change_ended_is_sent_to_the_login(
     assert stale.headers["location"].startswith("/admin/login/")
 
 
+@pytest.mark.timeout(120)
+async def test_like_the_admins_pages_it_is_never_cached_and_checks_csrf_itself(
+    server_db: str, client: httpx.AsyncClient
+) -> None:
+    # Without Django's CSRF middleware, as the admin's own views would be.
+    with memory_server(KINDS[0], server_db, SSE_TEST_NO_CSRF_MIDDLEWARE="1") as bare:
+        await login(client, bare.url, unique("operator"), staff="1", perm=[VIEW_LIVE, PUBLISH])
+        page = await client.get(bare.url + LIVE)
+        assert page.status_code == 200
+        # Channel names and payloads: no browser or proxy may keep a copy.
+        cache = page.headers.get("cache-control", "")
+        assert "no-store" in cache and "private" in cache, cache
+        forged = await client.post(
+            bare.url + LIVE,
+            data={"channel": "wall", "event": "m", "payload": ""},
+            headers={"Referer": bare.url + LIVE},
+        )
+        assert forged.status_code == 403
+        assert "CSRF" in forged.text
+
+
 async def test_the_page_counts_the_open_streams_of_a_channel(
     site: Server, client: httpx.AsyncClient
 ) -> None:
