@@ -373,7 +373,8 @@ class Settings:
 
     @property
     def SSE_METRICS(self) -> bool:
-        return bool(self._get("SSE_METRICS"))
+        # True only: a string "False" from the environment leaves metrics off.
+        return self._get("SSE_METRICS") is True
 
     @property
     def SSE_REFRESH_DEBOUNCE(self) -> float:

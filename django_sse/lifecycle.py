@@ -7,19 +7,28 @@ audit row, a webhook): they run with ``send_robust`` on the threads that run
 the application's code for streams, never on the event loop, so a slow
 receiver delays no stream, and one that raises is logged by Django and breaks
 nothing. A stream's ``stream_closed`` is sent after its ``stream_opened``.
+Those threads are daemon threads: a receiver stuck on a slow host does not
+keep a stopped server's process alive (the sends still waiting are lost).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import queue
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
+from django.db import connections
 from django.dispatch import Signal
 
 from . import dbthreads, metrics
+from .conf import conf
 from .signals import stream_closed, stream_opened
 
 logger = logging.getLogger("django_sse")
@@ -34,6 +43,54 @@ WARN_EVERY = 60.0
 #: Signal deliveries in flight (held here: the loop keeps only weak references).
 _pending: set[asyncio.Task[None]] = set()
 _dropped = {"count": 0, "warned": -WARN_EVERY}
+
+
+class Senders:
+    """``size`` daemon threads that run the receivers, one shared queue.
+
+    Not a ``ThreadPoolExecutor``: Python joins its threads at exit, so a
+    receiver that waits a minute on a webhook would hold a stopped server's
+    process for that minute (and for every send queued behind it). A thread
+    closes its database connections whenever no send waits, so that none
+    outlives the receiver that opened it."""
+
+    def __init__(self, size: int) -> None:
+        self.pid = os.getpid()
+        self.queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        for i in range(size):
+            thread = threading.Thread(
+                target=self._work, name=f"django_sse-signals-{i}", daemon=True
+            )
+            thread.start()
+
+    def submit(self, call: Callable[[], Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        self.queue.put((call, future))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            call, future = self.queue.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(dbthreads._run(call, (), False))
+                except BaseException as exc:
+                    future.set_exception(exc)
+            if self.queue.empty():
+                connections.close_all()
+
+
+_senders: Senders | None = None
+_senders_lock = threading.Lock()
+
+
+def senders() -> Senders:
+    """This process's :class:`Senders` (a forked worker makes its own)."""
+    global _senders
+    with _senders_lock:
+        if _senders is None or _senders.pid != os.getpid():
+            _senders = Senders(conf.SSE_STORE_THREADS)
+        return _senders
 
 
 class Track:
@@ -119,7 +176,7 @@ async def _deliver(
         await asyncio.wait([after])
     # send_robust logs a receiver that raises (logger "django.dispatch").
     send = partial(signal.send_robust, sender=event_stream, **kwargs)
-    await asyncio.wrap_future(dbthreads.get_pool("signals").submit(send, (), False))
+    await asyncio.wrap_future(senders().submit(send))
 
 
 def _done(task: asyncio.Task[None]) -> None:

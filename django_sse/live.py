@@ -39,7 +39,7 @@ WAIT = 0.5
 #: Channels each process reports (its busiest): a report stays small
 #: however many channels a process serves.
 TOP_CHANNELS = 50
-#: Answers read at most: a bound on the page's work, not a cluster size.
+#: Answers kept at most (the rest are read and dropped until the wait ends).
 MAX_PROCESSES = 200
 
 
@@ -100,10 +100,19 @@ def report(hub: Hub) -> Report:
     )
 
 
+def _made_for_a_page(hub: Hub, reply: str) -> bool:
+    """Whether ``reply`` is what ``new_channel(REPLY_PREFIX)`` makes: the pub/sub
+    layer puts its own prefix first, the others do not."""
+    prefix = getattr(hub.layer, "prefix", "")
+    if not isinstance(prefix, str):
+        prefix = ""
+    return reply.startswith((REPLY_PREFIX, prefix + REPLY_PREFIX))
+
+
 def answer(hub: Hub, message: dict[str, Any]) -> None:
     """Answer a ``sse.stats`` control message (from the hub's receive loop)."""
     reply = message.get("reply")
-    if not isinstance(reply, str) or len(reply) > 200 or REPLY_PREFIX not in reply:
+    if not isinstance(reply, str) or len(reply) > 200 or not _made_for_a_page(hub, reply):
         raise TypeError("a stats request without a reply channel of ours")
     body = {"type": REPLY_TYPE, "request": str(message.get("request", ""))[:64]}
     body.update(report(hub).as_message())
@@ -158,7 +167,9 @@ async def gather(wait: float = WAIT) -> tuple[list[Report], str | None]:
         problem = f"the channel layer is unavailable ({type(exc).__name__})"
         deadline = loop.time()  # still one receive: cancelling it ends the subscription
     found: list[Report] = []
-    while len(found) < MAX_PROCESSES:
+    # Until the deadline, always: the receive it cancels ends the reply
+    # channel's subscription (pub/sub layer), which no other call does.
+    while True:
         try:
             message = await asyncio.wait_for(
                 layer.receive(reply), max(deadline - loop.time(), 0.001)
@@ -168,6 +179,8 @@ async def gather(wait: float = WAIT) -> tuple[list[Report], str | None]:
         except Exception as exc:
             problem = f"the channel layer failed ({type(exc).__name__})"
             break
+        if len(found) >= MAX_PROCESSES:
+            continue  # read, not kept: the page's work stays bounded
         if not isinstance(message, dict) or message.get("request") != request:
             continue
         try:

@@ -25,6 +25,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
 from . import live
@@ -139,6 +141,10 @@ def _published(request: HttpRequest, user: Any, event: Any) -> HttpResponse:
     return HttpResponseRedirect(f"{request.path}?{urlencode({'channel': event.channel})}")
 
 
+# As the admin's own views (admin_view): never cached (channel names,
+# payloads), and CSRF checked even in a project without the middleware.
+@never_cache
+@csrf_protect
 @require_http_methods(["GET", "POST"])
 def live_page(request: HttpRequest) -> HttpResponse:
     """The page (GET), and its publish form (POST)."""

@@ -43,6 +43,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
+if os.environ.get("SSE_TEST_NO_CSRF_MIDDLEWARE") == "1":
+    # A project that dropped Django's CSRF middleware: the admin's views still check.
+    MIDDLEWARE.remove("django.middleware.csrf.CsrfViewMiddleware")
 ROOT_URLCONF = "tests.urls"
 ASGI_APPLICATION = "tests.asgi.application"
 STATIC_URL = "/static/"

@@ -9,9 +9,13 @@ channels, which door, why it closed and for how long.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -115,10 +119,9 @@ async def test_raising_receivers_break_no_stream_and_say_why_streams_closed(
     assert last["signal"] == "closed" and last["reason"] == "shutdown" and last["user"] == name
 
 
-@pytest.mark.timeout(120)
-async def test_slow_receivers_delay_no_snapshot_of_a_new_stream(
-    server_db: str, client: httpx.AsyncClient
-) -> None:
+@contextmanager
+def slow_receivers(kind: str, server_db: str, seconds: int) -> Iterator[tuple[Server, Path]]:
+    """A ``kind`` server whose receivers sleep ``seconds``, and their log."""
     with tempfile.TemporaryDirectory(prefix="lifecycle-") as tmp:
         log = Path(tmp) / "signals.jsonl"
         log.touch()
@@ -126,19 +129,59 @@ async def test_slow_receivers_delay_no_snapshot_of_a_new_stream(
             "SSE_TEST_DB": server_db,
             "SSE_TEST_LAYER": "memory",
             "SSE_TEST_LIFECYCLE_LOG": str(log),
-            "SSE_TEST_LIFECYCLE_SLOW": "20",
+            "SSE_TEST_LIFECYCLE_SLOW": str(seconds),
         }
-        with running_server("uvicorn", **env) as server:
-            async with AsyncExitStack() as stack:
-                # More slow stream_opened receivers than there are threads (4).
-                for _ in range(6):
-                    await stack.enter_async_context(
-                        open_stream(client, f"{server.url}/sse/?channel=news:{unique('slow')}")
-                    )
-                # A snapshot runs the application's code on a thread too: not
-                # behind the receivers, which are still asleep.
-                url = f"{server.url}/sse/?channel=counter:{unique('c')}"
-                async with open_stream(client, url) as stream:
-                    [snapshot] = await stream.collect(1, name="snapshot", timeout=10.0)
-                assert json.loads(snapshot.data)["data"]["count"] == 0
-                assert lines(log) == []  # not one receiver has finished
+        with running_server(kind, **env) as server:
+            yield server, log
+
+
+async def open_streams(
+    stack: AsyncExitStack, client: httpx.AsyncClient, server: Server, count: int
+) -> None:
+    for _ in range(count):
+        url = f"{server.url}/sse/?channel=news:{unique('slow')}"
+        await stack.enter_async_context(open_stream(client, url))
+
+
+@pytest.mark.timeout(120)
+async def test_slow_receivers_delay_no_snapshot_of_a_new_stream(
+    server_db: str, client: httpx.AsyncClient
+) -> None:
+    with slow_receivers("uvicorn", server_db, 20) as (server, log):
+        async with AsyncExitStack() as stack:
+            # More slow stream_opened receivers than there are threads (4).
+            await open_streams(stack, client, server, 6)
+            # A snapshot runs the application's code on a thread too: not
+            # behind the receivers, which are still asleep.
+            url = f"{server.url}/sse/?channel=counter:{unique('c')}"
+            async with open_stream(client, url) as stream:
+                [snapshot] = await stream.collect(1, name="snapshot", timeout=10.0)
+            assert json.loads(snapshot.data)["data"]["count"] == 0
+            assert lines(log) == []  # not one receiver has finished
+
+
+#: Seconds a graceful stop may take (the server's own stop, the shutdown
+#: grace, the wait for signals in flight) on a busy machine: far less than
+#: the receivers sleep.
+STOP_BOUND = 15.0
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", ["uvicorn", "daphne"])
+async def test_a_graceful_stop_does_not_wait_for_slow_receivers(
+    server_db: str, client: httpx.AsyncClient, kind: str
+) -> None:
+    # A receiver is the application's code (a webhook to a slow host): the
+    # threads that run it must not keep a stopped server's process alive.
+    with slow_receivers(kind, server_db, 60) as (server, _):
+        async with AsyncExitStack() as stack:
+            # More streams than signal threads (4): sends wait in the queue too.
+            await open_streams(stack, client, server, 6)
+            started = time.monotonic()
+            os.kill(server.proc.pid, signal.SIGTERM)
+            try:
+                code = server.proc.wait(STOP_BOUND)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"still running {STOP_BOUND}s after SIGTERM:\n{server.output()}")
+        assert time.monotonic() - started < STOP_BOUND
+        assert code in (0, -signal.SIGTERM), server.output()  # uvicorn re-raises it

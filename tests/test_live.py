@@ -42,7 +42,13 @@ async def test_a_report_crosses_the_layer_and_malformed_ones_are_refused() -> No
 async def test_a_hub_answers_only_a_reply_channel_of_the_page() -> None:
     hub = Hub(asyncio.get_running_loop())
     try:
-        for reply in (None, 3, "sse.hub.someone-else", "x" * 300 + live.REPLY_PREFIX):
+        for reply in (
+            None,
+            3,
+            "sse.hub.someone-else",
+            "x" * 300 + live.REPLY_PREFIX,
+            f"chat.{live.REPLY_PREFIX}1",
+        ):
             with pytest.raises(TypeError):
                 live.answer(hub, {"type": live.STATS_TYPE, "reply": reply})
     finally:
@@ -89,3 +95,34 @@ async def _hub_with_streams(count: int) -> Hub:
     for _ in range(count):
         await hub.subscribe(("a",), 10)
     return hub
+
+
+@pytest.mark.redis
+async def test_the_pages_reply_channel_is_unsubscribed_even_at_the_answer_limit(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.test import override_settings
+
+    layers = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [redis_url]},
+        }
+    }
+    # The limit reached at once: the page must still end its subscription
+    # (pub/sub ends it when a receive is cancelled), or every page view
+    # would leave one, with a queue for the answers that come late.
+    monkeypatch.setattr(live, "MAX_PROCESSES", 0)
+    with override_settings(CHANNEL_LAYERS=layers):
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        assert layer is not None
+        try:
+            for _ in range(3):
+                await live.gather(wait=0.05)
+            loop_layer = layer._get_layer()
+            left = [c for c in loop_layer.channels if live.REPLY_PREFIX in c]
+            assert left == []
+        finally:
+            await layer.flush()

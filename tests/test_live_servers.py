@@ -7,6 +7,7 @@ its publish form, which must refuse what the REST endpoint refuses.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import re
@@ -76,6 +77,44 @@ async def test_only_staff_with_the_permission_see_the_page(
     )
     assert refused.status_code == 403
     assert "CSRF" not in refused.text  # refused for the permission, not the token
+
+
+async def test_a_session_a_password_change_ended_is_sent_to_the_login(
+    site: Server, client: httpx.AsyncClient
+) -> None:
+    name = unique("operator")
+    await login(client, site.url, name, staff="1", perm=[VIEW_LIVE])
+    assert (await client.get(site.url + LIVE)).status_code == 200
+    # The same staff user, elsewhere, changes the password: this session ends.
+    async with httpx.AsyncClient(timeout=30.0) as elsewhere:
+        await login(elsewhere, site.url, name, staff="1")
+        changed = await elsewhere.get(f"{site.url}/test/session/change-password/?update=1")
+        changed.raise_for_status()
+        assert (await elsewhere.get(site.url + LIVE)).status_code == 200
+    stale = await client.get(site.url + LIVE)
+    assert stale.status_code == 302
+    assert stale.headers["location"].startswith("/admin/login/")
+
+
+@pytest.mark.timeout(120)
+async def test_like_the_admins_pages_it_is_never_cached_and_checks_csrf_itself(
+    server_db: str, client: httpx.AsyncClient
+) -> None:
+    # Without Django's CSRF middleware, as the admin's own views would be.
+    with memory_server(KINDS[0], server_db, SSE_TEST_NO_CSRF_MIDDLEWARE="1") as bare:
+        await login(client, bare.url, unique("operator"), staff="1", perm=[VIEW_LIVE, PUBLISH])
+        page = await client.get(bare.url + LIVE)
+        assert page.status_code == 200
+        # Channel names and payloads: no browser or proxy may keep a copy.
+        cache = page.headers.get("cache-control", "")
+        assert "no-store" in cache and "private" in cache, cache
+        forged = await client.post(
+            bare.url + LIVE,
+            data={"channel": "wall", "event": "m", "payload": ""},
+            headers={"Referer": bare.url + LIVE},
+        )
+        assert forged.status_code == 403
+        assert "CSRF" in forged.text
 
 
 async def test_the_page_counts_the_open_streams_of_a_channel(
@@ -194,3 +233,37 @@ async def test_two_processes_answer_over_redis_and_an_outage_is_said(
             assert down.status_code == 200
             assert 'id="sse-problem"' in down.text
             assert "channel layer" in down.text
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(120)
+async def test_a_crafted_stats_request_gets_no_answer_on_a_channel_not_the_pages(
+    server_db: str, private_redis_server: RedisServer
+) -> None:
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    from django_sse import live
+    from django_sse.membership import CONTROL_GROUP
+
+    env = redis_env(server_db, private_redis_server.url)
+    layer = RedisPubSubChannelLayer(hosts=[private_redis_server.url])
+    with running_server("uvicorn", **env, SSE_TEST_DOOR="fast") as server:
+        async with httpx.AsyncClient(timeout=30.0) as client:
+            # A stream, so that the server's hub has joined the control group.
+            async with open_stream(client, f"{server.url}/sse/?channel=news:{unique('x')}"):
+                # Another consumer's channel, with the page's prefix inside its
+                # name: an answer there is a message its consumer cannot handle.
+                victim = await layer.new_channel(f"chat.{live.REPLY_PREFIX}")
+                ours = await layer.new_channel(live.REPLY_PREFIX)
+                try:
+                    for reply in (victim, ours):
+                        request = {"type": live.STATS_TYPE, "reply": reply, "request": "r"}
+                        await layer.group_send(CONTROL_GROUP, request)
+                    # The page's own channel is answered (the hub works) ...
+                    answer = await asyncio.wait_for(layer.receive(ours), 10.0)
+                    assert answer["type"] == live.REPLY_TYPE and answer["streams"] == 1
+                    # ... the other one, asked first, is not.
+                    with pytest.raises(TimeoutError):
+                        await asyncio.wait_for(layer.receive(victim), 1.0)
+                finally:
+                    await layer.flush()

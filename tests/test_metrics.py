@@ -46,6 +46,14 @@ def test_metrics_are_off_by_default_and_follow_the_setting() -> None:
     assert metrics.get() is metrics.OFF
 
 
+def test_a_setting_that_is_not_true_leaves_metrics_off() -> None:
+    # SSE_METRICS = os.environ.get("SSE_METRICS", "False"): a string, and E003
+    # is not run by daphne or uvicorn. Off means off until it is True.
+    for value in ("False", "false", "0", 1):
+        with override_settings(SSE_METRICS=value):
+            assert metrics.get() is metrics.OFF, value
+
+
 def test_every_figure_is_prefixed_and_every_gauge_has_a_live_mode() -> None:
     for figure in metrics.FIGURES:
         assert figure.name == figure.name.lower() and not figure.name.startswith("django_sse")
