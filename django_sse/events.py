@@ -28,6 +28,12 @@ MAX_EVENT_NAME_LENGTH = 200
 # every client's connection-error handler, at every replay.
 RESERVED_EVENT_NAMES = frozenset({"error", "open", "snapshot"})
 RESERVED_EVENT_PREFIX = "stream-"
+# The inbox's events (and its django-notifications bridge's), which
+# DjangoSSE.inbox applies to the badge and list. The wire does not say which
+# channel an event came on, so on any other channel of the page they would be
+# forged items and counts: they may be sent on user channels ("user:<pk>") only.
+USER_CHANNEL_EVENT_NAMES = frozenset({"notification", "inbox", "live-notify"})
+USER_CHANNEL_PREFIX = "user:"
 
 _counter = itertools.count()
 # As json_script does: JSON that holds no <, > or & cannot be parsed as markup,
@@ -97,6 +103,14 @@ def validate_event_name(channel: str, name: object) -> str:
     return name
 
 
+def _check_user_channel_event(channel: str, name: str) -> None:
+    if name.casefold() in USER_CHANNEL_EVENT_NAMES and not channel.startswith(USER_CHANNEL_PREFIX):
+        raise ValueError(
+            f"{_where(channel, name)}: event name is the inbox's, sent on a user channel "
+            "('user:<pk>') only; choose another name"
+        )
+
+
 def is_reserved_event_name(name: str) -> bool:
     """Whether ``name`` is one the server sends itself (or may in a later version)."""
     folded = name.casefold()
@@ -151,6 +165,7 @@ def build_event(channel: str, name: str, data: Any, *, event_id: str | None = No
     except ValueError as exc:
         raise ValueError(f"{_where(str(channel), name)}: {exc}") from None
     validate_event_name(channel, name)
+    _check_user_channel_event(channel, name)
     payload = encode_payload(channel, name, data)
     try:
         size = len(payload.encode("utf-8"))

@@ -94,14 +94,26 @@ def _text(obj: Any) -> str | None:
     return None if obj is None else str(obj)[:200]
 
 
+def _safe_url(url: str) -> str | None:
+    # notify() checked it, but a row saved another way (objects.create, an
+    # import) did not: the list's href never takes an unchecked URL.
+    from .notifications import validate_notification_url
+
+    try:
+        return validate_notification_url(url) if url else None
+    except (TypeError, ValueError):
+        return None
+
+
 def item_data(item: InboxItem, *, actor: Any = None, target: Any = None) -> dict[str, Any]:
-    """An item as the API and the ``notification`` event show it."""
+    """An item as the API and the ``notification`` event show it (a URL that
+    ``notify()`` would refuse is shown as none)."""
     data = dict(item.data) if isinstance(item.data, dict) else {}
     data.update(
         id=item.pk,
         message=item.message,
         level=item.level,
-        url=item.url or None,
+        url=_safe_url(item.url),
         created=item.created,
         read_at=item.read_at,
         actor=_text(actor if actor is not None else (item.actor if item.actor_type_id else None)),

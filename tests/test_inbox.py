@@ -250,6 +250,31 @@ def test_badge_and_list_render_the_count_and_escaped_items_server_side() -> None
     assert 'data-count="0" aria-live="polite">0</span>' in html and "plain" not in html
 
 
+def test_an_item_saved_without_notify_gets_no_unsafe_link_anywhere(client: Any) -> None:
+    """A careless integrator's ``InboxItem.objects.create(url=...)`` skips the
+    URL check of ``notify()`` and ``clean()``: the tag, the list endpoint and the
+    events still never carry a ``javascript:`` or off-site link."""
+    from django.template import Context, Template
+    from django.test import RequestFactory
+
+    [ann] = make_users("ann")
+    bad = ["javascript:alert(1)", "//evil.example/x", "https://evil.example/", "java\tscript:1"]
+    for url in bad:
+        InboxItem.objects.create(recipient=ann, message="click", url=url)
+    InboxItem.objects.create(recipient=ann, message="fine", url="/t/1/")
+    request = RequestFactory().get("/")
+    request.user = ann
+    html = Template("{% load django_sse %}{% sse_inbox_list %}").render(
+        Context({"request": request})
+    )
+    assert html.count("href=") == 1 and 'href="/t/1/"' in html, html
+    client.force_login(ann)
+    listed = client.get("/sse/inbox/").json()["items"]
+    assert [item["url"] for item in listed] == ["/t/1/", None, None, None, None]
+    inbox.mark_read(ann, [item["id"] for item in listed])
+    assert "evil" not in json.dumps(events(ann)) and "javascript" not in json.dumps(events(ann))
+
+
 def test_inbox_checks() -> None:
     from django_sse.inbox_checks import check_inbox
 

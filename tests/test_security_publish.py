@@ -237,3 +237,30 @@ def test_fuzzed_sse_send_arguments_succeed_or_raise_a_one_line_command_error() -
             assert "\n" not in str(exc) and str(exc)
 
     attempt()
+
+
+@pytest.mark.server
+async def test_a_publisher_cannot_forge_inbox_events_on_a_shared_channel(server: Server) -> None:
+    """The wire does not say which channel an event came on, so ``DjangoSSE.inbox``
+    would take a ``notification`` or ``inbox`` event on any channel of B's page
+    as B's own: a forged item or unread count. Those names belong to the user
+    channels (where only server code and the owner publish)."""
+    async with httpx.AsyncClient(timeout=15.0) as a, httpx.AsyncClient(timeout=15.0) as b:
+        a_pk = await login(a, server.url, unique("a"), perm="django_sse.publish_event")
+        b_pk = await login(b, server.url, unique("b"))
+        topic = f"news:{unique()}"
+        endpoint = f"{server.url}/sse/publish/"
+        forged = {"id": 2**40, "message": "Your account is locked: /reset/", "unread": 99}
+        async with open_stream(b, f"{server.url}/sse/?channel=user:{b_pk}&channel={topic}") as s:
+            for event in ("notification", "inbox", "live-notify", "Inbox"):
+                body = {"channel": topic, "event": event, "data": forged}
+                response = await csrf_post(a, endpoint, body)
+                assert response.status_code == 400, (event, response.text)
+                assert "user channel" in response.text, response.text
+            # On A's own channel they stay A's to send (a user can fool only themselves).
+            own = {"channel": f"user:{a_pk}", "event": "inbox", "data": {"unread": 1}}
+            assert (await csrf_post(a, endpoint, own)).status_code == 201
+            ok = await csrf_post(a, endpoint, {"channel": topic, "event": "marker", "data": 1})
+            assert ok.status_code == 201, ok.text
+            got = await s.collect(1)
+    assert [(e.event, e.data) for e in got] == [("marker", "1")]
