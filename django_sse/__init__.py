@@ -28,15 +28,16 @@ if TYPE_CHECKING:
     from .channels import user_channel
     from .notifications import anotify, notify
     from .position import acurrent_position, current_position
-    from .publish import asend_event, asend_events, send_event, send_events
+    from .publish import asend_event, send_event
+    from .publish_batch import asend_events, send_events
     from .revocation import arevoke, revoke
 
 # Lazy, so that ``import django_sse`` needs no configured settings.
 _LAZY = {
     "send_event": "publish",
     "asend_event": "publish",
-    "send_events": "publish",
-    "asend_events": "publish",
+    "send_events": "publish_batch",
+    "asend_events": "publish_batch",
     "current_position": "position",
     "acurrent_position": "position",
     "user_channel": "channels",

@@ -28,7 +28,7 @@ from django.utils import timezone
 from . import dbthreads
 from .channels import user_channel
 from .events import Event
-from .publish import _build_all, _store_many, publish_many
+from .publish_batch import _build_all, _store_many, publish_many
 
 if TYPE_CHECKING:
     from .models import InboxItem

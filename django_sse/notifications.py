@@ -18,7 +18,7 @@ from .channels import user_channel
 from .events import Event
 from .inbox import ITEM_KEYS
 from .inbox_items import persist_notifications
-from .publish import asend_events, send_events
+from .publish_batch import asend_events, send_events
 
 __all__ = ["NOTIFICATION_EVENT", "anotify", "notify", "validate_notification_url"]
 
