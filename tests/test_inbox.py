@@ -72,6 +72,8 @@ def test_bad_input_stores_nothing() -> None:
         notify(ann, "x", when=object())
     with pytest.raises(TypeError, match="inbox item's own"):
         notify(ann, "x", unread=5)
+    with pytest.raises(TypeError, match="inbox item's own"):
+        notify(ann, "x", read=True)  # the list would show an unread item as read
     with pytest.raises(ValueError, match="level"):
         notify(ann, "x", level="x" * 21)
     assert not InboxItem.objects.exists() and events(ann) == []
