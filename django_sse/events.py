@@ -33,7 +33,8 @@ RESERVED_EVENT_PREFIX = "stream-"
 # channel an event came on, so on any other channel of the page they would be
 # forged items and counts: they may be sent on user channels ("user:<pk>") only.
 USER_CHANNEL_EVENT_NAMES = frozenset({"notification", "inbox", "live-notify"})
-USER_CHANNEL_PREFIX = "user:"
+# The built-in "user:{pk}" pattern exactly: not an integrator's "user:{pk}:wall".
+_USER_CHANNEL = re.compile(r"user:[A-Za-z0-9_.-]+")
 
 _counter = itertools.count()
 # As json_script does: JSON that holds no <, > or & cannot be parsed as markup,
@@ -104,7 +105,7 @@ def validate_event_name(channel: str, name: object) -> str:
 
 
 def _check_user_channel_event(channel: str, name: str) -> None:
-    if name.casefold() in USER_CHANNEL_EVENT_NAMES and not channel.startswith(USER_CHANNEL_PREFIX):
+    if name.casefold() in USER_CHANNEL_EVENT_NAMES and not _USER_CHANNEL.fullmatch(channel):
         raise ValueError(
             f"{_where(channel, name)}: event name is the inbox's, sent on a user channel "
             "('user:<pk>') only; choose another name"

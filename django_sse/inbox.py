@@ -56,8 +56,9 @@ MAX_IDS = 1000
 #: Users per ``IN (...)`` list.
 CHUNK = 500
 #: Keys of an item's data that its fields use; ``notify(**extra)`` may not.
+#: ``read`` is the shown state of the tags and ``DjangoSSE.inbox``.
 ITEM_KEYS = frozenset(
-    {"id", "message", "level", "url", "created", "read_at", "actor", "target", "unread"}
+    {"id", "message", "level", "url", "created", "read_at", "read", "actor", "target", "unread"}
 )
 
 T = TypeVar("T")

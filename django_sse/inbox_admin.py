@@ -9,6 +9,7 @@ from collections import defaultdict
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
@@ -64,7 +65,13 @@ class InboxItemAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             for start in range(0, len(ids), inbox.MAX_IDS):
                 inbox.delete(_Recipient(user), ids[start : start + inbox.MAX_IDS])
 
-    @admin.action(description=_("Mark selected items read"), permissions=["view"])
+    def has_mark_read_permission(self, request: HttpRequest) -> bool:
+        # Marking read changes items: Django's change permission, although
+        # the admin's form is read-only (has_change_permission).
+        codename = get_permission_codename("change", self.opts)
+        return bool(request.user.has_perm(f"{self.opts.app_label}.{codename}"))
+
+    @admin.action(description=_("Mark selected items read"), permissions=["mark_read"])
     def mark_read(self, request: HttpRequest, queryset: QuerySet[InboxItem]) -> None:
         changed = 0
         for user, ids in _by_user(queryset).items():

@@ -186,3 +186,11 @@ def test_any_event_is_rejected_or_round_trips(name: str, data: object) -> None:
         assert parsed["data"] == normalize_newlines(data)
     else:
         assert json.loads(str(parsed["data"])) == data
+
+
+@pytest.mark.parametrize("name", ["notification", "inbox", "live-notify", "INBOX"])
+def test_the_inbox_event_names_are_for_user_channels_only(name: str) -> None:
+    assert build_event("user:42", name, {"unread": 1}).name == name
+    for channel in ("news:x", "user:42:wall", "users", "board:user:42"):
+        with pytest.raises(ValueError, match="user channel"):
+            build_event(channel, name, {"unread": 99})

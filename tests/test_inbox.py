@@ -72,6 +72,8 @@ def test_bad_input_stores_nothing() -> None:
         notify(ann, "x", when=object())
     with pytest.raises(TypeError, match="inbox item's own"):
         notify(ann, "x", unread=5)
+    with pytest.raises(TypeError, match="inbox item's own"):
+        notify(ann, "x", read=True)  # the list would show an unread item as read
     with pytest.raises(ValueError, match="level"):
         notify(ann, "x", level="x" * 21)
     assert not InboxItem.objects.exists() and events(ann) == []
@@ -309,6 +311,24 @@ def test_the_admin_lists_items_and_its_actions_publish(client: Any) -> None:
         {"action": "read", "ids": ids[:2], "unread": 1},
         {"action": "delete", "ids": ids[1:], "unread": 0},
     ]
+
+
+def test_a_view_only_staff_user_cannot_mark_items_read_in_the_admin(client: Any) -> None:
+    from django.contrib.auth.models import Permission
+
+    ann, viewer = make_users("ann", "viewer")
+    viewer.is_staff = True
+    viewer.save()
+    viewer.user_permissions.add(Permission.objects.get(codename="view_inboxitem"))
+    client.force_login(viewer)
+    [item] = [json.loads(e.payload)["id"] for e in notify(ann, "n")]
+    changelist = client.get("/admin/django_sse/inboxitem/")
+    assert changelist.status_code == 200 and "mark_read" not in changelist.content.decode()
+    client.post(
+        "/admin/django_sse/inboxitem/", {"action": "mark_read", "_selected_action": [str(item)]}
+    )
+    assert InboxItem.objects.get(pk=item).read_at is None
+    assert inbox.unread_count(ann) == 1
 
 
 def test_fuzzed_inbox_requests_get_a_200_or_a_one_line_400_never_a_500() -> None:

@@ -155,3 +155,42 @@ async def test_tabs_sharing_one_connection_converge(
     await leader.locator("#all").click()
     await badge_is(follower, 0)
     await context.close()
+
+
+async def test_the_csrf_token_never_goes_to_another_origin(
+    browser: Any, redis_servers: tuple[Server, Server]
+) -> None:
+    """Markup planted in the page (a badge whose data-sse-inbox-url is another
+    origin) gets the inbox's POSTs, but never the page's CSRF token."""
+    one, two = redis_servers
+    context, _ = await logged_in_context(browser, one)
+    page = await open_inbox(context, one)
+    seen: list[tuple[str, str | None]] = []
+
+    async def capture(route: Any) -> None:
+        request = route.request
+        seen.append((request.url, (await request.all_headers()).get("x-csrftoken")))
+        await route.fulfill(status=200, content_type="application/json", body='{"unread": 0}')
+
+    await page.route("**/sse/inbox/read-all/", capture)
+    await page.evaluate(
+        """async (foreign) => {
+          document.cookie = "csrftoken=tok3n-value; path=/";
+          const root = document.createElement("div");
+          root.innerHTML = '<span data-sse-inbox-badge data-count="0"></span>';
+          const badge = root.firstChild;
+          const own = new DjangoSSE.Inbox(null, root);
+          own.read();
+          await own.markAllRead();
+          badge.setAttribute("data-sse-inbox-url", foreign);
+          const planted = new DjangoSSE.Inbox(null, root);
+          planted.read();
+          await planted.markAllRead();
+        }""",
+        f"{two.url}/sse/inbox/",
+    )
+    assert seen == [
+        (f"{one.url}/sse/inbox/read-all/", "tok3n-value"),
+        (f"{two.url}/sse/inbox/read-all/", None),
+    ], seen
+    await context.close()

@@ -261,3 +261,23 @@ async def test_a_logged_out_session_is_refused(
             headers={"X-CSRFToken": old_cookies["csrftoken"]},
         )
         assert response.status_code == 403
+
+
+async def test_a_session_whose_password_changed_elsewhere_is_refused(
+    srv: Server, two: tuple[httpx.AsyncClient, httpx.AsyncClient]
+) -> None:
+    a, admin = two
+    name = await as_user(a, srv)
+    [item] = await notify(a, srv, name)
+    assert (await a.get(f"{srv.url}/sse/inbox/count/")).json() == {"unread": 1}
+    response = await admin.get(f"{srv.url}/test/session/set-password/", params={"username": name})
+    response.raise_for_status()
+    # The same cookies, now of a session whose password hash no longer matches.
+    assert (await a.get(f"{srv.url}/sse/inbox/")).status_code == 403
+    assert (await a.get(f"{srv.url}/sse/inbox/count/")).status_code == 403
+    for path in ("inbox/read/", "inbox/delete/", "inbox/read-all/"):
+        response = await post(a, srv, path, data={"ids": [str(item)]})
+        assert response.status_code == 403, (path, response.text)
+    await login(a, srv.url, name)  # logged in again: the item is untouched
+    listed = (await a.get(f"{srv.url}/sse/inbox/")).json()["items"]
+    assert [(i["id"], i["read_at"]) for i in listed] == [(item, None)]

@@ -286,3 +286,18 @@ async def test_soft_deletes_are_deletes_and_restores_are_counted() -> None:
                 await call(a, server, "/test/notifications/bulk/", bulk)
                 got = await stream.collect(5, name="live-notify")
     assert changes(got) == [("new", 1), ("new", 2), ("delete", 1), ("sync", 0), ("sync", 2)]
+
+
+async def test_a_large_fetch_renders_a_limit_the_list_endpoint_takes(
+    bridge_server: Server,
+) -> None:
+    """``{% live_notify_list fetch=500 %}``: DjangoSSE.inbox refetches with the
+    list's data-limit, which the endpoint must accept (at most 100)."""
+    import re
+
+    async with httpx.AsyncClient(timeout=15.0) as a:
+        await signed_in(a, bridge_server)
+        html = (await a.get(f"{bridge_server.url}/test/notifications/page/?fetch=500")).text
+        [limit] = re.findall(r'data-sse-inbox-list[^>]*data-limit="(\d+)"', html)
+        response = await a.get(f"{bridge_server.url}/sse/notifications/?limit={limit}&unread=1")
+        assert response.status_code == 200, (limit, response.text)

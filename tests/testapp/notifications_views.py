@@ -42,7 +42,10 @@ def bulk(request: HttpRequest) -> HttpResponse:
 
 
 def page(request: HttpRequest) -> HttpResponse:
-    return render(request, "testapp/notifications.html")
+    """The drop-in tags; ``?fetch=N`` for the list's size."""
+    return render(
+        request, "testapp/notifications.html", {"fetch": int(request.GET.get("fetch", 5))}
+    )
 
 
 urlpatterns = [path("send/", send), path("bulk/", bulk), path("page/", page)]

@@ -864,7 +864,9 @@
       if (typeof given === "function") given = given();
       var field = document.querySelector("input[name=csrfmiddlewaretoken]");
       var csrf = given || (field && field.value) || cookie("csrftoken");
-      if (csrf) options.headers["X-CSRFToken"] = csrf;
+      // Never to another origin: a badge planted with a foreign
+      // data-sse-inbox-url must not collect the token.
+      if (csrf && sameOrigin(this.url + path)) options.headers["X-CSRFToken"] = csrf;
       options.body = JSON.stringify(body);
     }
     return fetch(this.url + path, options).then(function (response) {

@@ -47,16 +47,14 @@ def live_notify_list(
 ) -> SafeString:
     """The latest unread notifications (``fetch``, as the package's own tag), kept live."""
     user = _user(context)
-    rows = (
-        NotificationsBackend.page(user, None, max(1, min(int(fetch), 100)), True)["items"]
-        if user
-        else []
-    )
+    # The endpoint's most (the JS refetches with data-limit): not more than 100.
+    size = max(1, min(int(fetch), 100))
+    rows = NotificationsBackend.page(user, None, size, True)["items"] if user else []
     html = render_to_string(
         "django_sse/inbox_list.html",
         {
             "items": rows,
-            "limit": fetch,
+            "limit": size,
             "unread": True,
             "css_class": list_class,
             "empty": "",
