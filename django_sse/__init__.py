@@ -9,12 +9,14 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "acurrent_position",
     "anotify",
+    "apresence",
     "arevoke",
     "asend_event",
     "channels",
     "current_position",
     "hooks",
     "notify",
+    "presence",
     "revoke",
     "send_event",
     "user_channel",
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from .channels import user_channel
     from .notifications import anotify, notify
     from .position import acurrent_position, current_position
+    from .presence_api import apresence, presence
     from .publish import asend_event, send_event
     from .revocation import arevoke, revoke
 
@@ -38,6 +41,8 @@ _LAZY = {
     "notify": "notifications",
     "anotify": "notifications",
     "revoke": "revocation",
+    "presence": "presence_api",
+    "apresence": "presence_api",
     "arevoke": "revocation",
 }
 _MODULES = ("channels", "hooks")

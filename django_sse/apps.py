@@ -11,7 +11,7 @@ class DjangoSSEConfig(AppConfig):
     def ready(self) -> None:
         from django.utils.module_loading import autodiscover_modules
 
-        from . import checks, sessions  # noqa: F401  (register the system checks)
+        from . import checks, presence_checks, sessions  # noqa: F401  (register the system checks)
 
         autodiscover_modules("sse")
         self._connect_revocation()

@@ -26,8 +26,10 @@ MAX_EVENT_NAME_LENGTH = 200
 # for server events to come (presence and the like), in any letter case.
 # "error" and "open" are EventSource's own: a stored "error" event would reach
 # every client's connection-error handler, at every replay.
-RESERVED_EVENT_NAMES = frozenset({"error", "open", "snapshot"})
+RESERVED_EVENT_NAMES = frozenset({"error", "open", "snapshot", "presence"})
 RESERVED_EVENT_PREFIX = "stream-"
+#: Presence channels' own events (``presence.join``, ``presence.leave``).
+RESERVED_PRESENCE_PREFIX = "presence."
 
 _counter = itertools.count()
 # As json_script does: JSON that holds no <, > or & cannot be parsed as markup,
@@ -92,7 +94,7 @@ def validate_event_name(channel: str, name: object) -> str:
         raise ValueError(
             f"{_where(channel, name)}: event name is reserved for the server "
             f"({', '.join(sorted(RESERVED_EVENT_NAMES))} and every name starting with "
-            f"{RESERVED_EVENT_PREFIX!r}); choose another name"
+            f"{RESERVED_EVENT_PREFIX!r} or {RESERVED_PRESENCE_PREFIX!r}); choose another name"
         )
     return name
 
@@ -100,7 +102,9 @@ def validate_event_name(channel: str, name: object) -> str:
 def is_reserved_event_name(name: str) -> bool:
     """Whether ``name`` is one the server sends itself (or may in a later version)."""
     folded = name.casefold()
-    return folded in RESERVED_EVENT_NAMES or folded.startswith(RESERVED_EVENT_PREFIX)
+    return folded in RESERVED_EVENT_NAMES or folded.startswith(
+        (RESERVED_EVENT_PREFIX, RESERVED_PRESENCE_PREFIX)
+    )
 
 
 def encode_payload(channel: str, name: str, data: Any) -> str:

@@ -39,6 +39,7 @@ from .membership import (
     bounded,
 )
 from .messages import MESSAGE_TYPE, REVOKE_TYPE, from_message, revocation, to_message
+from .presence_hub import PresenceTracker
 from .revocations import REVOCATIONS_KEPT, Revocations
 from .subscription import Subscription
 from .tasks import Tasks
@@ -83,6 +84,7 @@ class Hub:
         self._idle = asyncio.Event()
         self._idle.set()
         self.revocations = Revocations()
+        self.presence = PresenceTracker(self)
         self.delivered = 0
         #: Whether the store's failure was logged and not yet followed by a success.
         self._store_down = False
@@ -154,6 +156,7 @@ class Hub:
             self._keep_running(lambda: ticker.run(self), "keepalive ticker")
             self._keep_running(lambda: catchup.run(self), "catch-up poll")
             self._keep_running(lambda: sessions.check_loop(self), "session check")
+            self._keep_running(self.presence.heartbeat, "presence heartbeat")
         except BaseException:
             # No loop of a failed start outlives it: the next call starts afresh.
             await self.tasks.cancel_all()
@@ -216,6 +219,7 @@ class Hub:
             and not starting.cancelled()
             and starting.exception() is None
         ):
+            await self.presence.stop()
             await self.membership.leave_all()
         self.membership.groups.clear()
 
@@ -255,6 +259,7 @@ class Hub:
             return
         self._subscriptions.discard(sub)
         self.membership.discard(sub)
+        self.presence.discard(sub)
         # Only a stopping hub waits for its streams to end.
         if self._stopped and not any(s.served for s in self._subscriptions):
             self._idle.set()

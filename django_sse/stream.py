@@ -406,6 +406,9 @@ async def _start(
         first += control(STREAM_RESET, {"reason": reset}, here)
     if (reset or not last_event_id) and not sub.closed:
         first += await _snapshots(channels, user, cursor)
+    if not sub.closed:
+        # Presence is state, sent on every connect, a resumed one too.
+        first += await state.hub.presence.opened(sub, user, cursor.id if cursor else None)
     if cursor is not None:
         state.last_id = cursor.id
     if first and not sub.closed:

@@ -5,7 +5,8 @@ Server processes read their layer and database from the environment:
 (an SQLite file shared with the test process), ``SSE_KEEPALIVE``,
 ``SSE_HISTORY_POLL``, ``SSE_QUEUE_SIZE``, ``SSE_MAX_STREAMS_PER_USER``,
 ``SSE_MAX_STREAMS_PER_ADDRESS``, ``SSE_CLIENT_IP_HEADER``, ``SSE_PUBLISH_TIMEOUT``,
-``SSE_MAX_STREAM_AGE``, ``SSE_TOKEN_MAX_AGE`` and ``SESSION_COOKIE_AGE``.
+``SSE_MAX_STREAM_AGE``, ``SSE_TOKEN_MAX_AGE``, ``SESSION_COOKIE_AGE``,
+``SSE_PRESENCE_HEARTBEAT`` and ``SSE_PRESENCE_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ _FROM_ENV: dict[str, type] = {
     "SSE_MAX_STREAM_AGE": float,
     "SSE_TOKEN_MAX_AGE": float,
     "SESSION_COOKIE_AGE": int,
+    "SSE_PRESENCE_HEARTBEAT": float,
+    "SSE_PRESENCE_TIMEOUT": float,
 }
 for _name, _kind in _FROM_ENV.items():
     if os.environ.get(_name):

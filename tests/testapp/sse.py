@@ -80,3 +80,17 @@ def can_read_slow(user: Any, name: str) -> bool:
 if os.environ.get("SSE_TEST_CARELESS_HOOKS"):
     # The integrator's mistake the attack tests try: a hook that names no fields.
     hooks.register(get_user_model(), channels="staff")
+
+
+# Presence channels: even pks readable by signed-in users (as ticket:{pk}).
+@channels.register("desk:{pk}", presence=True)
+def can_read_desk(user: Any, pk: str) -> bool:
+    return bool(user.is_authenticated) and int(pk) % 2 == 0
+
+
+def badge(user: Any) -> dict[str, Any]:
+    # A member callable that leaves the pk out, and a name that is markup.
+    return {"name": f"<b>{user.get_username()}</b>"}
+
+
+channels.register("lobby:{name}", channels.PUBLIC, presence=True, member=badge)
