@@ -153,6 +153,7 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         last_event_id=accepted.last_event_id,
         identity=accepted.identity,
         slot=accepted.slot,
+        connection=accepted.connection,
     )
     del request, accepted
     done = shutdown.opened()

@@ -53,13 +53,15 @@ class Event:
     body: bytes
     seq: int | None = None
     payload: str = ""
+    #: The stream that must not get it (``send_event(..., exclude=request)``).
+    exclude: str | None = None
 
     @property
     def wire(self) -> bytes:
         return b"id: " + self.id.encode() + b"\n" + self.body
 
     def stored(self, seq: int) -> Event:
-        return Event(self.channel, self.name, self.id, self.body, seq, self.payload)
+        return Event(self.channel, self.name, self.id, self.body, seq, self.payload, self.exclude)
 
 
 def new_event_id() -> str:

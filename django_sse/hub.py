@@ -29,6 +29,7 @@ from channels.layers import get_channel_layer
 
 from . import catchup, sessions, ticker
 from .events import Event
+from .exclude import deliver_except
 from .membership import (
     BACKOFF_INITIAL,
     BACKOFF_MAX,
@@ -39,7 +40,7 @@ from .membership import (
     bounded,
 )
 from .messages import MESSAGE_TYPE, REVOKE_TYPE, from_message, revocation, to_message
-from .presence_hub import PresenceTracker
+from .presence_hub import PRESENCE_CHANGES, PresenceTracker
 from .revocations import REVOCATIONS_KEPT, Revocations
 from .subscription import Subscription
 from .tasks import Tasks
@@ -274,9 +275,14 @@ class Hub:
         if seq is not None and (group.seen is None or seq > group.seen):
             group.seen = seq
         # deliver() never changes membership, so no copy of the set is needed.
-        for sub in group.members:
-            sub.deliver(event)
+        if event.exclude is None:
+            for sub in group.members:
+                sub.deliver(event)
+        else:
+            deliver_except(group.members, event)
         self.delivered += 1
+        if event.name in PRESENCE_CHANGES:
+            self.presence.seen(event)
 
     def revoke(self, owner: str, channel: str | None = None, session: str | None = None) -> int:
         """Close the streams of ``owner`` (on ``channel``, or of ``session``, if given)."""

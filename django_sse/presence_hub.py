@@ -50,8 +50,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger("django_sse")
 
 T = TypeVar("T")
+#: The events whose versions the hub notes as it dispatches them.
+PRESENCE_CHANGES = frozenset({JOIN, LEAVE})
 #: The one member of an occupancy set: the process itself.
 PROCESS = "*"
+#: A gap of more versions than this between two heartbeats is not searched:
+#: the counter started over (a restart) or a storm passed; a snapshot is cheaper.
+MAX_GAP = 100_000
 #: Seconds ``stop()`` gives the store to take this hub's leaves.
 STOP_TIMEOUT = 2.0
 
@@ -122,6 +127,11 @@ class Tracked:
         self.full = False
         #: A store call failed: the next success re-sends the snapshot.
         self.suspect = False
+        #: Versions of the join and leave events this hub dispatched, and the
+        #: version up to which none is missing (see ``PresenceTracker.check``).
+        self.seen: set[int] = set()
+        self.complete = 0
+        self.check_at = 0
         self.flush = _Coalesced(lambda: tracker.flush(self))
         self.read = _Coalesced(lambda: tracker.backend.read(kind, channel))
 
@@ -243,14 +253,57 @@ class PresenceTracker:
         lost = full and result.created > len(keys - tracked.stored)
         tracked.stored = (tracked.stored | keys) - removed
         self._forget_if_empty(tracked)
-        await self._announce(tracked, result)
-        if (lost or tracked.suspect) and tracked.kind == PRESENCE:
+        if any(c.key != ANONYMOUS for c in result.changes):
+            # Not under the channel's lock: heartbeats must not wait for the
+            # layer, and versions let the events go out in any order.
+            self.hub.tasks.spawn(self._announce(tracked.kind, tracked.channel, result))
+        if tracked.kind != PRESENCE:
+            return
+        if not tracked.complete:
+            # The streams opening now read their snapshots after this update:
+            # from here on, every join and leave must reach them as an event.
+            tracked.complete = result.version
+        if lost or tracked.suspect:
             tracked.suspect = False
             await self._resend_snapshot(tracked)
             # Other processes re-add their members at their own next heartbeat,
             # and their join events may meet a layer still re-subscribing:
             # once every live process has beaten, the truth once more.
             self.hub.tasks.spawn(self._resend_snapshot(tracked, conf.SSE_PRESENCE_TIMEOUT))
+        elif full:
+            await self.check(tracked, result.version)
+
+    def seen(self, event: Event) -> None:
+        """Note the version of a join or leave the hub dispatched."""
+        tracked = self.tracked.get((PRESENCE, event.channel))
+        at = event.body.rfind(b'"version":')
+        if tracked is not None and at != -1:
+            digits = event.body[at + 10 :].split(b"}", 1)[0]
+            if digits.isdigit():
+                tracked.seen.add(int(digits))
+
+    async def check(self, tracked: Tracked, version: int) -> None:
+        """At a heartbeat: were all joins and leaves up to the version the
+        previous heartbeat saw dispatched here? The channel layer is
+        at-most-once (a publish abandoned at its timeout, a layer
+        re-subscribing): if one is missing, the hub's streams get a fresh
+        snapshot, so every page converges within two heartbeats."""
+        target, tracked.check_at = tracked.check_at, version
+        if not tracked.complete:
+            tracked.complete = target
+        if target <= tracked.complete:
+            return
+        span = target - tracked.complete
+        missing = span > MAX_GAP or any(
+            v not in tracked.seen for v in range(tracked.complete + 1, target + 1)
+        )
+        if missing:
+            logger.info(
+                "Presence events of %r were lost; sending a fresh snapshot", tracked.channel
+            )
+            await self._resend_snapshot(tracked)
+        tracked.complete = max(tracked.complete, target)
+        tracked.seen = {v for v in tracked.seen if v > tracked.complete}
 
     def _forget_if_empty(self, tracked: Tracked) -> None:
         if not tracked.local and not tracked.dirty and not tracked.removed:
@@ -270,27 +323,30 @@ class PresenceTracker:
         streams start again from a fresh snapshot."""
         if delay:
             await asyncio.sleep(delay)
-        body = await self._snapshot(tracked)
-        if body:
-            self.hub.dispatch(Event(tracked.channel, SNAPSHOT, new_event_id(), body))
+        try:
+            state = await tracked.read()
+        except PresenceUnavailable as exc:
+            _store_failed(str(exc))
+            return
+        tracked.complete = max(tracked.complete, state.version)
+        body = snapshot_body(tracked.channel, state)
+        self.hub.dispatch(Event(tracked.channel, SNAPSHOT, new_event_id(), body))
 
     # -- announcements -------------------------------------------------------
 
-    async def _announce(self, tracked: Tracked, result: Result) -> None:
+    async def _announce(self, kind: str, channel: str, result: Result) -> None:
         changes = [c for c in result.changes if c.key != ANONYMOUS]
-        if not changes:
-            return
-        if tracked.kind == OCCUPANCY:
+        if kind == OCCUPANCY:
             for change in changes:
                 occupied = change.kind == "join"
                 signal = signals.channel_occupied if occupied else signals.channel_vacated
-                await _send(signal, channel=tracked.channel)
+                await _send(signal, channel=channel)
             return
+        await asyncio.gather(*(self._publish(channel, change) for change in changes))
         for change in changes:
-            await self._publish(tracked.channel, change)
             signal = signals.presence_joined if change.kind == "join" else signals.presence_left
             if signal.has_listeners():
-                await _send(signal, channel=tracked.channel, member=json.loads(change.member))
+                await _send(signal, channel=channel, member=json.loads(change.member))
 
     async def _publish(self, channel: str, change: Change) -> None:
         from .hub import deliver_locally, is_in_memory, to_message

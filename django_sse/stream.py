@@ -29,6 +29,7 @@ from .channels import ChannelError, call_user_code, registry
 from .conf import conf
 from .dbthreads import release_connections
 from .events import Event, comment, control, encode_body, encode_payload, retry
+from .exclude import stream_key
 from .hub import Hub, get_hub
 from .ids import decode_position
 from .names import channel_name_error
@@ -170,7 +171,11 @@ class StreamState:
                     out = []
                 async for chunk in self.fill(event.channel, event.seq - 1):
                     yield chunk
-            out.append(cursor.frame(event.channel, event.seq, event.body))
+            if event.body:
+                out.append(cursor.frame(event.channel, event.seq, event.body))
+            else:
+                # Excluded (``send_event(..., exclude=request)``): skipped, not missed.
+                cursor.move(event.channel, event.seq)
         if cursor is not None:
             self.last_id = cursor.id
         if out:
@@ -300,6 +305,7 @@ async def event_stream(
     user: Any = None,
     identity: Identity | None = None,
     slot: limits.StreamSlot | None = None,
+    connection: str | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the wire bytes of a stream on ``channels`` until the client goes.
 
@@ -308,7 +314,7 @@ async def event_stream(
     before any snapshot, so the response head reaches the client at once.
     ``identity`` lets revocation find the stream and closes it when its
     session expires; ``slot`` (from ``limits.acquire``) is released when it
-    ends.
+    ends; ``connection`` is the client's id for ``send_event(exclude=)``.
     """
     if shutdown.closing.is_set():
         # Shutting down: a hub made now would outlive the stop. Back in a moment.
@@ -336,6 +342,7 @@ async def event_stream(
             slot.release()
         raise
     sub.state = STARTING
+    sub.connection = stream_key(identity.owner if identity else None, connection)
     sub.deadline = _deadline(identity, hub.loop.time())
     if (
         identity is not None

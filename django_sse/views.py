@@ -85,6 +85,7 @@ async def stream(request: HttpRequest) -> HttpResponseBase:
             last_event_id=accepted.last_event_id,
             identity=accepted.identity,
             slot=accepted.slot,
+            connection=accepted.connection,
         ),
         content_type=CONTENT_TYPE,
         headers={**STREAM_HEADERS, **headers},

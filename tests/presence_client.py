@@ -105,17 +105,21 @@ class RawReader:
             head = await reader.readuntil(b"\r\n\r\n")
             self.status = int(head.split()[1])
             self.opened.set()
-            while True:
-                chunk = await reader.read(65536)
-                if not chunk:
+            if b"transfer-encoding: chunked" not in head.lower():
+                while chunk := await reader.read(65536):
+                    self._feed(chunk)
+                return
+            while True:  # HTTP/1.1 chunked framing: "<hex size>\r\n<data>\r\n"
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                if size == 0:
                     return
-                self._feed(chunk)
+                self._feed(await reader.readexactly(size))
+                await reader.readexactly(2)
         finally:
             writer.close()
 
     def _feed(self, chunk: bytes) -> None:
-        # Chunked framing lines never look like "event: presence...\ndata: ",
-        # and a block is parsed only once its blank line has arrived.
+        # A block is parsed only once its blank line has arrived.
         self._buffer += chunk
         end = self._buffer.rfind(b"\n\n")
         if end == -1:

@@ -3,6 +3,7 @@ third process that reads ``presence()``, kill -9, a Redis restart, a storm."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
@@ -11,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.presence_client import following, until
+from tests.presence_client import RawReader, following, until
 from tests.servers import RedisServer, Server, run_python, running_server
 from tests.sse_client import login, open_stream, unique
 
@@ -194,3 +195,54 @@ async def test_anonymous_streams_are_counted_not_listed(
         seen = await read_presence(redis.url, server_db, channel)
         assert seen == {"members": [], "users": 0, "streams": 2, "anonymous": 2}
         del s1
+
+
+async def _sessions(server_db: str, prefix: str, count: int) -> list[str]:
+    """Cookies of ``count`` new users' sessions, made in bulk in the servers' database."""
+    status, out, err = await run_python(
+        "-m", "tests.make_sessions", prefix, str(count), env={"SSE_TEST_DB": server_db}
+    )
+    assert status == 0, out + err
+    return [f"sessionid={key}" for key in out.split()]
+
+
+async def test_a_thousand_members_joining_at_once_converge(
+    server_db: str, private_redis_server: RedisServer
+) -> None:
+    count = 1000
+    # Each stream gets a join per member: 1,000 queued events must not be an
+    # overflow here (an overflowed page reconnects and starts from a snapshot).
+    # The two servers and the thousand readers share two busy cores: a 1.5 s
+    # timeout would expire entries of a loop busy with the storm itself.
+    env = _env(
+        server_db,
+        private_redis_server.url,
+        SSE_QUEUE_SIZE="5000",
+        SSE_PRESENCE_HEARTBEAT="2",
+        SSE_PRESENCE_TIMEOUT="10",
+    )
+    channel = f"lobby:{unique()}"
+    prefix = f"storm{unique()}-"
+    cookies = await _sessions(server_db, prefix, count)
+    assert len(cookies) == count
+    with ExitStack() as stack:
+        servers = [
+            stack.enter_context(running_server("uvicorn", **env, SSE_TEST_DOOR="fast")),
+            stack.enter_context(running_server("daphne", **env, SSE_TEST_DOOR="view")),
+        ]
+        readers = [
+            RawReader("127.0.0.1", servers[i % 2].port, f"/sse/?channel={channel}", cookie)
+            for i, cookie in enumerate(cookies)
+        ]
+        try:
+            for reader in readers:  # all at once
+                reader.start()
+            await asyncio.wait_for(asyncio.gather(*(r.opened.wait() for r in readers)), 120)
+            assert {r.status for r in readers} == {200}
+            expected = {f"<b>{prefix}{i}</b>" for i in range(count)}
+            await until(lambda: all(r.view.names == expected for r in readers), 120, "converged")
+            seen = await read_presence(private_redis_server.url, server_db, channel)
+            assert seen["users"] == count and seen["streams"] == count
+            assert {m["data"]["name"] for m in seen["members"]} == expected
+        finally:
+            await asyncio.gather(*(r.stop() for r in readers))

@@ -11,6 +11,8 @@ urlpatterns = [
     path("test/login/", views.login_as),
     path("test/publish/", views.publish),
     path("test/publish-sync/", views.publish_sync),
+    path("test/publish-to-others/", views.publish_to_others),
+    path("test/apublish-to-others/", views.apublish_to_others),
     path("test/stats/", views.stats),
     path("test/page/", views.page),
     path("test/flaky-stream/", views.flaky_stream),

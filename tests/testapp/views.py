@@ -130,3 +130,25 @@ def revoke_view(request: HttpRequest) -> HttpResponse:
     user = get_user_model().objects.get(username=request.GET["username"])
     revoke(user, request.GET.get("channel"))
     return JsonResponse({"ok": True})
+
+
+@csrf_exempt
+def publish_to_others(request: HttpRequest) -> HttpResponse:
+    """``send_event(..., exclude=request)``; with ``"via": "context"``, inside
+    ``excluding(request)`` as a model hook would publish."""
+    from django_sse.exclude import excluding
+
+    body = json.loads(request.body)
+    if body.get("via") == "context":
+        with excluding(request):
+            send_event(body["channel"], "message", body.get("data"))
+    else:
+        send_event(body["channel"], "message", body.get("data"), exclude=request)
+    return JsonResponse({"ok": True})
+
+
+@csrf_exempt
+async def apublish_to_others(request: HttpRequest) -> HttpResponse:
+    body = json.loads(request.body)
+    await asend_event(body["channel"], "message", body.get("data"), exclude=request)
+    return JsonResponse({"ok": True})
