@@ -273,3 +273,23 @@ async def test_signals_once_per_member_and_channel_and_a_raising_receiver_is_log
     assert mine.count(("presence_joined", {"channel": channel, "member": member})) == 1
     assert mine.count(("presence_left", {"channel": channel, "member": member})) == 1
     assert "receiver bug" in caplog.text
+
+
+def test_the_presence_list_tag() -> None:
+    from django.template import Context, Template, TemplateSyntaxError
+    from django.test import RequestFactory
+
+    from django_sse.presence_api import member_key
+
+    user = get_user_model().objects.create(username="tag-user")
+    request = RequestFactory().get("/")
+    request.user = user
+    html = Template(
+        '{% load django_sse %}{% sse_presence "desk:2" others=True empty=label %}'
+    ).render(Context({"request": request, "label": "<none>"}))
+    assert 'data-sse-presence="desk:2"' in html
+    assert f'data-sse-presence-self="{member_key("desk:2", user)}"' in html
+    assert 'data-sse-presence-empty="&lt;none&gt;"' in html
+    assert "data-sse-channels" in html and '"desk:2"' in html
+    with pytest.raises(TemplateSyntaxError, match="not a presence channel"):
+        Template('{% load django_sse %}{% sse_presence "public" %}').render(Context({}))

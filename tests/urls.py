@@ -15,6 +15,7 @@ urlpatterns = [
     path("test/apublish-to-others/", views.apublish_to_others),
     path("test/stats/", views.stats),
     path("test/page/", views.page),
+    path("test/presence/", views.presence_page),
     path("test/flaky-stream/", views.flaky_stream),
     path("test/logout/", views.logout_view),
     path("test/drf-token/", views.drf_token),

@@ -73,6 +73,16 @@ def page(request: HttpRequest) -> HttpResponse:
     return render(request, "testapp/page.html", context)
 
 
+def presence_page(request: HttpRequest) -> HttpResponse:
+    """A page with ``{% sse_presence %}``: ``?channel=lobby:x&others=1&share=0``."""
+    context = {
+        "channel": request.GET["channel"],
+        "others": request.GET.get("others") == "1",
+        "share": request.GET.get("share") != "0",
+    }
+    return render(request, "testapp/presence.html", context)
+
+
 FLAKY_FAILURES: dict[str, int] = {}
 
 
