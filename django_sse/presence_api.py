@@ -147,6 +147,8 @@ async def apresence(channel: str, *, user: Any = None) -> Presence:
         try:
             await registry.authorize(user, name)
         except ChannelError as exc:
+            if exc.status == 503:  # the policy met a database error: not a "no"
+                raise PresenceUnavailable(exc.reason) from None
             raise PermissionDenied(exc.reason) from None
     state = await get_backend().read(PRESENCE, name)
     return as_presence(name, state)

@@ -143,25 +143,49 @@ class PresenceTracker:
         self.backend = get_backend()
         self.tracked: dict[tuple[str, str], Tracked] = {}
         self.subs: dict[Subscription, list[tuple[Tracked, str]]] = {}
+        self._announcing: set[asyncio.Task[None]] = set()
 
     # -- streams -------------------------------------------------------------
 
     async def opened(self, sub: Subscription, user: Any, last_id: bytes | None) -> bytes:
-        """Count ``sub`` in; return the ``presence`` snapshots it starts from."""
+        """Count ``sub`` in; return the ``presence`` snapshots it starts from.
+
+        Waits for the store at most ``SSE_PUBLISH_TIMEOUT`` in all: a stalled
+        Redis opens the stream without a snapshot (the count goes on in the
+        background)."""
         occupancy = signals.channel_occupied.has_listeners() or (
             signals.channel_vacated.has_listeners()
         )
-        places: list[tuple[Tracked, str]] = []
+        members: list[tuple[str, str, str]] = []
+        self.subs[sub] = []  # discard() meanwhile removes it: then nothing is counted
         for channel in sub.channels:
             found = registry.resolve(channel)
             if found is not None and found[0].presence:
-                key, member = await self._member(found[0], channel, user)
-                places.append((self._place(PRESENCE, channel, key, member, sub), key))
-            if occupancy:
+                members.append((channel, *await self._member(found[0], channel, user)))
+        places = self.subs.get(sub)
+        if places is None:
+            return b""
+        for channel, key, member in members:
+            places.append((self._place(PRESENCE, channel, key, member, sub), key))
+        if occupancy:
+            for channel in sub.channels:
                 places.append((self._place(OCCUPANCY, channel, PROCESS, "{}", sub), PROCESS))
         if not places:
+            del self.subs[sub]
             return b""
-        self.subs[sub] = places
+        try:
+            return await asyncio.wait_for(
+                self._snapshots(sub, places, last_id), conf.SSE_PUBLISH_TIMEOUT
+            )
+        except TimeoutError:
+            _store_failed(
+                "no answer within SSE_PUBLISH_TIMEOUT; a stream opened without a snapshot"
+            )
+            return b""
+
+    async def _snapshots(
+        self, sub: Subscription, places: list[tuple[Tracked, str]], last_id: bytes | None
+    ) -> bytes:
         await asyncio.gather(*(self._flush(t) for t, _ in places))
         wanted = [t for t, _ in places if t.kind == PRESENCE]
         if not wanted or sub.closed:
@@ -256,7 +280,9 @@ class PresenceTracker:
         if any(c.key != ANONYMOUS for c in result.changes):
             # Not under the channel's lock: heartbeats must not wait for the
             # layer, and versions let the events go out in any order.
-            self.hub.tasks.spawn(self._announce(tracked.kind, tracked.channel, result))
+            task = self.hub.tasks.spawn(self._announce(tracked.kind, tracked.channel, result))
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
         if tracked.kind != PRESENCE:
             return
         if not tracked.complete:
@@ -392,8 +418,15 @@ class PresenceTracker:
         pending = [self._flush(t) for t in list(self.tracked.values())]
         if not pending:
             return
+
+        async def leave() -> None:
+            await asyncio.gather(*pending)
+            # The leaves go out now: the process may exit right after.
+            if self._announcing:
+                await asyncio.wait(set(self._announcing))
+
         try:
-            await asyncio.wait_for(asyncio.gather(*pending), STOP_TIMEOUT)
+            await asyncio.wait_for(leave(), STOP_TIMEOUT)
         except TimeoutError:
             logger.warning("The presence store did not take this process's leaves on shutdown")
 

@@ -85,8 +85,12 @@ _BLOCK = re.compile(rb"event: (presence[.a-z]*)\ndata: ([^\n]*)\n")
 class RawReader:
     """A stream read over a bare socket: a thousand of these cost little."""
 
-    def __init__(self, host: str, port: int, path: str, cookie: str = "") -> None:
+    def __init__(
+        self, host: str, port: int, path: str, cookie: str = "", *, parse: bool = True
+    ) -> None:
         self.host, self.port, self.path, self.cookie = host, port, path, cookie
+        #: Without parsing, the reader only drains (a benchmark's many extra streams).
+        self.parse = parse
         self.view = PresenceView()
         self.status = 0
         self._buffer = b""
@@ -119,6 +123,8 @@ class RawReader:
             writer.close()
 
     def _feed(self, chunk: bytes) -> None:
+        if not self.parse:
+            return
         # A block is parsed only once its blank line has arrived.
         self._buffer += chunk
         end = self._buffer.rfind(b"\n\n")

@@ -70,6 +70,9 @@ async def test_snapshot_join_leave_and_the_api() -> None:
         [first] = _events(a.body, "presence")
         assert [m["member"] for m in first["members"]] == [{"name": "<b>pa-alice</b>"}]
         async with stream(channel, bob) as b, stream(channel, bob) as b2:
+            # Each stream's snapshot is read after its count reached the store.
+            await b.wait_for(b"event: presence\n")
+            await b2.wait_for(b"event: presence\n")
             await a.wait_for(b"pa-bob")
             got = await apresence(channel)
             assert isinstance(got, Presence)
@@ -188,8 +191,9 @@ async def test_bad_member_data_shows_an_empty_member(member: Any) -> None:
 
 async def test_anonymous_streams_are_counted_not_listed() -> None:
     channel = f"lobby:{unique()}"
-    async with stream(channel) as a, stream(channel):
-        await wait_until(lambda: b"event: presence\n" in a.body, timeout=5)
+    async with stream(channel) as a, stream(channel) as b:
+        await a.wait_for(b"event: presence\n")
+        await b.wait_for(b"event: presence\n")
         got = await apresence(channel)
         assert (got.members, got.users, got.streams, got.anonymous) == ([], 0, 2, 2)
         assert _events(a.body, "presence.join") == []

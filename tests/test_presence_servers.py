@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -122,6 +124,8 @@ async def test_three_tabs_are_one_member_and_leave_with_the_last(
             open_stream(alice, f"{one.url}/sse/?channel={channel}") as t3,
         ):
             await until(lambda: watcher.names == {"tabs-alice", "tabs-bob"}, 10, "joined")
+            for tab in (t1, t2, t3):  # each snapshot is read after the tab was counted
+                await tab.collect(1, name="presence")
             seen = await read_presence(redis.url, server_db, channel)
             assert seen["users"] == 2 and seen["streams"] == 4
             # The default member data: pk and display name, never the email.
@@ -246,3 +250,66 @@ async def test_a_thousand_members_joining_at_once_converge(
             assert {m["data"]["name"] for m in seen["members"]} == expected
         finally:
             await asyncio.gather(*(r.stop() for r in readers))
+
+
+async def test_a_graceful_stop_takes_its_members_out_at_once(
+    server_db: str, private_redis_server: RedisServer, clients: list[httpx.AsyncClient]
+) -> None:
+    # A timeout far longer than the wait below: only the stop itself can explain the leave.
+    env = _env(server_db, private_redis_server.url, SSE_PRESENCE_TIMEOUT="60")
+    channel = f"lobby:{unique()}"
+    alice, bob, _ = clients
+    with ExitStack() as stack:
+        one = stack.enter_context(running_server("uvicorn", **env, SSE_TEST_DOOR="fast"))
+        two = stack.enter_context(running_server("daphne", **env, SSE_TEST_DOOR="view"))
+        await login(alice, one.url, "gs-alice")
+        await login(bob, two.url, "gs-bob")
+        async with (
+            open_stream(bob, f"{two.url}/sse/?channel={channel}") as s2,
+            following(s2) as [view],
+            open_stream(alice, f"{one.url}/sse/?channel={channel}") as s1,
+        ):
+            await until(lambda: view.names == {"<b>gs-alice</b>", "<b>gs-bob</b>"}, 10, "joined")
+            one.proc.terminate()  # SIGTERM, a deploy: the fast path closes its streams
+            took = await until(lambda: view.names == {"<b>gs-bob</b>"}, 15, "leave on stop")
+            assert took < 15
+            seen = await read_presence(private_redis_server.url, server_db, channel)
+            assert seen["users"] == 1
+            assert [e.event for e in s1.events][-1:] in ([], ["stream-closed"])
+
+
+async def test_a_stalled_redis_costs_a_new_stream_one_bounded_wait(
+    two_servers: tuple[Server, Server, RedisServer],
+    server_db: str,
+    clients: list[httpx.AsyncClient],
+) -> None:
+    one, _, redis = two_servers
+    channel = f"lobby:{unique()}"
+    alice = clients[0]
+    await login(alice, one.url, "stall-alice")
+    assert redis.proc is not None
+    try:
+        async with open_stream(alice, f"{one.url}/sse/?channel=public") as warm:
+            assert warm.hello  # the process's hub is up before Redis stalls
+            redis.proc.send_signal(signal.SIGSTOP)  # accepts connections, answers nothing
+            start = time.monotonic()
+            await _stalled_then_back(alice, one, redis, channel, start)
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+
+
+async def _stalled_then_back(
+    alice: httpx.AsyncClient, one: Server, redis: RedisServer, channel: str, start: float
+) -> None:
+    assert redis.proc is not None
+    async with open_stream(alice, f"{one.url}/sse/?channel={channel}") as s:
+        assert s.response.status_code == 200
+        opened = time.monotonic() - start
+        redis.proc.send_signal(signal.SIGCONT)
+        # Redis answers again: the next heartbeat counts the stream in, and
+        # the stream, which started without one, gets its snapshot.
+        [snapshot] = await s.collect(1, name="presence", timeout=20)
+        members = [m["member"] for m in json.loads(snapshot.data)["members"]]
+        assert members == [{"name": "<b>stall-alice</b>"}]
+    # The layer join and the presence count: SSE_PUBLISH_TIMEOUT (1 s) each at most.
+    assert opened < 5
