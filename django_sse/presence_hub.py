@@ -276,6 +276,10 @@ class PresenceTracker:
             raise
         lost = full and result.created > len(keys - tracked.stored)
         tracked.stored = (tracked.stored | keys) - removed
+        if not tracked.local and result.remaining:
+            # Nobody here beats for this channel any more, and entries are
+            # left: if their process died, someone must sweep them.
+            self.hub.tasks.spawn(self._sweep(tracked.kind, tracked.channel))
         self._forget_if_empty(tracked)
         if any(c.key != ANONYMOUS for c in result.changes):
             # Not under the channel's lock: heartbeats must not wait for the
@@ -330,6 +334,28 @@ class PresenceTracker:
             await self._resend_snapshot(tracked)
         tracked.complete = max(tracked.complete, target)
         tracked.seen = {v for v in tracked.seen if v > tracked.complete}
+
+    async def _sweep(self, kind: str, channel: str) -> None:
+        """Sweep a channel this process left, once the entries left there
+        could have expired, until none is left or this process holds it
+        again (its heartbeats sweep then): a dead process's last members
+        leave (and ``channel_vacated`` fires) even when no live process
+        is on the channel."""
+        while True:
+            await asyncio.sleep(conf.SSE_PRESENCE_TIMEOUT + conf.SSE_PRESENCE_HEARTBEAT)
+            if (kind, channel) in self.tracked:
+                return
+            try:
+                result = await self.backend.update(
+                    kind, channel, self.id, Update(), conf.SSE_PRESENCE_TIMEOUT
+                )
+            except PresenceUnavailable as exc:
+                _store_failed(str(exc))
+                continue
+            if any(c.key != ANONYMOUS for c in result.changes):
+                await self._announce(kind, channel, result)
+            if not result.remaining:
+                return
 
     def _forget_if_empty(self, tracked: Tracked) -> None:
         if not tracked.local and not tracked.dirty and not tracked.removed:

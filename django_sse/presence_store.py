@@ -59,6 +59,8 @@ class Result:
     created: int
     #: The channel's version after the update.
     version: int = 0
+    #: Entries left on the channel, of every process.
+    remaining: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ for j = 0, nadd - 1 do
 end
 local keep = math.ceil(ttl * 2000)
 for k = 1, 5 do redis.call('PEXPIRE', KEYS[k], keep) end
+table.insert(out, 1, redis.call('ZCARD', KEYS[1]))
 table.insert(out, 1, redis.call('GET', KEYS[5]) or '0')
 table.insert(out, 1, tostring(created))
 return out
@@ -193,9 +196,9 @@ def _result(raw: list[Any]) -> Result:
     values = [v.decode() if isinstance(v, bytes) else str(v) for v in raw]
     changes = [
         Change(values[i], values[i + 1], values[i + 2], int(values[i + 3]))
-        for i in range(2, len(values), 4)
+        for i in range(3, len(values), 4)
     ]
-    return Result(changes, int(values[0]), int(values[1]))
+    return Result(changes, int(values[0]), int(values[1]), int(values[2]))
 
 
 class RedisPresence:
@@ -311,7 +314,7 @@ class MemoryPresence:
             if not state.deadlines and not state.refs:
                 # Kept only for its version: a later join must not go back in time.
                 state.members.clear()
-        return Result(out, created, state.version)
+        return Result(out, created, state.version, len(state.deadlines))
 
     async def read(self, kind: str, channel: str) -> State:
         now = time.monotonic()

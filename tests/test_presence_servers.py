@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -313,3 +314,44 @@ async def _stalled_then_back(
         assert members == [{"name": "<b>stall-alice</b>"}]
     # The layer join and the presence count: SSE_PUBLISH_TIMEOUT (1 s) each at most.
     assert opened < 5
+
+
+async def test_channel_occupied_and_vacated_once_across_processes(
+    server_db: str,
+    private_redis_server: RedisServer,
+    clients: list[httpx.AsyncClient],
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "signals.log"
+    env = _env(server_db, private_redis_server.url, SSE_TEST_SIGNAL_LOG=str(log))
+    channel = f"news:{unique()}"
+    anonymous = clients[2]
+
+    def lines(name: str) -> list[str]:
+        text = log.read_text() if log.exists() else ""
+        return [line for line in text.splitlines() if line.split()[1:] == [name, channel]]
+
+    with ExitStack() as stack:
+        one = stack.enter_context(running_server("uvicorn", **env, SSE_TEST_DOOR="fast"))
+        two = stack.enter_context(running_server("daphne", **env, SSE_TEST_DOOR="view"))
+        three = stack.enter_context(running_server("uvicorn", **env, SSE_TEST_DOOR="fast"))
+        async with open_stream(anonymous, f"{one.url}/sse/?channel={channel}"):
+            await until(lambda: len(lines("channel_occupied")) == 1, 10, "occupied")
+            async with open_stream(anonymous, f"{two.url}/sse/?channel={channel}"):
+                async with open_stream(anonymous, f"{three.url}/sse/?channel={channel}"):
+                    await asyncio.sleep(HEARTBEAT * 2)  # beats pass: still occupied, once
+                three.proc.kill()  # kill -9 with no stream left there: nothing changes
+                assert lines("channel_vacated") == []
+        await until(lambda: len(lines("channel_vacated")) == 1, LEAVE_BOUND, "vacated")
+        assert len(lines("channel_occupied")) == 1
+        # Occupied again later: a new first stream.
+        async with open_stream(anonymous, f"{two.url}/sse/?channel={channel}"):
+            await until(lambda: len(lines("channel_occupied")) == 2, 10, "occupied again")
+        # Its process killed -9 while the stream is open: vacated after the expiry.
+        async with open_stream(anonymous, f"{one.url}/sse/?channel={channel}") as s:
+            await until(lambda: len(lines("channel_occupied")) == 3, 10, "occupied a third time")
+            one.proc.kill()
+            del s
+        # Swept by the next update of a process that holds the channel: give it one.
+        async with open_stream(anonymous, f"{two.url}/sse/?channel={channel}"):
+            await until(lambda: len(lines("channel_vacated")) >= 2, LEAVE_BOUND, "swept")
