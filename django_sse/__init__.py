@@ -9,6 +9,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "acurrent_position",
     "anotify",
+    "apresence",
     "arevoke",
     "asend_event",
     "asend_events",
@@ -17,6 +18,7 @@ __all__ = [
     "hooks",
     "inbox",
     "notify",
+    "presence",
     "revoke",
     "send_event",
     "send_events",
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from .channels import user_channel
     from .notifications import anotify, notify
     from .position import acurrent_position, current_position
+    from .presence_api import apresence, presence
     from .publish import asend_event, send_event
     from .publish_batch import asend_events, send_events
     from .revocation import arevoke, revoke
@@ -44,6 +47,8 @@ _LAZY = {
     "notify": "notifications",
     "anotify": "notifications",
     "revoke": "revocation",
+    "presence": "presence_api",
+    "apresence": "presence_api",
     "arevoke": "revocation",
 }
 _MODULES = ("channels", "hooks", "inbox")

@@ -11,7 +11,12 @@ class DjangoSSEConfig(AppConfig):
     def ready(self) -> None:
         from django.utils.module_loading import autodiscover_modules
 
-        from . import checks, metrics_checks, sessions  # noqa: F401  (register the system checks)
+        from . import (  # noqa: F401  (register the system checks)
+            checks,
+            metrics_checks,
+            presence_checks,
+            sessions,
+        )
 
         autodiscover_modules("sse")
         self._connect_metrics()

@@ -154,6 +154,7 @@ async def serve(scope: Scope, receive: Receive, send: Send) -> None:
         identity=accepted.identity,
         slot=accepted.slot,
         door="asgi",
+        connection=accepted.connection,
     )
     del request, accepted
     done = shutdown.opened()

@@ -112,6 +112,11 @@ class Registration:
     #: The default publish policy also asks that the publisher may read the
     #: channel: the permission alone would let it write into ``staff``.
     publish_needs_read: bool = True
+    #: Streams are counted per user, announced (``presence.join``/``leave``)
+    #: and listed by ``presence()``: see docs/presence.rst.
+    presence: bool = False
+    #: ``(user) -> dict``: a member's data (default: pk and display name).
+    member: Callable[..., Any] | None = None
 
     @property
     def specificity(self) -> tuple[int, int]:
@@ -189,6 +194,8 @@ class Registry:
         ephemeral: bool = False,
         snapshot: SnapshotCallable | None = None,
         publish: PolicyType | None = None,
+        presence: bool = False,
+        member: Callable[..., Any] | None = None,
     ) -> Callable[[PolicyCallable], PolicyCallable]: ...
     @overload
     def register(
@@ -199,6 +206,8 @@ class Registry:
         ephemeral: bool = False,
         snapshot: SnapshotCallable | None = None,
         publish: PolicyType | None = None,
+        presence: bool = False,
+        member: Callable[..., Any] | None = None,
     ) -> Registration: ...
 
     def register(
@@ -209,6 +218,8 @@ class Registry:
         ephemeral: bool = False,
         snapshot: SnapshotCallable | None = None,
         publish: PolicyType | None = None,
+        presence: bool = False,
+        member: Callable[..., Any] | None = None,
     ) -> Registration | Callable[[PolicyCallable], PolicyCallable]:
         """Register ``pattern`` with a read ``policy``; without one, decorate a callable.
 
@@ -218,20 +229,34 @@ class Registry:
         as a ``snapshot`` event. ``publish`` says who may publish to the
         channel through the REST endpoint, as a read policy says who may read;
         by default, users with the ``django_sse.publish_event`` permission who
-        may also read the channel. Server code (``send_event``) always may."""
+        may also read the channel. Server code (``send_event``) always may.
+        ``presence=True`` makes it a presence channel, whose members'
+        data ``member(user)`` returns (docs/presence.rst)."""
         if policy is None:
 
             def decorator(func: PolicyCallable) -> PolicyCallable:
                 self.register(
-                    pattern, func, ephemeral=ephemeral, snapshot=snapshot, publish=publish
+                    pattern,
+                    func,
+                    ephemeral=ephemeral,
+                    snapshot=snapshot,
+                    publish=publish,
+                    presence=presence,
+                    member=member,
                 )
                 return func
 
             return decorator
         if snapshot is not None and not callable(snapshot):
             raise TypeError(f"channel {pattern!r}: snapshot must be callable, got {snapshot!r}")
+        if member is not None and not callable(member):
+            raise TypeError(f"channel {pattern!r}: member must be callable, got {member!r}")
+        if member is not None and not presence:
+            raise TypeError(f"channel {pattern!r}: member= needs presence=True")
         reg = _compile(pattern)
         reg.policy = _check_policy(pattern, policy)
+        reg.presence = bool(presence)
+        reg.member = member
         reg.ephemeral = bool(ephemeral)
         reg.snapshot = snapshot
         if publish is not None:

@@ -238,6 +238,32 @@ SETTINGS: tuple[Setting, ...] = (
         1,
         "Inbox items per page of the inbox list endpoint and ``{% sse_inbox_list %}``.",
     ),
+    Setting(
+        "SSE_PRESENCE_HEARTBEAT",
+        5.0,
+        float,
+        0.05,
+        "Seconds between the heartbeats each server process sends for the presence "
+        "members (and channel occupancy) it holds.",
+    ),
+    Setting(
+        "SSE_PRESENCE_TIMEOUT",
+        15.0,
+        float,
+        0.1,
+        "Seconds after its last heartbeat that a process's presence entries expire: the "
+        "members of a process that died leave within this plus SSE_PRESENCE_HEARTBEAT.",
+    ),
+    Setting(
+        "SSE_PRESENCE_MEMBER",
+        None,
+        str,
+        None,
+        "Dotted path of the project-wide ``(user) -> dict`` member data callable of "
+        "presence channels registered without ``member=``; None: the user's pk and "
+        "display name.",
+        nullable=True,
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -393,6 +419,19 @@ class Settings:
     @property
     def SSE_INBOX_PAGE_SIZE(self) -> int:
         return int(self._get("SSE_INBOX_PAGE_SIZE"))
+
+    @property
+    def SSE_PRESENCE_HEARTBEAT(self) -> float:
+        return float(self._get("SSE_PRESENCE_HEARTBEAT"))
+
+    @property
+    def SSE_PRESENCE_TIMEOUT(self) -> float:
+        return float(self._get("SSE_PRESENCE_TIMEOUT"))
+
+    @property
+    def SSE_PRESENCE_MEMBER(self) -> str | None:
+        value = self._get("SSE_PRESENCE_MEMBER")
+        return str(value) if value else None
 
 
 conf = Settings()

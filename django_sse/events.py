@@ -26,7 +26,7 @@ MAX_EVENT_NAME_LENGTH = 200
 # for server events to come (presence and the like), in any letter case.
 # "error" and "open" are EventSource's own: a stored "error" event would reach
 # every client's connection-error handler, at every replay.
-RESERVED_EVENT_NAMES = frozenset({"error", "open", "snapshot"})
+RESERVED_EVENT_NAMES = frozenset({"error", "open", "snapshot", "presence"})
 RESERVED_EVENT_PREFIX = "stream-"
 # The inbox's events (and its django-notifications bridge's), which
 # DjangoSSE.inbox applies to the badge and list. The wire does not say which
@@ -35,6 +35,8 @@ RESERVED_EVENT_PREFIX = "stream-"
 USER_CHANNEL_EVENT_NAMES = frozenset({"notification", "inbox", "live-notify"})
 # The built-in "user:{pk}" pattern exactly: not an integrator's "user:{pk}:wall".
 _USER_CHANNEL = re.compile(r"user:[A-Za-z0-9_.-]+")
+#: Presence channels' own events (``presence.join``, ``presence.leave``).
+RESERVED_PRESENCE_PREFIX = "presence."
 
 _counter = itertools.count()
 # As json_script does: JSON that holds no <, > or & cannot be parsed as markup,
@@ -58,13 +60,15 @@ class Event:
     body: bytes
     seq: int | None = None
     payload: str = ""
+    #: The stream that must not get it (``send_event(..., exclude=request)``).
+    exclude: str | None = None
 
     @property
     def wire(self) -> bytes:
         return b"id: " + self.id.encode() + b"\n" + self.body
 
     def stored(self, seq: int) -> Event:
-        return Event(self.channel, self.name, self.id, self.body, seq, self.payload)
+        return Event(self.channel, self.name, self.id, self.body, seq, self.payload, self.exclude)
 
 
 def new_event_id() -> str:
@@ -99,7 +103,7 @@ def validate_event_name(channel: str, name: object) -> str:
         raise ValueError(
             f"{_where(channel, name)}: event name is reserved for the server "
             f"({', '.join(sorted(RESERVED_EVENT_NAMES))} and every name starting with "
-            f"{RESERVED_EVENT_PREFIX!r}); choose another name"
+            f"{RESERVED_EVENT_PREFIX!r} or {RESERVED_PRESENCE_PREFIX!r}); choose another name"
         )
     return name
 
@@ -115,7 +119,9 @@ def _check_user_channel_event(channel: str, name: str) -> None:
 def is_reserved_event_name(name: str) -> bool:
     """Whether ``name`` is one the server sends itself (or may in a later version)."""
     folded = name.casefold()
-    return folded in RESERVED_EVENT_NAMES or folded.startswith(RESERVED_EVENT_PREFIX)
+    return folded in RESERVED_EVENT_NAMES or folded.startswith(
+        (RESERVED_EVENT_PREFIX, RESERVED_PRESENCE_PREFIX)
+    )
 
 
 def encode_payload(channel: str, name: str, data: Any) -> str:

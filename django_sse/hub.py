@@ -29,6 +29,7 @@ from channels.layers import get_channel_layer
 
 from . import catchup, live, metrics, sessions, ticker
 from .events import Event
+from .exclude import deliver_except
 from .membership import (
     BACKOFF_INITIAL,
     BACKOFF_MAX,
@@ -39,6 +40,7 @@ from .membership import (
     bounded,
 )
 from .messages import MESSAGE_TYPE, REVOKE_TYPE, from_message, revocation, to_message
+from .presence_hub import PRESENCE_CHANGES, PresenceTracker
 from .reads import SharedReads
 from .revocations import REVOCATIONS_KEPT, Revocations
 from .subscription import Subscription
@@ -84,6 +86,7 @@ class Hub:
         self._idle = asyncio.Event()
         self._idle.set()
         self.revocations = Revocations()
+        self.presence = PresenceTracker(self)
         self.delivered = 0
         #: The store reads of this hub's streams, shared among them.
         self.reads = SharedReads(self.membership.groups)
@@ -157,6 +160,7 @@ class Hub:
             self._keep_running(lambda: ticker.run(self), "keepalive ticker")
             self._keep_running(lambda: catchup.run(self), "catch-up poll")
             self._keep_running(lambda: sessions.check_loop(self), "session check")
+            self._keep_running(self.presence.heartbeat, "presence heartbeat")
         except BaseException:
             # No loop of a failed start outlives it: the next call starts afresh.
             await self.tasks.cancel_all()
@@ -219,6 +223,7 @@ class Hub:
             and not starting.cancelled()
             and starting.exception() is None
         ):
+            await self.presence.stop()
             await self.membership.leave_all()
         self.membership.groups.clear()
 
@@ -258,6 +263,7 @@ class Hub:
             return
         self._subscriptions.discard(sub)
         self.membership.discard(sub)
+        self.presence.discard(sub)
         # Only a stopping hub waits for its streams to end.
         if self._stopped and not any(s.served for s in self._subscriptions):
             self._idle.set()
@@ -272,10 +278,15 @@ class Hub:
         if seq is not None and (group.seen is None or seq > group.seen):
             group.seen = seq
         # deliver() never changes membership, so no copy of the set is needed.
-        for sub in group.members:
-            sub.deliver(event)
+        if event.exclude is None:
+            for sub in group.members:
+                sub.deliver(event)
+        else:
+            deliver_except(group.members, event)
         self.delivered += 1
         metrics.get().delivered(len(group.members))
+        if event.name in PRESENCE_CHANGES:
+            self.presence.seen(event)
 
     def revoke(self, owner: str, channel: str | None = None, session: str | None = None) -> int:
         """Close the streams of ``owner`` (on ``channel``, or of ``session``, if given)."""

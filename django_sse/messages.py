@@ -23,20 +23,23 @@ def to_message(event: Event) -> dict[str, Any]:
         "id": event.id,
         "seq": event.seq,
         "body": event.body,
+        "exclude": event.exclude,
     }
 
 
 def from_message(message: dict[str, Any]) -> Event:
     """The event in a layer message; ``TypeError`` if it is not one of ours."""
     channel, name, event_id = message["channel"], message["name"], message["id"]
-    body, seq = message["body"], message.get("seq")
+    body, seq, exclude = message["body"], message.get("seq"), message.get("exclude")
     if not (isinstance(channel, str) and isinstance(name, str) and isinstance(event_id, str)):
         raise TypeError("channel, name and id must be str")
     if not isinstance(body, bytes):
         raise TypeError("body must be bytes")
     if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 1):
         raise TypeError("seq must be a positive int")
-    return Event(channel=channel, name=name, id=event_id, body=body, seq=seq)
+    if exclude is not None and not isinstance(exclude, str):
+        raise TypeError("exclude must be a str")
+    return Event(channel=channel, name=name, id=event_id, body=body, seq=seq, exclude=exclude)
 
 
 def revocation(message: dict[str, Any]) -> tuple[str, str | None, str | None]:

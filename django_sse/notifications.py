@@ -9,13 +9,14 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http.request import split_domain_port, validate_host
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from . import dbthreads
 from .channels import user_channel
 from .events import Event
+from .exclude import arequest_key, request_key, with_exclusion
 from .inbox import ITEM_KEYS
 from .inbox_items import persist_notifications
 from .publish_batch import asend_events, send_events
@@ -73,7 +74,11 @@ def validate_notification_url(url: object) -> str:
 
 
 def _users(user_or_users: Any) -> list[Any]:
-    if hasattr(user_or_users, "pk") and not isinstance(user_or_users, Iterable):
+    # A model instance, also behind request.user's SimpleLazyObject (which
+    # proxies __iter__, so it looks iterable to isinstance()).
+    if isinstance(user_or_users, Model) or (
+        hasattr(user_or_users, "pk") and not isinstance(user_or_users, Iterable)
+    ):
         return [user_or_users]
     if isinstance(user_or_users, QuerySet):
         # The pk is all a notification needs: no 10,000 full user rows.
@@ -112,6 +117,7 @@ def notify(
     target: Any = None,
     persist: bool = True,
     using: str | None = None,
+    exclude: Any = None,
     **extra: Any,
 ) -> list[Event]:
     """Keep a notification in the inbox of a user, or of each user of an
@@ -123,13 +129,19 @@ def notify(
     ``{"message", "level", "url", **extra}``. Either way every event is
     validated before anything is stored; a queryset of many users costs a few
     bulk statements, not a round trip per user. Follows the transaction like
-    :func:`~django_sse.send_event`. Returns the events."""
+    :func:`~django_sse.send_event`. ``exclude=request`` skips the stream of
+    the tab that sent ``request`` (its other tabs still get it). Returns the events."""
     users, data = _prepare(user_or_users, message, level, url, extra)
+    key = request_key(exclude)
     if not persist:
         return send_events(
-            [(user_channel(user), NOTIFICATION_EVENT, data) for user in users], using=using
+            [(user_channel(user), NOTIFICATION_EVENT, data) for user in users],
+            using=using,
+            exclude=exclude,
         )
-    return persist_notifications(users, data, actor, target, using or DEFAULT_DB_ALIAS)
+    return with_exclusion(  # type: ignore[no-any-return]
+        key, persist_notifications, users, data, actor, target, using or DEFAULT_DB_ALIAS
+    )
 
 
 async def anotify(
@@ -141,14 +153,27 @@ async def anotify(
     actor: Any = None,
     target: Any = None,
     persist: bool = True,
+    exclude: Any = None,
     **extra: Any,
 ) -> list[Event]:
     """Async twin of :func:`notify` (the database work runs in a store thread)."""
     if isinstance(user_or_users, QuerySet):
         user_or_users = [user async for user in user_or_users.only("pk")]
     users, data = _prepare(user_or_users, message, level, url, extra)
+    key = await arequest_key(exclude)
     if not persist:
-        return await asend_events([(user_channel(u), NOTIFICATION_EVENT, data) for u in users])
-    return await dbthreads.run(
-        persist_notifications, users, data, actor, target, DEFAULT_DB_ALIAS, retry=False
+        return await asend_events(
+            [(user_channel(u), NOTIFICATION_EVENT, data) for u in users], exclude=exclude
+        )
+    events: list[Event] = await dbthreads.run(
+        with_exclusion,
+        key,
+        persist_notifications,
+        users,
+        data,
+        actor,
+        target,
+        DEFAULT_DB_ALIAS,
+        retry=False,
     )
+    return events

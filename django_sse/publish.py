@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -17,6 +18,7 @@ from . import capture, metrics
 from .channels import registry
 from .conf import conf
 from .events import Event, build_event
+from .exclude import arequest_key, request_key
 from .hub import deliver_locally, is_in_memory, to_message
 from .layer import group_send as bounded_group_send
 from .names import group_name
@@ -67,7 +69,7 @@ def _not_published(event: Event) -> None:
 
 
 @metrics.atimed_publish
-async def asend_event(channel: str, event: str, data: Any) -> Event:
+async def asend_event(channel: str, event: str, data: Any, *, exclude: Any = None) -> Event:
     """Store and publish an event for every stream on ``channel``, in any process.
 
     Raises ``ValueError`` for a bad channel or event name (a channel that
@@ -75,9 +77,13 @@ async def asend_event(channel: str, event: str, data: Any) -> Event:
     payload, ``TypeError`` for a payload JSON cannot encode. Stores and
     publishes at once: it does not wait for a database transaction. The
     database write runs in a worker thread, never on the event loop.
+
+    ``exclude=request`` skips the stream of the tab that sent ``request``
+    (its ``X-SSE-Connection`` header, and its user): see docs/publishing.rst.
     """
     built = build_event(channel, event, data)
     registry.require(channel)  # a typo would be stored forever, unreadable
+    built = replace(built, exclude=await arequest_key(exclude))
     store = _history(built)
     if store is None:
         await _publish(built)
@@ -90,7 +96,9 @@ async def asend_event(channel: str, event: str, data: Any) -> Event:
     return capture.published(built)
 
 
-def send_event(channel: str, event: str, data: Any, *, using: str | None = None) -> Event:
+def send_event(
+    channel: str, event: str, data: Any, *, using: str | None = None, exclude: Any = None
+) -> Event:
     """Synchronous twin of :func:`asend_event`.
 
     Inside ``transaction.atomic()`` the event is stored and published when the
@@ -107,6 +115,7 @@ def send_event(channel: str, event: str, data: Any, *, using: str | None = None)
         raise RuntimeError(
             "send_event() was called from async code; use 'await asend_event(...)' instead"
         )
+    built = replace(built, exclude=request_key(exclude))
     alias = using or DEFAULT_DB_ALIAS
     if transaction.get_connection(alias).in_atomic_block:
         transaction.on_commit(lambda: _store_and_publish(built), using=alias, robust=True)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -15,6 +16,7 @@ from . import capture, metrics
 from .channels import registry
 from .conf import conf
 from .events import Event, build_event
+from .exclude import arequest_key, request_key
 from .hub import deliver_locally, is_in_memory, to_message
 from .names import group_name
 from .publish import _runner
@@ -28,7 +30,10 @@ logger = logging.getLogger("django_sse")
 PUBLISH_CONCURRENCY = 64
 
 
-def _build_all(events: Iterable[tuple[str, str, Any]]) -> list[Event]:
+def _build_all(events: Iterable[tuple[str, str, Any]], exclude: str | None = None) -> list[Event]:
+    """Validate and encode every event; each skips the stream ``exclude`` names
+    (a key of :mod:`.exclude`), or the one of the enclosing ``excluding()``."""
+    key = exclude if exclude is not None else request_key(None)
     built = []
     known: set[str] = set()
     for item in events:
@@ -38,7 +43,8 @@ def _build_all(events: Iterable[tuple[str, str, Any]]) -> list[Event]:
             raise TypeError(
                 f"send_events() takes (channel, event, data) tuples, got {item!r:.60}"
             ) from None
-        built.append(build_event(channel, name, data))
+        event = build_event(channel, name, data)
+        built.append(event if key is None else replace(event, exclude=key))
         if channel not in known:  # a registry lookup per channel, not per event
             registry.require(channel)
             known.add(channel)
@@ -110,15 +116,18 @@ async def _publish_many(events: list[Event]) -> None:
         )
 
 
-def send_events(events: Iterable[tuple[str, str, Any]], *, using: str | None = None) -> list[Event]:
+def send_events(
+    events: Iterable[tuple[str, str, Any]], *, using: str | None = None, exclude: Any = None
+) -> list[Event]:
     """Store and publish many ``(channel, event, data)`` at once.
 
     Every event is validated (as by :func:`send_event`) before any is stored:
     one bad event raises and nothing is sent. The stored ones are written in
     one transaction with a few statements, then published. Inside
     ``transaction.atomic()`` that happens when the outermost transaction
-    commits, and never if it rolls back. Ids stay gap-free per channel."""
-    built = _build_all(events)
+    commits, and never if it rolls back. Ids stay gap-free per channel.
+    ``exclude=request`` skips the requesting tab's stream, as for ``send_event``."""
+    built = _build_all(events, request_key(exclude))
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -175,11 +184,13 @@ def _published(events: list[Event], started: float) -> list[Event]:
     return events
 
 
-async def asend_events(events: Iterable[tuple[str, str, Any]]) -> list[Event]:
+async def asend_events(
+    events: Iterable[tuple[str, str, Any]], *, exclude: Any = None
+) -> list[Event]:
     """Async twin of :func:`send_events`: stores at once (the write runs in a
     store thread), then publishes."""
     started = time.perf_counter()
-    built = _build_all(events)
+    built = _build_all(events, await arequest_key(exclude))
     stored = await store_call(_store_many, built, retry=False)
     await _publish_many(stored)
     return _published(list(stored), started)

@@ -63,6 +63,8 @@ class Accepted:
     #: The stream's place under ``SSE_MAX_STREAMS_PER_USER`` (anonymous:
     #: ``SSE_MAX_STREAMS_PER_ADDRESS``), released when it ends.
     slot: StreamSlot | None = None
+    #: The client's connection id (``?connection=``), for ``send_event(exclude=)``.
+    connection: str | None = None
 
 
 def last_event_id(request: HttpRequest) -> str | None:
@@ -84,6 +86,7 @@ async def accept(request: HttpRequest) -> Accepted:
     sets it for the view; the fast path sets its own)."""
     from . import cors, limits
     from .auth import authenticate
+    from .exclude import stream_connection
     from .stream import authorize, parse_channels
 
     try:
@@ -97,7 +100,8 @@ async def accept(request: HttpRequest) -> Accepted:
     requested = tuple(request.GET.getlist("channel"))
     if requested or "token" not in request.GET:
         parse_channels(requested)  # a malformed request costs no query
+    connection = stream_connection(request)
     identity = await authenticate(request, requested)
     channels = await authorize(identity.user, requested or identity.token_channels or ())
     slot = limits.acquire(identity.owner, limits.client_address(request.META))
-    return Accepted(channels, identity.user, last_event_id(request), identity, slot)
+    return Accepted(channels, identity.user, last_event_id(request), identity, slot, connection)

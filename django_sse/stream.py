@@ -29,6 +29,7 @@ from .channels import ChannelError, call_user_code, registry
 from .conf import conf
 from .dbthreads import release_connections
 from .events import Event, comment, control, encode_body, encode_payload, retry
+from .exclude import stream_key
 from .hub import Hub, get_hub
 from .ids import decode_position
 from .names import channel_name_error
@@ -173,7 +174,11 @@ class StreamState:
                     out = []
                 async for chunk in self.fill(event.channel, event.seq - 1):
                     yield chunk
-            out.append(cursor.frame(event.channel, event.seq, event.body))
+            if event.body:
+                out.append(cursor.frame(event.channel, event.seq, event.body))
+            else:
+                # Excluded (``send_event(..., exclude=request)``): skipped, not missed.
+                cursor.move(event.channel, event.seq)
         if cursor is not None:
             self.last_id = cursor.id
         if out:
@@ -303,6 +308,7 @@ async def event_stream(
     identity: Identity | None = None,
     slot: limits.StreamSlot | None = None,
     door: str = "view",
+    connection: str | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the wire bytes of a stream on ``channels`` until the client goes.
 
@@ -312,7 +318,8 @@ async def event_stream(
     ``identity`` lets revocation find the stream and closes it when its
     session expires; ``slot`` (from ``limits.acquire``) is released when it
     ends. ``door`` ("view" or "asgi") names who serves it, for the metrics
-    and the lifecycle signals.
+    and the lifecycle signals; ``connection`` is the client's id for
+    ``send_event(exclude=)``.
     """
     if shutdown.closing.is_set():
         # Shutting down: a hub made now would outlive the stop. Back in a moment.
@@ -341,6 +348,7 @@ async def event_stream(
         raise
     track = lifecycle.opened(user, channels, door, len(hub.membership.groups))
     sub.state = STARTING
+    sub.connection = stream_key(identity.owner if identity else None, connection)
     sub.deadline = _deadline(identity, hub.loop.time())
     if (
         identity is not None
@@ -414,6 +422,9 @@ async def _start(
         first += control(STREAM_RESET, {"reason": reset}, here)
     if (reset or not last_event_id) and not sub.closed:
         first += await _snapshots(channels, user, cursor)
+    if not sub.closed:
+        # Presence is state, sent on every connect, a resumed one too.
+        first += await state.hub.presence.opened(sub, user, cursor.id if cursor else None)
     if cursor is not None:
         state.last_id = cursor.id
     if first and not sub.closed:

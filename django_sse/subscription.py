@@ -60,6 +60,7 @@ class Subscription:
         "_waiter",
         "channels",
         "close_reason",
+        "connection",
         "cursor",
         "deadline",
         "filling",
@@ -100,6 +101,8 @@ class Subscription:
         #: so that a revocation finds it.
         self.owner: str | None = None
         self.session_key: str | None = None
+        #: What ``send_event(..., exclude=request)`` names this stream by.
+        self.connection: str | None = None
         #: Loop time at which the stream is closed (session expiry, maximum age).
         self.deadline: tuple[float, str] | None = None
 

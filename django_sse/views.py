@@ -86,6 +86,7 @@ async def stream(request: HttpRequest) -> HttpResponseBase:
             identity=accepted.identity,
             slot=accepted.slot,
             door="view",
+            connection=accepted.connection,
         ),
         content_type=CONTENT_TYPE,
         headers={**STREAM_HEADERS, **headers},

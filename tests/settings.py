@@ -5,8 +5,9 @@ Server processes read their layer and database from the environment:
 (an SQLite file shared with the test process), ``SSE_KEEPALIVE``,
 ``SSE_HISTORY_POLL``, ``SSE_QUEUE_SIZE``, ``SSE_MAX_STREAMS_PER_USER``,
 ``SSE_MAX_STREAMS_PER_ADDRESS``, ``SSE_CLIENT_IP_HEADER``, ``SSE_PUBLISH_TIMEOUT``,
-``SSE_MAX_STREAM_AGE``, ``SSE_TOKEN_MAX_AGE``, ``SESSION_COOKIE_AGE`` and
-``SSE_REFRESH_DEBOUNCE``; ``SSE_TEST_METRICS=1`` turns the metrics on,
+``SSE_MAX_STREAM_AGE``, ``SSE_TOKEN_MAX_AGE``, ``SESSION_COOKIE_AGE``,
+``SSE_REFRESH_DEBOUNCE``, ``SSE_PRESENCE_HEARTBEAT`` and
+``SSE_PRESENCE_TIMEOUT``; ``SSE_TEST_METRICS=1`` turns the metrics on,
 ``SSE_TEST_LIFECYCLE_LOG`` (a file) connects lifecycle signal receivers
 (tests/testapp/lifecycle.py).
 """
@@ -115,6 +116,8 @@ _FROM_ENV: dict[str, type] = {
     "SSE_TOKEN_MAX_AGE": float,
     "SESSION_COOKIE_AGE": int,
     "SSE_REFRESH_DEBOUNCE": float,
+    "SSE_PRESENCE_HEARTBEAT": float,
+    "SSE_PRESENCE_TIMEOUT": float,
 }
 for _name, _kind in _FROM_ENV.items():
     if os.environ.get(_name):

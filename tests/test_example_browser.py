@@ -278,3 +278,21 @@ async def test_a_bulk_edit_in_the_admin_refreshes_the_list_once(
         # Sixty saves, one refresh event on her channel, so one refetch of the rows.
         assert example_shell(example_server, REFRESHES).split()[-1] == "1"
         assert len(fetches) == 1
+
+
+async def test_the_ticket_page_shows_the_other_viewers_live(example_url: str) -> None:
+    async with chromium() as browser:
+        alice = await logged_in(browser, example_url, "alice", "/tickets/")
+        pk = await ticket_pk(alice, "Cannot log in from my phone")
+        await alice.goto(f"{example_url}/tickets/{pk}/")
+        await live(alice)
+        viewers = alice.locator("ul.viewers li")
+        await viewers.filter(has_text="nobody else").wait_for(timeout=TIMEOUT)
+        # Support opens the same ticket in another browser: each sees the other.
+        staff = await logged_in(browser, example_url, "admin", f"/tickets/{pk}/")
+        await alice.locator("ul.viewers li", has_text="admin").wait_for(timeout=TIMEOUT)
+        await staff.locator("ul.viewers li", has_text="alice").wait_for(timeout=TIMEOUT)
+        assert await viewers.count() == 1  # the viewer is not listed to herself
+        await screenshot(alice, "ticket-viewers")
+        await staff.context.close()
+        await viewers.filter(has_text="nobody else").wait_for(timeout=TIMEOUT)

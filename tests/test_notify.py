@@ -115,3 +115,12 @@ def test_notify_takes_relative_urls_and_urls_on_allowed_hosts() -> None:
         "https://app.example.com:8443/t/1/",
         "/t/2/?a=b#c",
     ]
+
+
+def test_notify_takes_request_user_behind_its_lazy_object() -> None:
+    from django.utils.functional import SimpleLazyObject
+
+    user = get_user_model().objects.create_user("lazy-one")
+    # What request.user is in a view: a SimpleLazyObject, which looks iterable.
+    [event] = notify(SimpleLazyObject(lambda: user), "hello")
+    assert event.channel == user_channel(user)

@@ -117,3 +117,44 @@ def sse_script(
 # The inbox's tags live with the inbox (inbox_tags.py).
 register.simple_tag(takes_context=True)(inbox_tags.sse_inbox_badge)
 register.simple_tag(takes_context=True)(inbox_tags.sse_inbox_list)
+
+
+@register.simple_tag(takes_context=True)
+def sse_presence(
+    context: template.Context,
+    channel: str,
+    *,
+    field: str = "name",
+    empty: str = "",
+    others: bool = False,
+    css_class: str = "sse-presence",
+) -> SafeString:
+    """A "who is here" list of the presence channel ``channel``, filled and
+    kept live by the JS helper from the channel's presence events: one
+    ``<li>`` per member holding its ``field`` as text, never markup.
+    Declares the channel, as ``{% sse_channels %}``. ``others=True`` leaves
+    the viewer out ("also viewing"); ``empty`` is shown when nobody is::
+
+        {% sse_presence ticket_channel others=True empty="Nobody else" %}
+    """
+    from ..presence_api import member_key, presence_channel
+
+    try:
+        presence_channel(channel)
+    except ValueError as exc:
+        raise template.TemplateSyntaxError(f"sse_presence: {exc}") from None
+    request = context.get("request")
+    user = getattr(request, "user", None) if request is not None else None
+    own = ""
+    if others and user is not None and getattr(user, "is_authenticated", False):
+        own = format_html(' data-sse-presence-self="{}"', member_key(channel, user))
+    empty_attr = format_html(' data-sse-presence-empty="{}"', empty) if empty else ""
+    return format_html(
+        '<ul class="{}" data-sse-presence="{}" data-sse-presence-field="{}"{}{}></ul>{}',
+        css_class,
+        channel,
+        field,
+        own,
+        empty_attr,
+        sse_channels(context, channel),
+    )

@@ -1,6 +1,6 @@
 """Channels and model hooks of the helpdesk; autodiscovered by django_sse.
 
-- ``ticket:<pk>``: one ticket, for its customer and staff;
+- ``ticket:<pk>``: one ticket, for its customer and staff, with presence;
 - ``customer:<pk>``: every ticket of one customer, for the ticket list;
 - ``tickets``: every ticket, for staff.
 
@@ -25,7 +25,8 @@ FRAGMENT_EVENT = "ticket.fragment"
 FIELDS = ["title", "status", "reply", "updated_at"]
 
 
-@channels.register("ticket:{pk}")
+# A presence channel: the ticket page lists who else is viewing it.
+@channels.register("ticket:{pk}", presence=True)
 def can_read_ticket(user: Any, pk: str) -> bool:
     ticket = Ticket.objects.filter(pk=pk).first()
     return ticket is not None and ticket.visible_to(user)

@@ -88,3 +88,17 @@ if os.environ.get("SSE_TEST_CARELESS_HOOKS"):
 
 # Lifecycle signal receivers, when a server test asks for them.
 lifecycle.connect()
+
+
+# Presence channels: even pks readable by signed-in users (as ticket:{pk}).
+@channels.register("desk:{pk}", presence=True)
+def can_read_desk(user: Any, pk: str) -> bool:
+    return bool(user.is_authenticated) and int(pk) % 2 == 0
+
+
+def badge(user: Any) -> dict[str, Any]:
+    # A member callable that leaves the pk out, and a name that is markup.
+    return {"name": f"<b>{user.get_username()}</b>"}
+
+
+channels.register("lobby:{name}", channels.PUBLIC, presence=True, member=badge)

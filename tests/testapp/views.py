@@ -79,6 +79,16 @@ def page(request: HttpRequest) -> HttpResponse:
     return render(request, "testapp/page.html", context)
 
 
+def presence_page(request: HttpRequest) -> HttpResponse:
+    """A page with ``{% sse_presence %}``: ``?channel=lobby:x&others=1&share=0``."""
+    context = {
+        "channel": request.GET["channel"],
+        "others": request.GET.get("others") == "1",
+        "share": request.GET.get("share") != "0",
+    }
+    return render(request, "testapp/presence.html", context)
+
+
 FLAKY_FAILURES: dict[str, int] = {}
 
 
@@ -145,3 +155,37 @@ def bulk_edit(request: HttpRequest) -> HttpResponse:
 
     took = edit(request.GET["key"], int(request.GET["count"]))
     return JsonResponse({"pending": debounce.debouncer().pending(), "edit_seconds": took})
+
+
+@csrf_exempt
+def publish_to_others(request: HttpRequest) -> HttpResponse:
+    """``send_event(..., exclude=request)``; with ``"via": "context"``, inside
+    ``excluding(request)`` as a model hook would publish."""
+    from django_sse.exclude import excluding
+
+    body = json.loads(request.body)
+    if body.get("via") == "context":
+        with excluding(request):
+            send_event(body["channel"], "message", body.get("data"))
+    else:
+        send_event(body["channel"], "message", body.get("data"), exclude=request)
+    return JsonResponse({"ok": True})
+
+
+@csrf_exempt
+def notify_to_others(request: HttpRequest) -> HttpResponse:
+    """``notify(request.user, ..., exclude=request)``, persisted or not."""
+    from django_sse import notify
+
+    body = json.loads(request.body)
+    notify(
+        request.user, "to others", persist=body.get("persist", True), n=body["n"], exclude=request
+    )
+    return JsonResponse({"ok": True})
+
+
+@csrf_exempt
+async def apublish_to_others(request: HttpRequest) -> HttpResponse:
+    body = json.loads(request.body)
+    await asend_event(body["channel"], "message", body.get("data"), exclude=request)
+    return JsonResponse({"ok": True})

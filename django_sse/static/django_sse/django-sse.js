@@ -14,7 +14,11 @@
   var STOP_STATUSES = [400, 401, 403, 404];
   var STREAM_TYPE = "text/event-stream";
   // Events the server sends itself; never dropped as duplicates.
-  var CONTROL_EVENTS = ["stream-reset", "stream-closed", "snapshot"];
+  var CONTROL_EVENTS = ["stream-reset", "stream-closed", "snapshot", "presence", "presence.join", "presence.leave"];
+  var PRESENCE_EVENTS = ["presence", "presence.join", "presence.leave"];
+  // Sent with fetch and htmx requests: the server skips this tab's stream
+  // for send_event(..., exclude=request) (docs/publishing.rst, "To others").
+  var CONNECTION_HEADER = "X-SSE-Connection";
   var STORAGE_PREFIX = "django-sse:last-event-id:";
   var SEEN_LIMIT = 500;
   var DEFAULTS = {
@@ -123,6 +127,17 @@
     return String(text || "").trim().split("\n")[0].slice(0, 300);
   }
 
+  // 128 random bits as base64url: the tab's connection id, unguessable.
+  function randomId() {
+    var bytes = new Uint8Array(16);
+    global.crypto.getRandomValues(bytes);
+    var text = "";
+    bytes.forEach(function (b) {
+      text += String.fromCharCode(b);
+    });
+    return global.btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
   function storage() {
     try {
       return global.sessionStorage;
@@ -193,6 +208,11 @@
     this.lastId = "";
     this.opened = false;
     this.started = false;
+    this.connectionId = randomId();
+    // Presence channels' members, kept from the server's events: channel ->
+    // {members: {key: member}, versions: {key: version}, version, counts}.
+    this.presence = {};
+    this.watchers = [];
   }
 
   Connection.prototype.on = function (name, handler) {
@@ -258,6 +278,7 @@
     var last = this.lastEventId();
     if (last) query.push("lastEventId=" + encodeURIComponent(last));
     if (token) query.push("token=" + encodeURIComponent(token));
+    query.push("connection=" + this.connectionId);
     return this.options.url + (this.options.url.indexOf("?") === -1 ? "?" : "&") + query.join("&");
   };
 
@@ -306,6 +327,8 @@
       this.listen(message.names, true);
       if (message.ask && this.bus) this.bus.postMessage({ type: "hello", names: this.names });
       if (this.leader) this.broadcast({ type: "state", state: this.state, detail: this.detail() });
+      // A tab that joins late starts from the leader's member lists.
+      if (this.leader) this.sharePresence();
     } else if (!this.leader && message.type === "event") {
       this.deliver(message.name, message.data, message.id);
     } else if (!this.leader && message.type === "state") {
@@ -535,6 +558,9 @@
     }
     var decoded = decode(raw);
     var data = decoded.data;
+    if (PRESENCE_EVENTS.indexOf(name) !== -1 && data && typeof data.channel === "string") {
+      this.applyPresence(name, data);
+    }
     var event = { name: name, data: data, raw: raw, id: id, markup: decoded.markup };
     if (name === "stream-reset") {
       // The stored position is useless now: a reload must not be reset again.
@@ -563,6 +589,94 @@
     (this.handlers["*"] || []).slice().forEach(function (handler) {
       handler(data, event);
     });
+  };
+
+  /** Apply a ``presence`` snapshot or a join/leave, by version: events from
+   * several server processes may arrive out of order (docs/presence.rst). */
+  Connection.prototype.applyPresence = function (name, data) {
+    var state = this.presence[data.channel];
+    if (name === "presence") {
+      state = this.presence[data.channel] = { members: {}, versions: {}, version: data.version || 0, counts: {} };
+      (data.members || []).forEach(function (m) {
+        state.members[m.key] = m.member;
+      });
+      state.counts = { users: data.users, streams: data.streams, anonymous: data.anonymous };
+    } else {
+      if (!state || typeof data.key !== "string") return;
+      var known = Math.max(state.version, state.versions[data.key] || 0);
+      if (!(data.version > known)) return; // older than what this page knows
+      state.versions[data.key] = data.version;
+      if (name === "presence.join") {
+        state.members[data.key] = data.member;
+      } else {
+        delete state.members[data.key];
+      }
+      state.counts.users = Object.keys(state.members).length;
+    }
+    var self = this;
+    this.watchers.slice().forEach(function (watcher) {
+      if (watcher.channel === data.channel) watcher.update(name, data, self.members(data.channel));
+    });
+    renderPresence(this.root, data.channel, this.members(data.channel));
+  };
+
+  /** The current members of a presence channel: ``[{key, member}]``, or null before its snapshot. */
+  Connection.prototype.members = function (channel) {
+    var state = this.presence[channel];
+    if (!state) return null;
+    return Object.keys(state.members)
+      .sort()
+      .map(function (key) {
+        return { key: key, member: state.members[key] };
+      });
+  };
+
+  Connection.prototype.sharePresence = function () {
+    var self = this;
+    Object.keys(this.presence).forEach(function (channel) {
+      var state = self.presence[channel];
+      var snapshot = {
+        channel: channel,
+        members: self.members(channel),
+        users: state.counts.users,
+        streams: state.counts.streams,
+        anonymous: state.counts.anonymous,
+        version: Math.max.apply(null, [state.version].concat(Object.keys(state.versions).map(function (k) {
+          return state.versions[k];
+        }))),
+      };
+      self.broadcast({ type: "event", name: "presence", data: JSON.stringify(snapshot), id: "" });
+    });
+  };
+
+  /**
+   * Follow a presence channel: ``handlers.join(member, key)``,
+   * ``handlers.leave(member, key)`` and ``handlers.change(members)`` with the
+   * current list ``[{key, member}]``. Returns ``{members(), stop()}``.
+   */
+  Connection.prototype.watchPresence = function (channel, handlers) {
+    var self = this;
+    handlers = handlers || {};
+    var watcher = {
+      channel: channel,
+      update: function (name, data, members) {
+        if (name === "presence.join" && handlers.join) handlers.join(data.member, data.key);
+        if (name === "presence.leave" && handlers.leave) handlers.leave(data.member, data.key);
+        if (handlers.change) handlers.change(members);
+      },
+    };
+    this.watchers.push(watcher);
+    var now = this.members(channel);
+    if (now && handlers.change) handlers.change(now);
+    return {
+      members: function () {
+        return self.members(channel) || [];
+      },
+      stop: function () {
+        var at = self.watchers.indexOf(watcher);
+        if (at !== -1) self.watchers.splice(at, 1);
+      },
+    };
   };
 
   Connection.prototype.detail = function () {
@@ -594,6 +708,40 @@
     document.dispatchEvent(new CustomEvent(type, { detail: detail }));
   };
 
+  /** Fill ``[data-sse-presence="channel"]`` lists: one ``<li>`` per member,
+   * its ``data-sse-presence-field`` (default "name") as text, never markup. */
+  function renderPresence(root, channel, members) {
+    root.querySelectorAll("[data-sse-presence]").forEach(function (el) {
+      if (el.getAttribute("data-sse-presence") !== channel) return;
+      var field = el.getAttribute("data-sse-presence-field") || "name";
+      var self = el.getAttribute("data-sse-presence-self");
+      var shown = (members || []).filter(function (m) {
+        return m.key !== self;
+      });
+      var items = shown.map(function (m) {
+        var li = document.createElement("li");
+        var value = m.member && m.member[field] != null ? m.member[field] : "";
+        li.textContent = typeof value === "string" ? value : JSON.stringify(value);
+        li.setAttribute("data-key", m.key);
+        return li;
+      });
+      if (!items.length && el.hasAttribute("data-sse-presence-empty")) {
+        var empty = document.createElement("li");
+        empty.textContent = el.getAttribute("data-sse-presence-empty");
+        empty.setAttribute("data-empty", "");
+        items.push(empty);
+      }
+      el.replaceChildren.apply(el, items);
+      el.setAttribute("data-sse-presence-count", String(shown.length));
+    });
+  }
+
+  // Same-origin URLs only: the connection id is never sent to another site.
+  function withConnection(connection, url, headers) {
+    if (connection && sameOrigin(url)) headers[CONNECTION_HEADER] = connection.connectionId;
+    return headers;
+  }
+
   function readConfig() {
     var el = document.getElementById("django-sse-config");
     return el ? parse(el.textContent) : null;
@@ -623,6 +771,25 @@
     },
     close: function () {
       if (page) page.close();
+    },
+    /** This tab's connection id (also ``X-SSE-Connection``), or null without a page connection. */
+    connectionId: page ? page.connectionId : null,
+    /** ``fetch()`` with this tab's ``X-SSE-Connection`` header (same origin only). */
+    fetch: function (input, init) {
+      init = assign({}, init);
+      var url = typeof input === "string" ? input : input.url;
+      var headers = new Headers(init.headers || (typeof input === "string" ? undefined : input.headers));
+      var extra = withConnection(page, url, {});
+      Object.keys(extra).forEach(function (k) {
+        headers.set(k, extra[k]);
+      });
+      init.headers = headers;
+      return global.fetch(input, init);
+    },
+    /** Follow a presence channel of the page: ``DjangoSSE.presence("ticket:42", {join, leave, change})``. */
+    presence: function (channel, handlers) {
+      if (!page) throw new Error("django-sse: no {% sse_script %} configuration on this page");
+      return page.watchPresence(channel, handlers);
     },
   };
   global.DjangoSSE = DjangoSSE;
@@ -933,6 +1100,12 @@
   DjangoSSE.Inbox = Inbox;
   DjangoSSE.inbox = new Inbox(page).start();
   // ------------------------------- end of Inbox -------------------------------
+
+  // htmx requests of this page carry the tab's connection id too.
+  document.addEventListener("htmx:configRequest", function (event) {
+    var detail = event.detail || {};
+    if (detail.headers) withConnection(page, detail.path || "", detail.headers);
+  });
 
   if (page && config.autostart !== false) {
     // Start once the page is parsed, so channels and swap targets declared
