@@ -22,23 +22,21 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from . import signals
 from .channels import call_user_code, registry
+from .coalesce import Coalesced
 from .conf import conf
-from .events import Event, encode_body, encode_payload, new_event_id
-from .layer import _RateLimitedWarning
+from .events import Event, new_event_id
 from .presence_api import JOIN, LEAVE, SNAPSHOT, encode_member, member_callable, member_key
+from .presence_events import publish, send_signal, snapshot_body, store_failed
 from .presence_store import (
     ANONYMOUS,
     OCCUPANCY,
     PRESENCE,
-    Change,
     PresenceUnavailable,
     Result,
-    State,
     Update,
     get_backend,
 )
@@ -49,7 +47,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_sse")
 
-T = TypeVar("T")
 #: The events whose versions the hub notes as it dispatches them.
 PRESENCE_CHANGES = frozenset({JOIN, LEAVE})
 #: The one member of an occupancy set: the process itself.
@@ -59,47 +56,6 @@ PROCESS = "*"
 MAX_GAP = 100_000
 #: Seconds ``stop()`` gives the store to take this hub's leaves.
 STOP_TIMEOUT = 2.0
-
-_store_failed = _RateLimitedWarning(
-    logging.WARNING,
-    "The presence store failed (%s); streams go on, presence catches up at the next heartbeat",
-)
-
-
-class _Coalesced(Generic[T]):
-    """Run ``job`` for every caller, once for all callers that arrive while
-    the previous run is in flight: each caller gets a run that started after
-    it asked."""
-
-    def __init__(self, job: Callable[[], Awaitable[T]]) -> None:
-        self.job = job
-        self.lock = asyncio.Lock()
-        self.next: asyncio.Future[T] | None = None
-        self._running: set[asyncio.Task[None]] = set()
-
-    async def __call__(self) -> T:
-        if self.next is None:
-            future = self.next = asyncio.get_running_loop().create_future()
-            task = asyncio.ensure_future(self._run(future))
-            self._running.add(task)  # a task nobody holds may be collected
-            task.add_done_callback(self._running.discard)
-        return await asyncio.shield(self.next)
-
-    async def _run(self, future: asyncio.Future[T]) -> None:
-        async with self.lock:
-            if self.next is future:
-                self.next = None  # callers from now on wait for the next run
-            try:
-                result = await self.job()
-            except BaseException as exc:
-                if not future.done():
-                    future.set_exception(exc)
-                    future.exception()  # retrieved: a caller may have gone
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-            else:
-                if not future.done():
-                    future.set_result(result)
 
 
 class _Local:
@@ -132,8 +88,8 @@ class Tracked:
         self.seen: set[int] = set()
         self.complete = 0
         self.check_at = 0
-        self.flush = _Coalesced(lambda: tracker.flush(self))
-        self.read = _Coalesced(lambda: tracker.backend.read(kind, channel))
+        self.flush = Coalesced(lambda: tracker.flush(self))
+        self.read = Coalesced(lambda: tracker.backend.read(kind, channel))
 
 
 class PresenceTracker:
@@ -178,9 +134,7 @@ class PresenceTracker:
                 self._snapshots(sub, places, last_id), conf.SSE_PUBLISH_TIMEOUT
             )
         except TimeoutError:
-            _store_failed(
-                "no answer within SSE_PUBLISH_TIMEOUT; a stream opened without a snapshot"
-            )
+            store_failed("no answer within SSE_PUBLISH_TIMEOUT; a stream opened without a snapshot")
             return b""
 
     async def _snapshots(
@@ -250,7 +204,7 @@ class PresenceTracker:
         try:
             await tracked.flush()
         except PresenceUnavailable as exc:
-            _store_failed(str(exc))
+            store_failed(str(exc))
 
     async def flush(self, tracked: Tracked) -> None:
         """Tell the store this hub's changes on ``tracked`` (under its lock)."""
@@ -350,7 +304,7 @@ class PresenceTracker:
                     kind, channel, self.id, Update(), conf.SSE_PRESENCE_TIMEOUT
                 )
             except PresenceUnavailable as exc:
-                _store_failed(str(exc))
+                store_failed(str(exc))
                 continue
             if any(c.key != ANONYMOUS for c in result.changes):
                 await self._announce(kind, channel, result)
@@ -366,7 +320,7 @@ class PresenceTracker:
         try:
             state = await tracked.read()
         except PresenceUnavailable as exc:
-            _store_failed(str(exc))
+            store_failed(str(exc))
             return b""
         return snapshot_body(tracked.channel, state)
 
@@ -378,7 +332,7 @@ class PresenceTracker:
         try:
             state = await tracked.read()
         except PresenceUnavailable as exc:
-            _store_failed(str(exc))
+            store_failed(str(exc))
             return
         tracked.complete = max(tracked.complete, state.version)
         body = snapshot_body(tracked.channel, state)
@@ -392,36 +346,13 @@ class PresenceTracker:
             for change in changes:
                 occupied = change.kind == "join"
                 signal = signals.channel_occupied if occupied else signals.channel_vacated
-                await _send(signal, channel=channel)
+                await send_signal(signal, channel=channel)
             return
-        await asyncio.gather(*(self._publish(channel, change) for change in changes))
+        await asyncio.gather(*(publish(self.hub.layer, channel, change) for change in changes))
         for change in changes:
             signal = signals.presence_joined if change.kind == "join" else signals.presence_left
             if signal.has_listeners():
-                await _send(signal, channel=channel, member=json.loads(change.member))
-
-    async def _publish(self, channel: str, change: Change) -> None:
-        from .hub import deliver_locally, is_in_memory, to_message
-        from .layer import group_send
-        from .names import group_name
-
-        name = JOIN if change.kind == "join" else LEAVE
-        data = {
-            "channel": channel,
-            "key": change.key,
-            "member": json.loads(change.member),
-            "version": change.version,
-        }
-        body = encode_body(name, encode_payload(channel, name, data))
-        event = Event(channel, name, new_event_id(), body)
-        layer = self.hub.layer
-        if layer is None or is_in_memory(layer):
-            deliver_locally(event)
-            return
-        try:
-            await group_send(layer, group_name(channel), to_message(event))
-        except Exception as exc:
-            _store_failed(f"publishing {name}: {type(exc).__name__}")
+                await send_signal(signal, channel=channel, member=json.loads(change.member))
 
     # -- the hub's life ----------------------------------------------------
 
@@ -455,26 +386,3 @@ class PresenceTracker:
             await asyncio.wait_for(leave(), STOP_TIMEOUT)
         except TimeoutError:
             logger.warning("The presence store did not take this process's leaves on shutdown")
-
-
-def snapshot_body(channel: str, state: State) -> bytes:
-    """The ``presence`` event of ``state``, framed without its ``id:`` line."""
-    members = [{"key": key, "member": json.loads(data)} for key, data in state.members.items()]
-    data = {
-        "channel": channel,
-        "members": members,
-        "users": len(members),
-        "streams": state.streams,
-        "anonymous": state.anonymous,
-        "version": state.version,
-    }
-    return encode_body(SNAPSHOT, encode_payload(channel, SNAPSHOT, data))
-
-
-async def _send(signal: Any, **kwargs: Any) -> None:
-    """Send ``signal`` if anyone listens; a receiver that raises is logged."""
-    if not signal.has_listeners():
-        return
-    for receiver, result in await signal.asend_robust(sender=PresenceTracker, **kwargs):
-        if isinstance(result, Exception):
-            logger.error("A receiver of a django_sse signal raised (%r)", receiver, exc_info=result)
