@@ -116,20 +116,28 @@ class StreamReader:
             while not self.ended:
                 await self._receive(timeout)
 
-    async def next_event(self, timeout: float = TIMEOUT) -> ReceivedEvent:
-        """The next event not yet returned; ``TimeoutError`` after ``timeout``
-        seconds without one, ``AssertionError`` if the stream has ended."""
+    async def next_event(
+        self, timeout: float = TIMEOUT, *, name: str | None = None
+    ) -> ReceivedEvent:
+        """The next event not yet returned (with ``name``, the next one of that
+        name: others before it are passed over, as a page that listens for one
+        name would); ``TimeoutError`` after ``timeout`` seconds without one,
+        ``AssertionError`` if the stream has ended."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self._read == len(self._events):
-            try:
-                await self._receive(max(deadline - loop.time(), 0.0))
-            except TimeoutError:
-                raise TimeoutError(
-                    f"no event within {timeout:g}s; the stream sent:\n{self._shown()}"
-                ) from None
-        self._read += 1
-        return self._events[self._read - 1]
+        while True:
+            while self._read == len(self._events):
+                try:
+                    await self._receive(max(deadline - loop.time(), 0.0))
+                except TimeoutError:
+                    wanted = f" named {name!r}" if name else ""
+                    raise TimeoutError(
+                        f"no event{wanted} within {timeout:g}s; the stream sent:\n{self._shown()}"
+                    ) from None
+            self._read += 1
+            event = self._events[self._read - 1]
+            if name is None or event.event == name:
+                return event
 
     @property
     def reason(self) -> str:
