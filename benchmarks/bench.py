@@ -59,6 +59,7 @@ SCENARIOS = (
     "publish-cost",
     "resume",
     "resume-storm",
+    "multi-process",
 )
 DEFAULT_SCENARIOS = "fanout,burst,idle-memory"
 

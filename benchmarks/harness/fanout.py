@@ -115,6 +115,43 @@ async def warm_up(ctx: Context, port: int) -> None:
     await wait_streams(port, 0, SETTLE_LIMIT)
 
 
+async def play_rounds(
+    publisher: Publisher, sink: FanoutSink, clients: list[Any], channel: str, rounds: int
+) -> tuple[list[float], list[dict[str, Any]]]:
+    """``rounds`` stamped events on ``channel``, each awaited at every open
+    client (bounded); every latency, and a summary per round."""
+    latencies: list[float] = []
+    per_round: list[dict[str, Any]] = []
+    for number in range(rounds):
+        expected = sum(1 for c in clients if not c.lost)
+        sink.start_round(number, expected)
+        c0, w0, started_at = client_cpu(), time.perf_counter(), time.time()
+        await publisher.fanout(channel, number)
+        try:
+            await asyncio.wait_for(sink.done.wait(), ROUND_LIMIT)
+        except TimeoutError:
+            pass
+        wall = time.perf_counter() - w0
+        busy = (client_cpu() - c0) / wall if wall > 0 else math.nan
+        got = list(sink.latencies)
+        latencies.extend(got)
+        per_round.append(
+            {
+                "round": number,
+                "started_at": started_at,
+                "expected": expected,
+                "delivered": len(got),
+                "p50_ms": percentile(got, 50) * 1000,
+                "p95_ms": percentile(got, 95) * 1000,
+                "max_ms": max(got) * 1000 if got else math.nan,
+                "window_s": wall,
+                "client_busy": busy,
+            }
+        )
+        await asyncio.sleep(ROUND_PAUSE)
+    return latencies, per_round
+
+
 async def fanout(ctx: Context, clients: int, rounds: int) -> dict[str, Any]:
     with server_for(ctx) as server:
         port, pid = server.port, server.proc.pid
@@ -133,35 +170,9 @@ async def fanout(ctx: Context, clients: int, rounds: int) -> dict[str, Any]:
             connected = sampler.sample()
             connect_cpu = client_cpu() - cpu0
             rounds_cpu0 = proc_cpu(pid)
-            latencies: list[float] = []
-            per_round: list[dict[str, Any]] = []
-            for number in range(rounds):
-                expected = sum(1 for c in opened.clients if not c.lost)
-                sink.start_round(number, expected)
-                c0, w0, started_at = client_cpu(), time.perf_counter(), time.time()
-                await ctx.publisher.fanout(channel, number)
-                try:
-                    await asyncio.wait_for(sink.done.wait(), ROUND_LIMIT)
-                except TimeoutError:
-                    pass
-                wall = time.perf_counter() - w0
-                busy = (client_cpu() - c0) / wall if wall > 0 else math.nan
-                got = list(sink.latencies)
-                latencies.extend(got)
-                per_round.append(
-                    {
-                        "round": number,
-                        "started_at": started_at,
-                        "expected": expected,
-                        "delivered": len(got),
-                        "p50_ms": percentile(got, 50) * 1000,
-                        "p95_ms": percentile(got, 95) * 1000,
-                        "max_ms": max(got) * 1000 if got else math.nan,
-                        "window_s": wall,
-                        "client_busy": busy,
-                    }
-                )
-                await asyncio.sleep(ROUND_PAUSE)
+            latencies, per_round = await play_rounds(
+                ctx.publisher, sink, opened.clients, channel, rounds
+            )
             rounds_cpu = proc_cpu(pid) - rounds_cpu0
             peak = sampler.sample()
         finally:

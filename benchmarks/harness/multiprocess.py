@@ -1,0 +1,223 @@
+"""``multi-process``: 1, 2 and 4 uvicorn processes behind nginx sharing one Redis.
+
+Each size starts P fresh processes (``tests.asgi``, Redis layer, one migrated
+SQLite file) and nginx from the deployment's template
+(``example_project/deploy/scale_out.py``'s ``render()``), with
+``worker_connections`` raised for the streams (each holds two connections in
+nginx). The load client (this process, on the second core) opens the streams
+through nginx, which spreads them round robin; every stream is on one
+channel. Then ``rounds`` events are published from this process with
+``asend_event`` over the same Redis layer, each stamped with ``time.time()``
+and awaited at every stream. Redis CPU per event is ``used_cpu_sys +
+used_cpu_user`` from ``INFO cpu`` before and after the rounds, less Redis's
+idle rate (measured over 2 s just before) times the rounds' wall time, divided
+by the events; server CPU is the sum over the P processes (``/proc``).
+
+Servers, nginx and Redis are not pinned: with P processes on a 2-core machine
+they share both cores with the load client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import measure
+from benchmarks.harness.client import close_clients, http_request, open_clients
+from benchmarks.harness.fanout import SETTLE_LIMIT, Publisher, play_rounds
+from benchmarks.harness.report import log, table
+from benchmarks.harness.setup import migrate, redis_url
+
+#: nginx holds two connections per stream (client and upstream), plus slack.
+NGINX_CONNECTIONS = 65536
+#: Seconds over which Redis's idle CPU is measured, to be taken off the rounds'.
+REDIS_IDLE_WINDOW = 2.0
+
+
+@contextmanager
+def nginx(ports: list[int]) -> Iterator[int]:
+    """nginx from the deployment template in front of ``ports``; yields its port."""
+    from tests.servers import (
+        START_TIMEOUT,
+        free_port,
+        nginx_binary,
+        render_nginx_conf,
+        stop,
+        wait_for_port,
+    )
+
+    binary = nginx_binary()
+    if binary is None:
+        raise RuntimeError("nginx is not installed (apt-get install nginx)")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="nginx-bench-") as tmp:
+        prefix = Path(tmp)
+        conf = render_nginx_conf(prefix, f"127.0.0.1:{port}", ports)
+        # The template's 8,192 connections serve a few thousand streams.
+        conf = conf.replace(
+            "worker_connections 8192;", f"worker_connections {NGINX_CONNECTIONS};"
+        ).replace(
+            "worker_processes 1;",
+            f"worker_processes 1;\nworker_rlimit_nofile {NGINX_CONNECTIONS * 2};",
+        )
+        (prefix / "nginx.conf").write_text(conf)
+        with (prefix / "stdout.log").open("wb") as out:
+            proc = subprocess.Popen(
+                [binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_for_port(port, proc, START_TIMEOUT)
+            yield port
+        finally:
+            stop(proc)
+
+
+async def streams_of(ports: list[int]) -> list[int]:
+    out = []
+    for port in ports:
+        stats = json.loads(await http_request(port, "GET", "/test/stats/"))
+        out.append(int(stats.get("streams", 0)))
+    return out
+
+
+async def wait_total(ports: list[int], wanted: int, limit: float) -> list[int]:
+    counts = await streams_of(ports)
+    for _ in range(int(limit / 0.2)):
+        if sum(counts) == wanted:
+            break
+        await asyncio.sleep(0.2)
+        counts = await streams_of(ports)
+    return counts
+
+
+async def one(
+    processes: int, streams: int, rounds: int, env: dict[str, str], url: str, concurrency: int
+) -> dict[str, Any]:
+    from tests.servers import running_server
+
+    with ExitStack() as stack:
+        servers = [stack.enter_context(running_server("uvicorn", **env)) for _ in range(processes)]
+        ports = [s.port for s in servers]
+        pids = [s.proc.pid for s in servers]
+        port = stack.enter_context(nginx(ports))
+        publisher = Publisher("redis")
+        channel = f"news:scale-{uuid.uuid4().hex[:8]}"
+        from benchmarks.harness.client import FanoutSink
+
+        sink = FanoutSink()
+        opened = await open_clients(port, channel, streams, sink, concurrency)
+        try:
+            per_process = await wait_total(ports, len(opened.clients), SETTLE_LIMIT)
+            rss = [measure.proc_status(p)["VmRSS"] for p in pids]
+            # Redis's own idle work (its timers, the layer's keep-alives), per second.
+            idle0, t0 = measure.redis_cpu(url), time.monotonic()
+            await asyncio.sleep(REDIS_IDLE_WINDOW)
+            idle_rate = (measure.redis_cpu(url) - idle0) / (time.monotonic() - t0)
+            redis0, t0 = measure.redis_cpu(url), time.monotonic()
+            cpu0 = sum(measure.proc_cpu(p) for p in pids)
+            latencies, per_round = await play_rounds(
+                publisher, sink, opened.clients, channel, rounds
+            )
+            server_cpu = sum(measure.proc_cpu(p) for p in pids) - cpu0
+            window = time.monotonic() - t0
+            redis_cpu = measure.redis_cpu(url) - redis0 - idle_rate * window
+        finally:
+            close_clients(opened.created)
+        problems = [line for s in servers for line in measure.log_problems(s.output())]
+    expected = sum(r["expected"] for r in per_round)
+    return {
+        "processes": processes,
+        "streams": streams,
+        "connected": len(opened.clients),
+        "connect_errors": len(opened.errors),
+        "connect_s": opened.seconds,
+        "per_process": per_process,
+        "rounds": rounds,
+        "expected": expected,
+        "delivered": len(latencies),
+        "p50_ms": measure.percentile(latencies, 50) * 1000,
+        "p95_ms": measure.percentile(latencies, 95) * 1000,
+        "p99_ms": measure.percentile(latencies, 99) * 1000,
+        "max_ms": max(latencies) * 1000 if latencies else math.nan,
+        "client_busy_max": max((r["client_busy"] for r in per_round), default=math.nan),
+        "redis_cpu_ms_per_event": redis_cpu / rounds * 1000,
+        "server_us_per_delivery": server_cpu / len(latencies) * 1e6 if latencies else math.nan,
+        "rss_mb_per_process": [x / 1024 for x in rss],
+        "server_log_problems": problems[:5],
+    }
+
+
+async def run(
+    sizes: list[int], streams: int, rounds: int, concurrency: int
+) -> list[dict[str, Any]]:
+    import django
+
+    results: list[dict[str, Any]] = []
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="sse-scale-") as tmp:
+        url = redis_url(stack)
+        env = {"SSE_TEST_LAYER": "redis", "REDIS_URL": url, "SSE_TEST_DB": f"{tmp}/db.sqlite3"}
+        migrate(env)
+        # The publisher (this process) uses the servers' settings and Redis layer.
+        os.environ.update(env, DJANGO_SETTINGS_MODULE="tests.settings")
+        django.setup()
+        for processes in sizes:
+            log(f"multi-process: {processes} process(es), {streams} streams, {rounds} rounds ...")
+            try:
+                r = await one(processes, streams, rounds, env, url, concurrency)
+            except Exception as exc:
+                log(f"  failed: {exc!r}")
+                results.append({"processes": processes, "error": repr(exc)[:300]})
+                continue
+            results.append(r)
+            log(
+                f"  {r['delivered']}/{r['expected']}, p99 {r['p99_ms']:.0f} ms, Redis "
+                f"{r['redis_cpu_ms_per_event']:.2f} ms CPU per event"
+            )
+    return results
+
+
+def markdown(results: list[dict[str, Any]], streams: int, rounds: int) -> list[str]:
+    header = ["uvicorn processes", "streams (per process)", "delivered", "p50 ms", "p95 ms",
+              "p99 ms", "max ms", "Redis CPU ms per event", "server CPU µs per delivery",
+              "RSS MB per process", "load client busy max"]  # fmt: skip
+    rows: list[list[Any]] = []
+    notes: list[str] = []
+    for r in results:
+        if "error" in r:
+            notes.append(f"- {r['processes']} process(es): {r['error']}")
+            continue
+        rows.append(
+            [
+                r["processes"],
+                f"{r['connected']} ({'/'.join(str(n) for n in r['per_process'])})",
+                f"{r['delivered']}/{r['expected']}",
+                r["p50_ms"], r["p95_ms"], r["p99_ms"], r["max_ms"],
+                f"{r['redis_cpu_ms_per_event']:.3f}", r["server_us_per_delivery"],
+                "/".join(f"{x:.0f}" for x in r["rss_mb_per_process"]),
+                f"{r['client_busy_max'] * 100:.0f}%",
+            ]
+        )  # fmt: skip
+        if r["connect_errors"]:
+            notes.append(f"- {r['processes']} process(es): {r['connect_errors']} streams failed")
+        if r["server_log_problems"]:
+            notes.append(f"- {r['processes']} process(es): log: {r['server_log_problems'][:2]}")
+    intro = [
+        f"{streams} streams in total on one channel through nginx (round robin), "
+        f"{rounds} events published with `asend_event` from another process over the "
+        "same Redis pub/sub layer; Redis CPU from `INFO cpu` over the rounds, less its "
+        "idle rate measured just before.",
+        "",
+    ]
+    return intro + table(header, rows) + (["", *notes] if notes else [])
