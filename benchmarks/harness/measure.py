@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import resource
@@ -87,6 +88,11 @@ def raise_nofile(clients: int) -> int:
     """Raise RLIMIT_NOFILE for this process; the servers it starts inherit it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = 2 * clients + 1024
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        # Raising the hard limit needs privileges (root in a container has them).
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, wanted))
+            hard = wanted
     ceiling = hard if hard != resource.RLIM_INFINITY else max(wanted, 65536)
     target = min(max(soft, wanted), ceiling)
     if target != soft:

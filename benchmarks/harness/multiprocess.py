@@ -9,9 +9,10 @@ through nginx, which spreads them round robin; every stream is on one
 channel. Then ``rounds`` events are published from this process with
 ``asend_event`` over the same Redis layer, each stamped with ``time.time()``
 and awaited at every stream. Redis CPU per event is ``used_cpu_sys +
-used_cpu_user`` from ``INFO cpu`` before and after the rounds, less Redis's
-idle rate (measured over 2 s just before) times the rounds' wall time, divided
-by the events; server CPU is the sum over the P processes (``/proc``).
+used_cpu_user`` from ``INFO cpu`` over a burst of 2,000 events published back
+to back on a second channel with one stream per process (every process
+subscribed; a few fan-out rounds are too little work to see past Redis's idle
+timers); server CPU is the sum over the P processes (``/proc``).
 
 Servers, nginx and Redis are not pinned: with P processes on a 2-core machine
 they share both cores with the load client.
@@ -33,15 +34,21 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import measure
-from benchmarks.harness.client import close_clients, http_request, open_clients
-from benchmarks.harness.fanout import SETTLE_LIMIT, Publisher, play_rounds
+from benchmarks.harness.client import (
+    BurstSink,
+    FanoutSink,
+    close_clients,
+    http_request,
+    open_clients,
+)
+from benchmarks.harness.fanout import BURST_LIMIT, SETTLE_LIMIT, Publisher, play_rounds
 from benchmarks.harness.report import log, table
 from benchmarks.harness.setup import migrate, redis_url
 
 #: nginx holds two connections per stream (client and upstream), plus slack.
 NGINX_CONNECTIONS = 65536
-#: Seconds over which Redis's idle CPU is measured, to be taken off the rounds'.
-REDIS_IDLE_WINDOW = 2.0
+#: Events of the burst that measures Redis CPU per event.
+REDIS_BURST = 2000
 
 
 @contextmanager
@@ -102,6 +109,38 @@ async def wait_total(ports: list[int], wanted: int, limit: float) -> list[int]:
     return counts
 
 
+async def redis_per_event(
+    port: int, ports: list[int], url: str, publisher: Publisher, concurrency: int
+) -> dict[str, Any]:
+    """Redis CPU per event with every process subscribed: one stream per process
+    on a channel of its own (the next P connections through nginx's round
+    robin), ``REDIS_BURST`` events published back to back and awaited at each.
+    The burst's work dwarfs Redis's idle timers, which a few fan-out rounds
+    do not."""
+    channel = f"news:redis-{uuid.uuid4().hex[:8]}"
+    sink = BurstSink(REDIS_BURST)
+    before = await streams_of(ports)
+    opened = await open_clients(port, channel, len(ports), sink, 1)
+    sink.clients = opened.clients
+    try:
+        after = await wait_total(ports, sum(before) + len(opened.clients), SETTLE_LIMIT)
+        subscribed = sum(1 for a, b in zip(after, before, strict=True) if a > b)
+        cpu0, t0 = measure.redis_cpu(url), time.monotonic()
+        await publisher.burst(channel, REDIS_BURST)
+        await asyncio.wait_for(sink.done.wait(), BURST_LIMIT)
+        seconds = time.monotonic() - t0
+        cpu = measure.redis_cpu(url) - cpu0
+    finally:
+        close_clients(opened.created)
+    return {
+        "subscribed_processes": subscribed,
+        "events": REDIS_BURST,
+        "seconds": seconds,
+        "cpu_ms_per_event": cpu / REDIS_BURST * 1000,
+        "complete": sum(1 for c in opened.clients if len(c.received) == REDIS_BURST),
+    }
+
+
 async def one(
     processes: int, streams: int, rounds: int, env: dict[str, str], url: str, concurrency: int
 ) -> dict[str, Any]:
@@ -114,25 +153,17 @@ async def one(
         port = stack.enter_context(nginx(ports))
         publisher = Publisher("redis")
         channel = f"news:scale-{uuid.uuid4().hex[:8]}"
-        from benchmarks.harness.client import FanoutSink
-
         sink = FanoutSink()
         opened = await open_clients(port, channel, streams, sink, concurrency)
         try:
             per_process = await wait_total(ports, len(opened.clients), SETTLE_LIMIT)
             rss = [measure.proc_status(p)["VmRSS"] for p in pids]
-            # Redis's own idle work (its timers, the layer's keep-alives), per second.
-            idle0, t0 = measure.redis_cpu(url), time.monotonic()
-            await asyncio.sleep(REDIS_IDLE_WINDOW)
-            idle_rate = (measure.redis_cpu(url) - idle0) / (time.monotonic() - t0)
-            redis0, t0 = measure.redis_cpu(url), time.monotonic()
             cpu0 = sum(measure.proc_cpu(p) for p in pids)
             latencies, per_round = await play_rounds(
                 publisher, sink, opened.clients, channel, rounds
             )
             server_cpu = sum(measure.proc_cpu(p) for p in pids) - cpu0
-            window = time.monotonic() - t0
-            redis_cpu = measure.redis_cpu(url) - redis0 - idle_rate * window
+            redis = await redis_per_event(port, ports, url, publisher, concurrency)
         finally:
             close_clients(opened.created)
         problems = [line for s in servers for line in measure.log_problems(s.output())]
@@ -152,7 +183,7 @@ async def one(
         "p99_ms": measure.percentile(latencies, 99) * 1000,
         "max_ms": max(latencies) * 1000 if latencies else math.nan,
         "client_busy_max": max((r["client_busy"] for r in per_round), default=math.nan),
-        "redis_cpu_ms_per_event": redis_cpu / rounds * 1000,
+        "redis": redis,
         "server_us_per_delivery": server_cpu / len(latencies) * 1e6 if latencies else math.nan,
         "rss_mb_per_process": [x / 1024 for x in rss],
         "server_log_problems": problems[:5],
@@ -183,14 +214,15 @@ async def run(
             results.append(r)
             log(
                 f"  {r['delivered']}/{r['expected']}, p99 {r['p99_ms']:.0f} ms, Redis "
-                f"{r['redis_cpu_ms_per_event']:.2f} ms CPU per event"
+                f"{r['redis']['cpu_ms_per_event'] * 1000:.1f} µs CPU per event"
             )
     return results
 
 
 def markdown(results: list[dict[str, Any]], streams: int, rounds: int) -> list[str]:
     header = ["uvicorn processes", "streams (per process)", "delivered", "p50 ms", "p95 ms",
-              "p99 ms", "max ms", "Redis CPU ms per event", "server CPU µs per delivery",
+              "p99 ms", "max ms", "Redis CPU µs per event (subscribed processes)",
+              "server CPU µs per delivery",
               "RSS MB per process", "load client busy max"]  # fmt: skip
     rows: list[list[Any]] = []
     notes: list[str] = []
@@ -204,7 +236,9 @@ def markdown(results: list[dict[str, Any]], streams: int, rounds: int) -> list[s
                 f"{r['connected']} ({'/'.join(str(n) for n in r['per_process'])})",
                 f"{r['delivered']}/{r['expected']}",
                 r["p50_ms"], r["p95_ms"], r["p99_ms"], r["max_ms"],
-                f"{r['redis_cpu_ms_per_event']:.3f}", r["server_us_per_delivery"],
+                f"{r['redis']['cpu_ms_per_event'] * 1000:.1f} "
+                f"({r['redis']['subscribed_processes']})",
+                r["server_us_per_delivery"],
                 "/".join(f"{x:.0f}" for x in r["rss_mb_per_process"]),
                 f"{r['client_busy_max'] * 100:.0f}%",
             ]
@@ -216,8 +250,8 @@ def markdown(results: list[dict[str, Any]], streams: int, rounds: int) -> list[s
     intro = [
         f"{streams} streams in total on one channel through nginx (round robin), "
         f"{rounds} events published with `asend_event` from another process over the "
-        "same Redis pub/sub layer; Redis CPU from `INFO cpu` over the rounds, less its "
-        "idle rate measured just before.",
+        "same Redis pub/sub layer. Redis CPU per event: `INFO cpu` over a burst of "
+        f"{REDIS_BURST} events back to back on a channel with one stream per process.",
         "",
     ]
     return intro + table(header, rows) + (["", *notes] if notes else [])

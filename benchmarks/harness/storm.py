@@ -247,7 +247,7 @@ def markdown(results: list[dict[str, Any]]) -> list[str]:
         "out of order",
         "store reads",
         "overflow closes",
-        "reconnects",
+        "connection attempts",
         "RSS before / peak / after MB",
     ]
     rows: list[list[Any]] = []
