@@ -22,6 +22,7 @@ import sys
 import time
 import uuid
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import measure
@@ -118,7 +119,10 @@ async def storm(
         try:
             config = {"port": port, "clients": sets, "backoff": backoff}
             config["open_timeout"] = CLIENT_OPEN_LIMIT
-            client = await _child("benchmarks.harness.storm_client", json.dumps(config), env={})
+            # In a file: 10,000 channel sets exceed what one argument may hold.
+            spec = Path(server.log).with_suffix(".storm.json")
+            spec.write_text(json.dumps(config))
+            client = await _child("benchmarks.harness.storm_client", str(spec), env={})
             measure.pin_client(client.pid)
             ready = await _line(client, CLIENT_OPEN_LIMIT + 30)
             if ready["ready"] != streams:
@@ -166,6 +170,7 @@ async def storm(
         finally:
             _kill(client)
             _kill(publisher)
+            Path(server.log).with_suffix(".storm.json").unlink(missing_ok=True)
         problems = measure.log_problems(server.output())
     last = result["last_caught_at"]
     return {

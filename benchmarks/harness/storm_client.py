@@ -1,7 +1,7 @@
 """The resume storm's load client, in a process of its own (pinned to the
-second core): ``python -m benchmarks.harness.storm_client CONFIG``.
+second core): ``python -m benchmarks.harness.storm_client CONFIG_FILE``.
 
-CONFIG is JSON: ``{"port": P, "clients": [["storm:a"], ...], "backoff":
+CONFIG_FILE holds JSON: ``{"port": P, "clients": [["storm:a"], ...], "backoff":
 "at-once" | "jittered", "open_timeout": s, "cpu": 1}``. Each client reconnects
 after a drop, sending ``Last-Event-ID`` (the last id it parsed, as
 EventSource does), and counts the events of every channel by the ``n`` in
@@ -27,6 +27,7 @@ import json
 import random
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from tests.faults.client import SSEClient, open_all
@@ -187,4 +188,4 @@ def say(message: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(json.loads(sys.argv[1])))
+    asyncio.run(main(json.loads(Path(sys.argv[1]).read_text())))
