@@ -81,7 +81,7 @@ class StormClient(SSEClient):
             return AT_ONCE_DELAY
         if self.opened_at and time.monotonic() - self.opened_at > HOLD_RESET:
             self.attempts = 0
-        ceiling = min(RETRY_MAX, RETRY_BASE * 2**self.attempts)
+        ceiling = min(RETRY_MAX, RETRY_BASE * float(2**self.attempts))
         self.attempts += 1
         return ceiling / 2 + random.random() * ceiling / 2
 
@@ -144,7 +144,7 @@ def totals(clients: list[StormClient], heads: dict[str, int]) -> dict[str, Any]:
 async def main(config: dict[str, Any]) -> None:
     clients = [StormClient(config["port"], chs, config["backoff"]) for chs in config["clients"]]
     started = time.monotonic()
-    tasks, opened = await open_all(clients, config.get("open_timeout", 120.0))
+    tasks, opened = await open_all(list[SSEClient](clients), config.get("open_timeout", 120.0))
     say({"ready": opened, "seconds": round(time.monotonic() - started, 2)})
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=64 * 1024 * 1024)

@@ -15,6 +15,7 @@ core when there are two; the load client takes the other.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from benchmarks.harness import measure
 from benchmarks.harness.setup import migrate
+from tests.servers import Server
 
 VIEW_MAX_STREAMS = 3000
 PEER_APP = "benchmarks.peer.asgi:application"
@@ -107,9 +109,7 @@ def database(
         yield env
 
 
-def spawn_floor(port: int, env: dict[str, str], log: Path) -> object:
-    import subprocess
-
+def spawn_floor(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     from tests.servers import ROOT, START_TIMEOUT, stop, wait_for_port
 
     command = [sys.executable, "-m", "benchmarks.harness.floor", str(port)]
@@ -124,16 +124,16 @@ def spawn_floor(port: int, env: dict[str, str], log: Path) -> object:
 
 
 @contextmanager
-def running(target: Target, env: dict[str, str], kind: str = "uvicorn") -> Iterator[object]:
+def running(target: Target, env: dict[str, str], kind: str = "uvicorn") -> Iterator[Server]:
     """``target``'s server (``kind``: uvicorn or daphne; the floor is its own), pinned."""
-    from tests.servers import Server, base_env, free_port, running_server, stop
+    from tests.servers import base_env, free_port, running_server, stop
 
     if target.key == "floor":
         port = free_port()
         full = base_env(**env)
         with tempfile.NamedTemporaryFile(prefix="floor-", suffix=".log", delete=False) as f:
             log = Path(f.name)
-        server = Server("floor", port, spawn_floor(port, full, log), full, log)  # type: ignore[arg-type]
+        server = Server("floor", port, spawn_floor(port, full, log), full, log)
         try:
             measure.pin_server(server.proc.pid)
             yield server
