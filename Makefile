@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv demo test test-fast test-faults-long lint docs bench scale-out screenshots clean
+.PHONY: help venv demo test test-fast test-faults-long lint docs bench bench-compare bench-storm bench-scale scale-out screenshots clean
 
 help:
 	@echo "make demo   - venv, install, migrate, serve the example at http://$(HOST):$(PORT)"
@@ -14,8 +14,10 @@ help:
 	@echo "make test-faults-long - the fault-injection suite with 1,000 resuming streams"
 	@echo "make lint   - ruff and mypy"
 	@echo "make docs   - build the Sphinx docs with warnings as errors"
-	@echo "make bench  - run the fan-out benchmark"
-	@echo "make bench-compare - django_sse against django-eventstream (installs the bench extra)"
+	@echo "make bench  - fan-out, burst and idle memory: django_sse, the floor, django-eventstream"
+	@echo "make bench-compare - every delivery scenario and library (installs the bench extra)"
+	@echo "make bench-storm - the resume storm (10,000 streams, server killed and restarted)"
+	@echo "make bench-scale - 1, 2 and 4 uvicorn processes behind nginx, 20,000 streams"
 	@echo "make scale-out - the example on 3 processes behind nginx, sharing Redis"
 
 $(STAMP): pyproject.toml
@@ -54,11 +56,19 @@ docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 bench: $(STAMP)
-	$(PY) benchmarks/fanout.py
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	$(PY) benchmarks/bench.py
 
 bench-compare: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	$(PY) benchmarks/compare.py
+
+bench-storm: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	$(PY) benchmarks/bench.py --scenario resume-storm
+
+bench-scale: $(STAMP)
+	$(PY) benchmarks/bench.py --scenario multi-process
 
 # Refresh the docs' screenshots of the example (taken by its browser tests).
 screenshots: $(STAMP)

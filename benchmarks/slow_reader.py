@@ -28,27 +28,30 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import _common, fanout  # noqa: E402
+from benchmarks.harness import client as load  # noqa: E402
+from benchmarks.harness import fanout as scenarios  # noqa: E402
+from benchmarks.harness import measure as proc  # noqa: E402
+from benchmarks.harness import setup  # noqa: E402
 
-HOST = fanout.HOST
+HOST = load.HOST
 #: Requests per second to the publish endpoint; each carries rate / TICKS events.
 TICKS = 10
 RCVBUF = 4096
 
 
-class Counter(fanout.Sink):
+class Counter(load.Sink):
     def __init__(self) -> None:
         self.events = 0
         self.closed: list[str] = []
 
-    def on_event(self, client: fanout.SSEClient, name: str, data: str, now: float) -> None:
-        if name == fanout.EVENT:
+    def on_event(self, client: load.SSEClient, name: str, data: str, now: float) -> None:
+        if name == load.EVENT:
             self.events += 1
         elif name == "stream-closed":
             self.closed.append(json.loads(data).get("reason", ""))
 
 
-class StalledClient(fanout.SSEClient):
+class StalledClient(load.SSEClient):
     """Reads until the stream is open, then never again."""
 
     def data_received(self, data: bytes) -> None:
@@ -57,19 +60,19 @@ class StalledClient(fanout.SSEClient):
             self.transport.pause_reading()
 
 
-async def open_stalled(port: int, channel: str, sink: fanout.Sink) -> StalledClient:
+async def open_stalled(port: int, channel: str, sink: load.Sink) -> StalledClient:
     loop = asyncio.get_running_loop()
     sock = socket.socket()
     # A small receive window, so the server sees back-pressure within kilobytes.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
     sock.setblocking(False)
-    await asyncio.wait_for(loop.sock_connect(sock, (HOST, port)), fanout.HTTP_LIMIT)
+    await asyncio.wait_for(loop.sock_connect(sock, (HOST, port)), load.HTTP_LIMIT)
     request = (
         f"GET /sse/?channel={channel} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
         "Accept: text/event-stream\r\n\r\n"
     ).encode()
     _, client = await loop.create_connection(lambda: StalledClient(request, sink), sock=sock)
-    await asyncio.wait_for(client.ready, fanout.HTTP_LIMIT)
+    await asyncio.wait_for(client.ready, load.HTTP_LIMIT)
     return client
 
 
@@ -80,15 +83,15 @@ async def measure(kind: str, env: dict[str, str], args: argparse.Namespace) -> d
         port, pid = server.port, server.proc.pid
         channel = f"news:slow-{uuid.uuid4().hex[:8]}"
         reader, stalled = Counter(), Counter()
-        opened = await fanout.open_clients(port, channel, 1, reader, 1)
+        opened = await load.open_clients(port, channel, 1, reader, 1)
         slow = [await open_stalled(port, channel, stalled) for _ in range(args.slow)]
         try:
-            await fanout.wait_streams(port, 1 + args.slow, fanout.SETTLE_LIMIT)
+            await load.wait_streams(port, 1 + args.slow, scenarios.SETTLE_LIMIT)
             per_tick = max(1, args.rate // TICKS)
             body = json.dumps(
                 {
                     "channel": channel,
-                    "event": fanout.EVENT,
+                    "event": load.EVENT,
                     "count": per_tick,
                     "data": {"pad": "x" * args.size},
                 }
@@ -100,25 +103,25 @@ async def measure(kind: str, env: dict[str, str], args: argparse.Namespace) -> d
                     samples.append(
                         {
                             "t": round(time.monotonic() - started),
-                            "rss_mb": fanout.proc_status(pid)["VmRSS"] / 1024,
-                            "streams": await fanout.server_streams(port),
+                            "rss_mb": proc.proc_status(pid)["VmRSS"] / 1024,
+                            "streams": await load.server_streams(port),
                             "delivered": reader.events,
                         }
                     )
-                await fanout.http_request(port, "POST", "/test/publish/", body)
+                await load.http_request(port, "POST", "/test/publish/", body)
                 # Paced against the start, so slow requests do not lower the rate.
                 delay = started + (tick + 1) / TICKS - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
         finally:
-            fanout.close_clients(opened.created + list(slow))
+            load.close_clients(opened.created + list(slow))
         published = (args.seconds * TICKS + 1) * per_tick
         return {
             "server": kind,
             "samples": samples,
             "published": published,
             "reader_delivered": reader.events,
-            "log_problems": fanout.log_problems(server.output()),
+            "log_problems": proc.log_problems(server.output()),
         }
 
 
@@ -167,9 +170,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    _common.stop_on_sigterm()
+    setup.stop_on_sigterm()
     results = []
-    with _common.memory_server_env("slow") as env:
+    with setup.memory_server_env("slow") as env:
         for kind in [k for k in args.servers.split(",") if k]:
             print(f"{kind}: {args.seconds} s ...", file=sys.stderr, flush=True)
             results.append(asyncio.run(measure(kind, env, args)))

@@ -1,4 +1,4 @@
-"""A minimal django-eventstream project, the peer in ``benchmarks/compare.py``.
+"""A minimal django-eventstream project, the peer of ``benchmarks/bench.py``.
 
 In-process listener (no Redis, no GRIP proxy). ``PEER_DB`` names an SQLite file
 (migrated by the benchmark); with ``PEER_STORAGE=1`` events are stored with
@@ -29,5 +29,14 @@ DATABASES: dict[str, dict[str, Any]] = {
         "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
     }
 }
+if "BENCH_SQLITE_INIT" in os.environ:
+    DATABASES["default"]["OPTIONS"] = {"init_command": os.environ["BENCH_SQLITE_INIT"]}
 if os.environ.get("PEER_STORAGE") == "1":
     EVENTSTREAM_STORAGE_CLASS = "django_eventstream.storage.DjangoModelStorage"
+if os.environ.get("PEER_REDIS_URL"):
+    # django-eventstream's own cross-process notification (a publisher in
+    # another process reaches the server's listeners through Redis).
+    from urllib.parse import urlsplit
+
+    _redis = urlsplit(os.environ["PEER_REDIS_URL"])
+    EVENTSTREAM_REDIS = {"host": _redis.hostname or "127.0.0.1", "port": _redis.port or 6379}

@@ -1,0 +1,2 @@
+"""The benchmark harness behind ``benchmarks/bench.py``: load client, servers,
+scenarios and reports."""

@@ -1,0 +1,2 @@
+"""The test project plus ``POST /bench/send/``: ``send_event`` timed inside a
+sync view of a running server (``benchmarks.harness.live``)."""
