@@ -221,6 +221,16 @@ def test_checks() -> None:
         assert ids(check_presence()) == ["django_sse.E041"]
     with override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "other.Layer"}}):
         assert ids(check_presence()) == ["django_sse.W040"]
+    # A careless default: who is online, shown to anyone.
+    reg = channels.register("square:{name}", channels.PUBLIC, presence=True)
+    try:
+        [warning] = check_presence()
+        assert (warning.id, warning.obj) == ("django_sse.W041", "square:{name}")
+        assert warning.hint
+        with override_settings(SSE_PRESENCE_MEMBER="tests.test_presence.project_member"):
+            assert check_presence() == []
+    finally:
+        channels.unregister(reg.pattern)
 
 
 @override_settings(SSE_PRESENCE_MEMBER="tests.test_presence.project_member")
