@@ -46,7 +46,30 @@ def check_presence(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 )
             )
     messages.extend(_check_layer())
+    messages.extend(_check_public())
     return messages
+
+
+def _check_public() -> list[CheckMessage]:
+    """A public presence channel with the default member data lists the pk
+    and full name of every signed-in viewer to anyone, signed in or not."""
+    from .channels import PUBLIC, registry
+
+    if conf.SSE_PRESENCE_MEMBER:
+        return []  # the project chose what a member shows
+    return [
+        Warning(
+            f"Presence channel {reg.pattern!r} is channels.PUBLIC and shows the default "
+            "member data: anyone, signed in or not, sees the pk and full name of every "
+            "signed-in user on it.",
+            hint="Restrict the channel's read policy, or pass member= with what may be "
+            "public (or set SSE_PRESENCE_MEMBER).",
+            obj=reg.pattern,
+            id="django_sse.W041",
+        )
+        for reg in registry
+        if reg.presence and reg.policy is PUBLIC and reg.member is None
+    ]
 
 
 def _check_layer() -> list[CheckMessage]:

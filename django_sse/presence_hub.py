@@ -100,6 +100,9 @@ class PresenceTracker:
         self.tracked: dict[tuple[str, str], Tracked] = {}
         self.subs: dict[Subscription, list[tuple[Tracked, str]]] = {}
         self._announcing: set[asyncio.Task[None]] = set()
+        #: Channels a ``_sweep`` runs for: one each, however often streams
+        #: come and go there, or the sweeps would pile up.
+        self._sweeping: set[tuple[str, str]] = set()
 
     # -- streams -------------------------------------------------------------
 
@@ -230,10 +233,12 @@ class PresenceTracker:
             raise
         lost = full and result.created > len(keys - tracked.stored)
         tracked.stored = (tracked.stored | keys) - removed
-        if not tracked.local and result.remaining:
+        where = (tracked.kind, tracked.channel)
+        if not tracked.local and result.remaining and where not in self._sweeping:
             # Nobody here beats for this channel any more, and entries are
             # left: if their process died, someone must sweep them.
-            self.hub.tasks.spawn(self._sweep(tracked.kind, tracked.channel))
+            self._sweeping.add(where)
+            self.hub.tasks.spawn(self._sweep(*where))
         self._forget_if_empty(tracked)
         if any(c.key != ANONYMOUS for c in result.changes):
             # Not under the channel's lock: heartbeats must not wait for the
@@ -295,6 +300,12 @@ class PresenceTracker:
         again (its heartbeats sweep then): a dead process's last members
         leave (and ``channel_vacated`` fires) even when no live process
         is on the channel."""
+        try:
+            await self._sweep_until_empty(kind, channel)
+        finally:
+            self._sweeping.discard((kind, channel))
+
+    async def _sweep_until_empty(self, kind: str, channel: str) -> None:
         while True:
             await asyncio.sleep(conf.SSE_PRESENCE_TIMEOUT + conf.SSE_PRESENCE_HEARTBEAT)
             if (kind, channel) in self.tracked:

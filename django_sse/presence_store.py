@@ -269,11 +269,16 @@ class MemoryPresence:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._channels: dict[tuple[str, str], _Channel] = {}
+        #: The highest version given on any channel: a channel dropped when
+        #: empty starts again above it, so its versions never go back in time
+        #: (the clock may), and no channel is kept only for its version.
+        self._floor = 0
 
     def _version(self, state: _Channel) -> int:
         if not state.version:
-            state.version = time.time_ns() // 1000
+            state.version = max(time.time_ns() // 1000, self._floor)
         state.version += 1
+        self._floor = max(self._floor, state.version)
         return state.version
 
     def _gone(self, state: _Channel, entry: str, out: list[Change]) -> None:
@@ -311,10 +316,12 @@ class MemoryPresence:
                     if state.refs[key] == 1:
                         state.members[key] = member
                         out.append(Change("join", key, member, self._version(state)))
+            version, remaining = state.version, len(state.deadlines)
             if not state.deadlines and not state.refs:
-                # Kept only for its version: a later join must not go back in time.
-                state.members.clear()
-        return Result(out, created, state.version, len(state.deadlines))
+                # Empty: dropped, or a client opening streams on ever new
+                # channel names would grow this dict for good.
+                del self._channels[(kind, channel)]
+        return Result(out, created, version, remaining)
 
     async def read(self, kind: str, channel: str) -> State:
         now = time.monotonic()

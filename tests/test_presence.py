@@ -221,6 +221,16 @@ def test_checks() -> None:
         assert ids(check_presence()) == ["django_sse.E041"]
     with override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "other.Layer"}}):
         assert ids(check_presence()) == ["django_sse.W040"]
+    # A careless default: who is online, shown to anyone.
+    reg = channels.register("square:{name}", channels.PUBLIC, presence=True)
+    try:
+        [warning] = check_presence()
+        assert (warning.id, warning.obj) == ("django_sse.W041", "square:{name}")
+        assert warning.hint
+        with override_settings(SSE_PRESENCE_MEMBER="tests.test_presence.project_member"):
+            assert check_presence() == []
+    finally:
+        channels.unregister(reg.pattern)
 
 
 @override_settings(SSE_PRESENCE_MEMBER="tests.test_presence.project_member")
@@ -297,3 +307,48 @@ def test_the_presence_list_tag() -> None:
     assert "data-sse-channels" in html and '"desk:2"' in html
     with pytest.raises(TemplateSyntaxError, match="not a presence channel"):
         Template('{% load django_sse %}{% sse_presence "public" %}').render(Context({}))
+
+
+async def test_channels_left_empty_are_dropped_and_versions_go_on() -> None:
+    """Streams on ever new channel names must not grow the store for good,
+    and a channel dropped when empty never goes back in version."""
+    from django_sse import presence_store
+
+    def kept(channel: str) -> bool:
+        return (presence_store.PRESENCE, channel) in presence_store._memory._channels
+
+    names = [f"lobby:{unique()}" for _ in range(30)]
+    for channel in names:
+        async with stream(channel) as s:
+            await s.wait_for(b"event: presence\n")
+    await wait_until(lambda: not any(kept(n) for n in names), timeout=5)
+    alice = await _user("drop-alice")
+    versions = []
+    for _ in range(2):
+        async with stream(names[0], alice) as s:
+            await s.wait_for(b"event: presence\n")
+            [snap] = _events(s.body, "presence")
+            versions.append(snap["version"])
+        await wait_until(lambda: not kept(names[0]), timeout=5)
+    assert versions[1] > versions[0] > 0
+
+
+async def test_one_sweep_per_channel_however_often_streams_come_and_go() -> None:
+    """A process left with another process's entries sweeps a channel once,
+    not once per stream that came and went (the sweeps would pile up)."""
+    from django_sse.presence_store import PRESENCE, Update, get_backend
+
+    channel = f"lobby:{unique()}"
+    # Another process's member, beating for a while.
+    await get_backend().update(PRESENCE, channel, "elsewhere", Update({"x": (1, "{}")}), 60.0)
+    for _ in range(4):
+        async with stream(channel) as s:
+            await s.wait_for(b"event: presence\n")
+        await wait_until(lambda: get_hub().subscribers(channel) == 0, timeout=5)
+
+    def sweeps() -> int:
+        return sum(1 for t in get_hub().tasks.running if "_sweep" in t.get_coro().__qualname__)
+
+    await wait_until(lambda: sweeps() >= 1, timeout=5)
+    assert sweeps() == 1
+    await get_backend().update(PRESENCE, channel, "elsewhere", Update(removed={"x"}), 60.0)
