@@ -245,7 +245,9 @@ def test_the_pytest_plugin_provides_the_fixture(tmp_path: Path) -> None:
         "    sse_events.assert_sent('public', 'from.users.code', data__ok=True)\n"
         "    sse_events.assert_nothing_sent('public', 'other')\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # Plugins named with -p only: installed from this checkout, the package's
+    # pytest11 entry point would load the same module a second time.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     # Its own test database (SQLite in memory): never this session's, which the
     # inner run would create and drop again.
     for name in ("SSE_TEST_POSTGRES", "SSE_TEST_POSTGRES_DB", "SSE_TEST_DB"):
@@ -258,7 +260,7 @@ def test_the_pytest_plugin_provides_the_fixture(tmp_path: Path) -> None:
             "-p",
             "django_sse.pytest_plugin",
             "-p",
-            "pytest_django",
+            "pytest_django.plugin",
             "-p",
             "no:cacheprovider",
             "--ds=tests.settings",
