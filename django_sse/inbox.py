@@ -25,7 +25,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
-from . import dbthreads
+from . import dbthreads, metrics
 from .channels import user_channel
 from .events import Event
 from .publish_batch import _build_all, _store_many, publish_many
@@ -176,7 +176,19 @@ def change(
         stored = _store_many(_build_all(specs))
         if stored:
             transaction.on_commit(lambda: publish_many(stored), using=using, robust=True)
+        transaction.on_commit(lambda: _count(specs), using=using, robust=True)
     return result, stored
+
+
+def _count(specs: list[tuple[str, str, Any]]) -> None:
+    """The ``inbox_changes`` metric: one per user and committed change."""
+    from .notifications import NOTIFICATION_EVENT
+
+    figures = metrics.get()
+    if figures.enabled:
+        for _, name, data in specs:
+            action = "new" if name == NOTIFICATION_EVENT else str(data.get("action", ""))
+            figures.inc("inbox_changes", action=action)
 
 
 def _event(pk: Any, payload: dict[str, Any]) -> tuple[str, str, Any]:

@@ -126,6 +126,20 @@ FIGURES: tuple[Figure, ...] = (
     Figure(
         "counter", "store_errors", "Event store calls that failed, by operation.", ("operation",)
     ),
+    Figure(
+        "counter",
+        "presence_changes",
+        "Presence members announced as joined or left by this process, by kind "
+        "(join, leave); anonymous streams are not members.",
+        ("kind",),
+    ),
+    Figure(
+        "counter",
+        "inbox_changes",
+        "Inbox changes committed by this process, one per user and change, by action "
+        "(new, read, unread, read_all, delete, sync).",
+        ("action",),
+    ),
 )
 
 

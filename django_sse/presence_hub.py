@@ -24,7 +24,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from . import signals
+from . import metrics, signals
 from .channels import call_user_code, registry
 from .coalesce import Coalesced
 from .conf import conf
@@ -360,7 +360,9 @@ class PresenceTracker:
                 await send_signal(signal, channel=channel)
             return
         await asyncio.gather(*(publish(self.hub.layer, channel, change) for change in changes))
+        figures = metrics.get()
         for change in changes:
+            figures.inc("presence_changes", kind=change.kind)
             signal = signals.presence_joined if change.kind == "join" else signals.presence_left
             if signal.has_listeners():
                 await send_signal(signal, channel=channel, member=json.loads(change.member))

@@ -252,3 +252,23 @@ async def test_metrics_count_on_through_a_redis_outage(
                 value(after, "django_sse_events_published_total")
                 == value(down, "django_sse_events_published_total") + 1
             )
+
+
+async def test_presence_and_inbox_changes_are_counted(
+    metered: Server, client: httpx.AsyncClient
+) -> None:
+    from tests.sse_client import login
+
+    await login(client, metered.url, f"m-{unique()}")
+    before = await scrape(client, metered.url)
+    joins = value(before, "django_sse_presence_changes_total", kind="join")
+    leaves = value(before, "django_sse_presence_changes_total", kind="leave")
+    new = value(before, "django_sse_inbox_changes_total", action="new")
+    channel = f"desk:{2 * int(unique().encode().hex()[:6], 16)}"  # an even pk: readable
+    async with open_stream(client, f"{metered.url}/sse/?channel={channel}") as stream:
+        assert stream.response.status_code == 200
+        await until(client, metered, "django_sse_presence_changes_total", joins + 1, kind="join")
+        response = await client.post(f"{metered.url}/test/notify-to-others/", json={"n": 1})
+        assert response.status_code == 200
+        await until(client, metered, "django_sse_inbox_changes_total", new + 1, action="new")
+    await until(client, metered, "django_sse_presence_changes_total", leaves + 1, kind="leave")
