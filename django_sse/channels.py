@@ -28,7 +28,7 @@ from functools import partial
 from typing import Any, TypeAlias, overload
 
 from asgiref.sync import SyncToAsync, async_to_sync, iscoroutinefunction, sync_to_async
-from django.db import DatabaseError
+from django.db import DatabaseError, InterfaceError, OperationalError
 
 from .names import CHANNEL_NAME_RE, channel_name_error
 
@@ -393,7 +393,17 @@ async def _evaluate(policy: PolicyType, user: Any, params: dict[str, str]) -> bo
     if answer is not None:
         return answer
     if isinstance(policy, str):
-        return bool(user.is_authenticated) and bool(await user.ahas_perm(policy))
+        if not user.is_authenticated:
+            return False
+        try:
+            return bool(await user.ahas_perm(policy))
+        except (InterfaceError, OperationalError):
+            # A read on a connection the database dropped (a restart, a killed
+            # backend): once more on a fresh one, as the store's reads do.
+            from .dbthreads import release_connections
+
+            await release_connections()
+            return bool(await user.ahas_perm(policy))
     assert callable(policy)
     if policy is _owns_user_channel:
         return _owns_user_channel(user, **params)
