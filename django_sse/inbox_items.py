@@ -56,42 +56,28 @@ def persist_notifications(
         },
     )
 
+    def item(pk: Any, item_id: int | None = None) -> InboxItem:
+        return InboxItem(
+            id=item_id,
+            recipient_id=pk,
+            message=data["message"],
+            level=data["level"],
+            url=data["url"] or "",
+            actor_type=actor_type,
+            actor_id=actor_id,
+            target_type=target_type,
+            target_id=target_id,
+            data=extra,
+            created=now,
+        )
+
     def apply() -> list[InboxItem]:
         if connections[using].vendor == "postgresql":
             ids = _insert_postgresql(
                 pks, data, actor_type, actor_id, target_type, target_id, extra, now, using
             )
-            return [
-                InboxItem(
-                    id=ids[pk],
-                    recipient_id=pk,
-                    message=data["message"],
-                    level=data["level"],
-                    url=data["url"] or "",
-                    actor_type=actor_type,
-                    actor_id=actor_id,
-                    target_type=target_type,
-                    target_id=target_id,
-                    data=extra,
-                    created=now,
-                )
-                for pk in pks
-            ]
-        rows = [
-            InboxItem(
-                recipient_id=pk,
-                message=data["message"],
-                level=data["level"],
-                url=data["url"] or "",
-                actor_type=actor_type,
-                actor_id=actor_id,
-                target_type=target_type,
-                target_id=target_id,
-                data=extra,
-                created=now,
-            )
-            for pk in pks
-        ]
+            return [item(pk, ids[pk]) for pk in pks]
+        rows = [item(pk) for pk in pks]
         return InboxItem._default_manager.using(using).bulk_create(rows, batch_size=BATCH_SIZE)
 
     def describe(created: list[InboxItem], unread: dict[Any, int]) -> list[tuple[str, str, Any]]:

@@ -16,7 +16,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from . import dbthreads
 from .channels import user_channel
 from .events import Event
-from .exclude import arequest_key, request_key, with_exclusion
+from .exclude import arequest_key, excluding_key, request_key, with_exclusion
 from .inbox import ITEM_KEYS
 from .inbox_items import persist_notifications
 from .publish_batch import asend_events, send_events
@@ -132,16 +132,11 @@ def notify(
     :func:`~django_sse.send_event`. ``exclude=request`` skips the stream of
     the tab that sent ``request`` (its other tabs still get it). Returns the events."""
     users, data = _prepare(user_or_users, message, level, url, extra)
-    key = request_key(exclude)
-    if not persist:
-        return send_events(
-            [(user_channel(user), NOTIFICATION_EVENT, data) for user in users],
-            using=using,
-            exclude=exclude,
-        )
-    return with_exclusion(  # type: ignore[no-any-return]
-        key, persist_notifications, users, data, actor, target, using or DEFAULT_DB_ALIAS
-    )
+    with excluding_key(request_key(exclude)):
+        if not persist:
+            events = [(user_channel(user), NOTIFICATION_EVENT, data) for user in users]
+            return send_events(events, using=using)
+        return persist_notifications(users, data, actor, target, using or DEFAULT_DB_ALIAS)
 
 
 async def anotify(
@@ -162,9 +157,9 @@ async def anotify(
     users, data = _prepare(user_or_users, message, level, url, extra)
     key = await arequest_key(exclude)
     if not persist:
-        return await asend_events(
-            [(user_channel(u), NOTIFICATION_EVENT, data) for u in users], exclude=exclude
-        )
+        with excluding_key(key):
+            return await asend_events([(user_channel(u), NOTIFICATION_EVENT, data) for u in users])
+    # A store thread does not inherit this context: the key goes along.
     events: list[Event] = await dbthreads.run(
         with_exclusion,
         key,

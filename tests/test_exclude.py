@@ -69,3 +69,27 @@ def test_keys_bind_the_id_to_the_user() -> None:
     with excluding(request):
         assert request_key(None) == stream_key("7", connection)
     assert request_key(None) is None
+
+
+@pytest.mark.parametrize("persist", [True, False])
+async def test_anotify_and_asend_events_carry_the_requests_exclusion(persist: bool) -> None:
+    from django_sse import anotify, asend_events
+
+    alice = await _user(f"anotify-{persist}")
+    request = RequestFactory().post("/", HTTP_X_SSE_CONNECTION=secrets.token_urlsafe(16))
+    request.user = alice
+
+    async def auser() -> Any:
+        return alice
+
+    request.auser = auser  # type: ignore[attr-defined]
+    key = request_key(request)
+    assert key is not None
+    [event] = await anotify(alice, "hi", persist=persist, exclude=request)
+    assert event.exclude == key
+    # Without exclude=, nothing is excluded; inside excluding(), the block's key.
+    [plain] = await anotify(alice, "hi", persist=persist)
+    assert plain.exclude is None
+    with excluding(request):
+        [batched] = await asend_events([("public", "e", 1)])
+    assert batched.exclude == key
