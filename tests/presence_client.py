@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.sse_client import Stream
+from tests.sse_client import Stream, wait_until
 
 
 @dataclass
@@ -70,12 +70,13 @@ async def following(*streams: Stream) -> AsyncIterator[list[PresenceView]]:
 
 
 async def until(predicate: Any, timeout: float, what: str) -> float:
-    """Wait for ``predicate()``; return the seconds it took."""
+    """:func:`~tests.sse_client.wait_until` that names what it waited for and
+    returns the seconds it took."""
     start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"{what}: not within {timeout}s")
-        await asyncio.sleep(0.02)
+    try:
+        await wait_until(predicate, timeout)
+    except TimeoutError:
+        raise TimeoutError(f"{what}: not within {timeout}s") from None
     return time.monotonic() - start
 
 

@@ -94,12 +94,12 @@ async def test_a_member_on_each_server_then_one_killed(
 
         two.proc.kill()  # kill -9: bob's process says nothing
         two.proc.wait(10)
-        took = await until(
+        # Within the documented bound (until() fails past it).
+        await until(
             lambda: all(v.names == everyone - {"<b>p-bob</b>"} for v in views[::2]),
             LEAVE_BOUND,
             "bob's leave after kill -9",
         )
-        assert took <= LEAVE_BOUND
         seen = await read_presence(redis.url, server_db, channel)
         assert {m["data"]["name"] for m in seen["members"]} == everyone - {"<b>p-bob</b>"}
         assert seen["streams"] == 2
@@ -272,8 +272,8 @@ async def test_a_graceful_stop_takes_its_members_out_at_once(
         ):
             await until(lambda: view.names == {"<b>gs-alice</b>", "<b>gs-bob</b>"}, 10, "joined")
             one.proc.terminate()  # SIGTERM, a deploy: the fast path closes its streams
-            took = await until(lambda: view.names == {"<b>gs-bob</b>"}, 15, "leave on stop")
-            assert took < 15
+            # Well before the 60 s expiry: the stopping process said so itself.
+            await until(lambda: view.names == {"<b>gs-bob</b>"}, 15, "leave on stop")
             seen = await read_presence(private_redis_server.url, server_db, channel)
             assert seen["users"] == 1
             assert [e.event for e in s1.events][-1:] in ([], ["stream-closed"])
