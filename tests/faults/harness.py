@@ -334,6 +334,28 @@ async def load_client(
             await proc.wait()
 
 
+async def published(env: dict[str, str], channels: list[str], count: int, tag: str) -> None:
+    """:func:`publish`, which must succeed."""
+    run = await publish(env, channels, count, tag)
+    assert run.status == 0, run.output[-2000:]
+
+
+async def kill9_and_restart(
+    server: Server, env: dict[str, str], channels: list[str], batches: list[tuple[str, int]]
+) -> float:
+    """Publish ``batches`` (before, down, after): the first while ``server``
+    runs, the second after ``kill -9``, the third once it has started again.
+    Returns ``time.monotonic()`` at the restart."""
+    (before, n_before), (down, n_down), (after, n_after) = batches
+    await published(env, channels, n_before, before)
+    kill9(server)
+    await published(env, channels, n_down, down)
+    start_again(server)
+    restarted = time.monotonic()
+    await published(env, channels, n_after, after)
+    return restarted
+
+
 def kill9(server: Server) -> None:
     os.kill(server.proc.pid, signal.SIGKILL)
     server.proc.wait(10)

@@ -17,7 +17,7 @@ from tests.faults.harness import (
     Counts,
     channel_sets,
     fault_env,
-    kill9,
+    kill9_and_restart,
     ledger_matches,
     load_client,
     publish,
@@ -25,7 +25,6 @@ from tests.faults.harness import (
     score,
     spawn,
     sqlite_store,
-    start_again,
 )
 from tests.servers import RedisServer, running_server
 from tests.sse_client import unique
@@ -58,16 +57,7 @@ async def test_kill_9_and_restart_under_resuming_streams(
     with running_server(kind, **env) as server:
         async with load_client(server.port, channel_sets(channels, STREAMS)) as (clients, ready):
             assert ready["ready"] == STREAMS, ready
-            first = await publish(env, channels, 10, "before")
-            assert first.status == 0, first.output[-2000:]
-
-            kill9(server)
-            down = await publish(env, channels, DOWNTIME_EVENTS, "down")
-            assert down.status == 0, down.output[-2000:]
-            start_again(server)
-            after = await publish(env, channels, 10, "after")
-            assert after.status == 0, after.output[-2000:]
-
+            await kill9_and_restart(server, env, channels, batches(DOWNTIME_EVENTS))
             heads, rows = sqlite_store(faults_db, channels)
             records = await clients.finish(heads, timeout=120 if LONG else 60)
         log = server.output()

@@ -17,13 +17,11 @@ from tests.faults.harness import (
     Counts,
     channel_sets,
     fault_env,
-    kill9,
+    kill9_and_restart,
     ledger_matches,
     load_client,
-    publish,
     score,
     sqlite_store,
-    start_again,
 )
 from tests.servers import RedisServer, running_server
 from tests.sse_client import unique
@@ -33,6 +31,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.server, pytest.mark.redis]
 STREAMS = 3000 if LONG else 1000
 CHANNELS = 10
 DOWNTIME_EVENTS = 40
+BATCHES = [("before", 5), ("down", DOWNTIME_EVENTS), ("after", 5)]
 
 
 @pytest.mark.parametrize(
@@ -57,17 +56,7 @@ async def test_a_resume_storm_catches_every_client_up_with_shared_store_reads(
     with running_server("uvicorn", **env) as server:
         async with load_client(server.port, sets) as (clients, ready):
             assert ready["ready"] == STREAMS, ready
-            first = await publish(env, channels, 5, "before")
-            assert first.status == 0, first.output[-2000:]
-
-            kill9(server)
-            down = await publish(env, channels, DOWNTIME_EVENTS, "down")
-            assert down.status == 0, down.output[-2000:]
-            start_again(server)
-            restarted = time.monotonic()
-            after = await publish(env, channels, 5, "after")
-            assert after.status == 0, after.output[-2000:]
-
+            restarted = await kill9_and_restart(server, env, channels, BATCHES)
             heads, rows = sqlite_store(faults_db, channels)
             records = await clients.finish(heads, timeout=120 if LONG else 60)
             caught_up = time.monotonic() - restarted
@@ -84,7 +73,7 @@ async def test_a_resume_storm_catches_every_client_up_with_shared_store_reads(
         f"pairs; {log.count('Traceback')} tracebacks"
     )
     record_counts(score(counts, records, heads, rows))
-    assert ledger_matches(heads, rows, [("before", 5), ("down", DOWNTIME_EVENTS), ("after", 5)])
+    assert ledger_matches(heads, rows, BATCHES)
     assert counts.clean, counts.line()
     assert not counts.closes.get("overflow"), counts.line()
     # Without sharing, each resume costs three reads (heads, oldest, a page).
