@@ -28,6 +28,7 @@ from .auth import Identity
 from .channels import ChannelError, call_user_code, registry
 from .conf import conf
 from .dbthreads import release_connections
+from .direct import DirectWriter
 from .events import Event, comment, control, encode_body, encode_payload, retry
 from .exclude import stream_key
 from .hub import Hub, get_hub
@@ -109,10 +110,16 @@ class StreamState:
         self.cursor = cursor
         sub.cursor = cursor
         self.store = history.get_store()
-        self.last_id: bytes | None = None
+        self._last_id: bytes | None = None
         #: Created right after the subscription: shared store pages read
         #: since then hold everything the live queue does not.
         self.since = time.monotonic()
+
+    @property
+    def last_id(self) -> bytes | None:
+        """The ``id:`` a reconnecting client resumes from: the position, once
+        the stream has one, else the last event id written."""
+        return self.cursor.id if self.cursor is not None else self._last_id
 
     async def read(
         self, positions: dict[str, int], limit: int = history.READ_LIMIT
@@ -142,47 +149,60 @@ class StreamState:
             if r.seq != position + 1:
                 out.append(self._hole(r.channel, r.seq - 1))
             out.append(self.cursor.frame(r.channel, r.seq, encode_body(r.name, r.payload)))
-        self.last_id = self.cursor.id
         return b"".join(out)
 
-    async def frames(self, events: list[Event]) -> AsyncIterator[bytes]:
-        """The wire bytes of ``events``, in chunks; holes are read from the store."""
-        out: list[bytes] = []
+    def frame(self, event: Event) -> bytes | None:
+        """The wire bytes of ``event`` (``b""``: nothing to write), or ``None``
+        when the store holds events before it that the stream has not written:
+        :meth:`fill` reads them first."""
         cursor = self.cursor
-        for event in events:
-            if cursor is None and self.stored:
+        if cursor is None:
+            if self.stored:
                 # Closed before it had a position: a stored event written now
                 # would leave a hole, and any id would not be a position. The
                 # client keeps its last id and reads these on its reconnect.
-                if event.seq is None:
-                    out.append(event.body)
-                continue
-            if cursor is None:
-                out.append(b"id: " + event.id.encode() + b"\n" + event.body)
-                self.last_id = event.id.encode()
-                continue
-            position = cursor.positions.get(event.channel)
-            if position is None or event.seq is None:
-                # An ephemeral channel: the position does not move.
-                out.append(b"id: " + cursor.id + b"\n" + event.body)
-                continue
-            if event.seq <= position:
-                continue  # already written (replay, or read from the store)
-            if event.seq > position + 1:
-                if out:
-                    yield b"".join(out)
-                    out = []
+                return event.body if event.seq is None else b""
+            self._last_id = event.id.encode()
+            return b"id: " + self._last_id + b"\n" + event.body
+        position = cursor.positions.get(event.channel)
+        if position is None or event.seq is None:
+            # An ephemeral channel: the position does not move.
+            return b"id: " + cursor.id + b"\n" + event.body
+        if event.seq <= position:
+            return b""  # already written (replay, or read from the store)
+        if event.seq > position + 1:
+            return None
+        if not event.body:
+            # Excluded (``send_event(..., exclude=request)``): skipped, not missed.
+            cursor.move(event.channel, event.seq)
+            return b""
+        return cursor.frame_event(event, event.seq)
+
+    def frame_all(self, events: list[Event]) -> tuple[bytes, int]:
+        """The wire bytes of ``events`` up to the first that needs a store read,
+        and how many were framed (``len(events)`` when all were)."""
+        out: list[bytes] = []
+        for done, event in enumerate(events):
+            frame = self.frame(event)
+            if frame is None:
+                return b"".join(out), done
+            out.append(frame)
+        return b"".join(out), len(events)
+
+    async def frames(self, events: list[Event]) -> AsyncIterator[bytes]:
+        """The wire bytes of ``events``, in chunks; holes are read from the store."""
+        done = 0
+        while done < len(events):
+            chunk, framed = self.frame_all(events[done:])
+            if chunk:
+                yield chunk
+            done += framed
+            if done < len(events):
+                event = events[done]
+                assert event.seq is not None  # only a stored event has a hole
                 async for chunk in self.fill(event.channel, event.seq - 1):
                     yield chunk
-            if event.body:
-                out.append(cursor.frame(event.channel, event.seq, event.body))
-            else:
-                # Excluded (``send_event(..., exclude=request)``): skipped, not missed.
-                cursor.move(event.channel, event.seq)
-        if cursor is not None:
-            self.last_id = cursor.id
-        if out:
-            yield b"".join(out)
+                # The hole is filled (or reset): the event now follows.
 
     async def fill(self, channel: str, upto: int) -> AsyncIterator[bytes]:
         """Read ``channel`` from the store up to ``upto``, a page at a time."""
@@ -200,7 +220,6 @@ class StreamState:
                 if not records:
                     # Pruned before we could read it: tell the client to reload.
                     yield self._hole(channel, upto)
-                    self.last_id = self.cursor.id
                     return
                 yield self._page(records)
         finally:
@@ -309,6 +328,7 @@ async def event_stream(
     slot: limits.StreamSlot | None = None,
     door: str = "view",
     connection: str | None = None,
+    direct: DirectWriter | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the wire bytes of a stream on ``channels`` until the client goes.
 
@@ -319,7 +339,9 @@ async def event_stream(
     session expires; ``slot`` (from ``limits.acquire``) is released when it
     ends. ``door`` ("view" or "asgi") names who serves it, for the metrics
     and the lifecycle signals; ``connection`` is the client's id for
-    ``send_event(exclude=)``.
+    ``send_event(exclude=)``. With ``direct`` (the ASGI door's writer), a live
+    stream's events are written by the hub as they are delivered
+    (:mod:`django_sse.direct`), not by this generator.
     """
     if shutdown.closing.is_set():
         # Shutting down: a hub made now would outlive the stop. Back in a moment.
@@ -379,9 +401,12 @@ async def event_stream(
         except StoreUnavailable:
             sub.close(UNAVAILABLE)
         sub.state = LIVE
+        if direct is not None:
+            direct.attach(state)
         async for chunk in _live(state):
             yield chunk
     finally:
+        sub.direct = None
         hub.unsubscribe(sub)
         lifecycle.closed(track, sub.close_reason, len(hub.membership.groups))
         if slot is not None:
@@ -425,8 +450,6 @@ async def _start(
     if not sub.closed:
         # Presence is state, sent on every connect, a resumed one too.
         first += await state.hub.presence.opened(sub, user, cursor.id if cursor else None)
-    if cursor is not None:
-        state.last_id = cursor.id
     if first and not sub.closed:
         yield first
     if cursor is not None and not reset and last_event_id:
@@ -446,10 +469,17 @@ async def _live(state: StreamState) -> AsyncIterator[bytes]:
         wrote = False
         if reason not in FINAL_REASONS and reason != UNAVAILABLE:
             try:
-                async for chunk in state.frames(events):
+                # Without a hole, one chunk and no generator: the common case.
+                chunk, framed = state.frame_all(events)
+                if chunk:
                     wrote = True
                     sub.wrote()
                     yield chunk
+                if framed < len(events):
+                    async for chunk in state.frames(events[framed:]):
+                        wrote = True
+                        sub.wrote()
+                        yield chunk
                 for channel, seq in sub.take_behind().items():
                     if state.cursor is None or channel not in state.cursor.positions:
                         continue  # no position to read from: the reconnect does

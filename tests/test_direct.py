@@ -1,0 +1,182 @@
+"""Direct writes: the hub writes a parked live stream's events itself.
+
+In process, with a ``send`` these tests control: one that suspends (the
+server's flow control) to show that nothing overtakes a send in flight, and
+one that fails. The same path under real uvicorn and daphne processes is
+exercised by every server test (tests/test_server.py, tests/faults/)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from django_sse import asend_event, direct
+from django_sse.asgi import _stream
+from django_sse.hub import get_hub
+from django_sse.stream import event_stream
+from tests.sse_client import wait_until
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_db_threads")]
+
+
+class Client:
+    """A stream's ``send``: records bodies; ``hold()`` makes the next sends
+    wait until ``release()``, as a server's does while the client reads slowly."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.held: asyncio.Event | None = None
+        self.fail: Exception | None = None
+
+    async def send(self, message: Any) -> None:
+        if self.fail is not None:
+            raise self.fail
+        if self.held is not None:
+            await self.held.wait()
+        self.bodies.append(message.get("body", b""))
+
+    def hold(self) -> None:
+        self.held = asyncio.Event()
+
+    def release(self) -> None:
+        assert self.held is not None
+        self.held.set()
+        self.held = None
+
+    def text(self) -> str:
+        return b"".join(self.bodies).decode()
+
+    def numbers(self) -> list[int]:
+        data = [json.loads(line[len("data: ") :]) for line in self.lines("data: ")]
+        return [d["n"] for d in data if "n" in d]
+
+    def lines(self, prefix: str) -> list[str]:
+        return [line for line in self.text().split("\n") if line.startswith(prefix)]
+
+
+async def open_stream(
+    channel: str, client: Client
+) -> tuple[asyncio.Task[None], direct.DirectWriter]:
+    never: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def receive() -> Any:
+        return await never
+
+    writer = direct.DirectWriter(client.send)
+    chunks = event_stream((channel,), door="asgi", direct=writer)
+    task = asyncio.ensure_future(_stream(chunks, receive, client.send, writer))
+    await wait_until(lambda: writer.state is not None and writer.state.sub.parked(), 10.0)
+    return task, writer
+
+
+async def close(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_parked_stream_is_written_by_the_hub_with_ids_in_order() -> None:
+    client = Client()
+    task, writer = await open_stream("a", client)
+    try:
+        assert writer.state is not None
+        sub = writer.state.sub
+        for n in range(5):
+            await asend_event("a", "tick", {"n": n})
+            # Written during the publish: the stream's task was not woken.
+            assert client.numbers() == list(range(n + 1))
+            assert sub.parked()
+        ids = client.lines("id: ")
+        assert len(ids) == 5 and len(set(ids)) == 5
+        assert writer.state.last_id is not None
+        assert ids[-1] == "id: " + writer.state.last_id.decode()
+    finally:
+        await close(task)
+
+
+async def test_events_wait_behind_a_send_in_flight_and_keep_their_order() -> None:
+    client = Client()
+    task, writer = await open_stream("a", client)
+    try:
+        client.hold()
+        await asend_event("a", "tick", {"n": 0})
+        assert writer.inflight is not None  # the send is waiting for the client
+        for n in range(1, 6):
+            await asend_event("a", "tick", {"n": n})
+        await asyncio.sleep(0.05)
+        assert client.numbers() == []
+        client.release()
+        await wait_until(lambda: len(client.numbers()) == 6, 10.0)
+        assert client.numbers() == list(range(6))
+        state = writer.state
+        assert state is not None
+        await wait_until(lambda: writer.inflight is None and state.sub.parked(), 10.0)
+        await asend_event("a", "tick", {"n": 6})
+        assert client.numbers() == list(range(7))
+    finally:
+        await close(task)
+
+
+@override_settings(SSE_QUEUE_SIZE=10)
+async def test_a_stream_whose_send_stays_blocked_overflows_and_closes() -> None:
+    client = Client()
+    task, writer = await open_stream("a", client)
+    try:
+        assert writer.state is not None
+        sub = writer.state.sub
+        client.hold()
+        sent = 0
+        while sub.close_reason is None and sent < 100:
+            await asend_event("a", "tick", {"n": sent})
+            sent += 1
+        assert sub.close_reason == "overflow"
+        client.release()
+        await asyncio.wait_for(task, 5)
+        got = client.numbers()
+        # What it wrote is a prefix, in order; the rest is the reconnect's.
+        assert got == list(range(len(got))) and 0 < len(got) < sent
+        assert '"reason":"overflow"' in client.text()
+    finally:
+        await close(task)
+
+
+async def test_a_failing_send_ends_the_stream_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = Client()
+    task, writer = await open_stream("a", client)
+    client.fail = RuntimeError("the server refused the body")
+    with caplog.at_level(logging.ERROR, "django_sse"):
+        await asend_event("a", "tick", {"n": 0})
+        await asyncio.wait_for(task, 5)
+    assert writer.error is client.fail
+    assert get_hub().subscribers("a") == 0
+    assert "Event stream failed" in caplog.text
+
+
+async def test_only_servers_own_sends_are_driven_from_the_hub() -> None:
+    class Cycle:
+        async def send(self, message: Any) -> None:
+            pass
+
+    assert not direct.supports(Cycle().send)
+    assert not direct.supports(functools.partial(Cycle().send))
+    Cycle.__module__ = "uvicorn.protocols.http.httptools_impl"
+    assert direct.supports(Cycle().send)
+
+    class Server:
+        async def handle_reply(self, protocol: Any, message: Any) -> None:
+            pass
+
+    Server.__module__ = "daphne.server"
+    assert direct.supports(functools.partial(Server().handle_reply, object()))
+
+    async def wrapped(message: Any) -> None:
+        pass
+
+    assert not direct.supports(wrapped)
