@@ -42,8 +42,9 @@ async def test_the_harness_runs_the_floor_and_a_resume_storm_small(tmp_path: Pat
     status, out, err = await run_python("benchmarks/bench.py", *args, env={}, timeout=240)
     assert status == 0, out + err
     results = json.loads((tmp_path / "all.json").read_text())
-    for target in ("fast", "floor"):
-        fan = results["delivery"][target]["fanout"]["20"]
+    # Runs are keyed target@server kind, the floor by its event loop.
+    for run in ("fast@uvicorn", "floor@asyncio"):
+        fan = results["delivery"][run]["fanout"]["20"]
         assert fan["delivered"] == fan["expected"] == 40, fan
     (storm,) = results["resume-storm"]
     assert storm["caught_up"] == storm["clients"] == 60, storm
