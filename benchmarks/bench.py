@@ -22,8 +22,9 @@ Scenarios (``--scenario``, comma-separated):
   resuming request.
 * ``resume-storm``: N streams, the server killed and restarted while events
   are published, every client resuming (``benchmarks.harness.storm``).
-* ``multi-process``: 2 and 4 uvicorn processes behind nginx sharing one Redis
-  (``benchmarks.harness.multiprocess``).
+* ``multi-process``: 2 and 4 server processes (``--server``'s first kind)
+  behind nginx sharing one Redis, 20,000 streams in total from several
+  load-client processes (``benchmarks.harness.multiprocess``).
 
 Targets (``--targets``): ``fast``, ``view``, ``floor``, ``peer``, ``peer-db``
 (see :mod:`benchmarks.harness.targets`). Server kinds (``--server``,
@@ -338,9 +339,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--storm-phases", default="3,3,2", help="seconds publishing before kill, down, after"
     )
     parser.add_argument("--storm-targets", default="fast,peer-db")
-    parser.add_argument("--mp-processes", type=ints, default=[1, 2, 4])
+    parser.add_argument("--mp-processes", type=ints, default=[2, 4])
     parser.add_argument("--mp-streams", type=int, default=20000, help="streams in total")
     parser.add_argument("--mp-rounds", type=int, default=10)
+    parser.add_argument(
+        "--mp-clients",
+        type=int,
+        default=0,
+        help="load-client processes (default: as few as fit the open-file limit, at least 2)",
+    )
     parser.add_argument("--out", type=Path, default=OUT, help="where the tables go")
     parser.add_argument("--json", type=Path, help="also write every result as JSON")
     args = parser.parse_args(argv)
@@ -474,11 +481,16 @@ def multi_process(args: argparse.Namespace) -> tuple[str, list[str], Any]:
 
     results = asyncio.run(
         multiprocess.run(
-            args.mp_processes, args.mp_streams, args.mp_rounds, args.connect_concurrency
+            args.mp_processes,
+            args.mp_streams,
+            args.mp_rounds,
+            args.connect_concurrency,
+            kind=args.server,
+            clients=args.mp_clients,
         )
     )
     return (
-        "multi-process: uvicorn processes behind nginx, one Redis",
+        f"multi-process: {SERVER_LABELS[args.server]} processes behind nginx, one Redis",
         multiprocess.markdown(results, args.mp_streams, args.mp_rounds),
         results,
     )
