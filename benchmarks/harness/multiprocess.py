@@ -135,6 +135,13 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def open_fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
+
+
 def tree_cpu(pid: int) -> float:
     """CPU of ``pid`` and its children (nginx's master and workers)."""
     total = 0.0
@@ -333,6 +340,8 @@ async def one(
             errors = [r["first_error"] for r in ready if r["first_error"]]
             per_process = await wait_total(ports, connected, SETTLE_LIMIT)
             rss = [measure.proc_status(p)["VmRSS"] for p in pids]
+            # Each worker must stay under the limit: reuseport's spread, seen.
+            nginx_fds = sorted(open_fds(w) for w in children(nginx_pid))
             cpu0 = sum(measure.proc_cpu(p) for p in pids)
             nginx_cpu0 = tree_cpu(nginx_pid)
             latencies, per_round = await rounds_over(loads, publisher, channel, rounds)
@@ -356,6 +365,7 @@ async def one(
         "server": kind,
         "streams": streams,
         "nginx_workers": workers,
+        "nginx_fds_per_worker": nginx_fds,
         "client_processes": clients,
         "connected": connected,
         "connect_errors": sum(int(r["errors"]) for r in ready),
@@ -484,6 +494,10 @@ def markdown(results: list[dict[str, Any]], streams: int, rounds: int) -> list[s
             )
         if r["server_log_problems"]:
             notes.append(f"- {r['processes']} process(es): log: {r['server_log_problems'][:2]}")
+        notes.append(
+            f"- {r['processes']} process(es): open descriptors per nginx worker with every "
+            f"stream open: {', '.join(str(n) for n in r['nginx_fds_per_worker'])}"
+        )
     intro = [
         f"{streams} streams in total on one channel through nginx (round robin over the "
         "processes; several nginx workers and load-client processes, each under the "
