@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv demo test test-fast test-faults-long lint docs bench bench-compare bench-storm bench-scale scale-out screenshots clean
+.PHONY: help venv demo test test-fast test-faults-long lint docs bench bench-servers bench-compare bench-storm bench-scale scale-out screenshots clean
 
 help:
 	@echo "make demo   - venv, install, migrate, serve the example at http://$(HOST):$(PORT)"
@@ -15,9 +15,10 @@ help:
 	@echo "make lint   - ruff and mypy"
 	@echo "make docs   - build the Sphinx docs with warnings as errors"
 	@echo "make bench  - fan-out, burst and idle memory: django_sse, the floor, django-eventstream"
+	@echo "make bench-servers - fan-out to 10,000, burst, idle: uvicorn h11, uvicorn httptools+uvloop, daphne"
 	@echo "make bench-compare - every delivery scenario and library (installs the bench extra)"
 	@echo "make bench-storm - the resume storm (10,000 streams, server killed and restarted)"
-	@echo "make bench-scale - 1, 2 and 4 uvicorn processes behind nginx, 20,000 streams"
+	@echo "make bench-scale - 2 and 4 uvicorn processes behind nginx, 20,000 streams"
 	@echo "make scale-out - the example on 3 processes behind nginx, sharing Redis"
 
 $(STAMP): pyproject.toml
@@ -58,6 +59,11 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	$(PY) benchmarks/bench.py
+
+bench-servers: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	$(PY) benchmarks/bench.py --server uvicorn,uvicorn-httptools,daphne \
+		--targets fast,floor,peer --sizes 100,1000,3000,10000 --idle 1000,3000
 
 bench-compare: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev,bench]"

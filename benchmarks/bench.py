@@ -4,6 +4,7 @@ Run from the repository root (``make bench`` runs the default)::
 
     .venv/bin/python benchmarks/bench.py                      # fan-out, burst, idle memory
     .venv/bin/python benchmarks/bench.py --scenario fanout --targets fast,floor --sizes 100,1000
+    .venv/bin/python benchmarks/bench.py --server uvicorn,uvicorn-httptools,daphne
     .venv/bin/python benchmarks/bench.py --scenario resume-storm --storm-streams 1000
     .venv/bin/python benchmarks/bench.py --scenario multi-process --mp-streams 2000
 
@@ -21,11 +22,16 @@ Scenarios (``--scenario``, comma-separated):
   resuming request.
 * ``resume-storm``: N streams, the server killed and restarted while events
   are published, every client resuming (``benchmarks.harness.storm``).
-* ``multi-process``: 2 and 4 uvicorn processes behind nginx sharing one Redis
-  (``benchmarks.harness.multiprocess``).
+* ``multi-process``: 2 and 4 server processes (``--server``'s first kind)
+  behind nginx sharing one Redis, 20,000 streams in total from several
+  load-client processes (``benchmarks.harness.multiprocess``).
 
 Targets (``--targets``): ``fast``, ``view``, ``floor``, ``peer``, ``peer-db``
-(see :mod:`benchmarks.harness.targets`). Servers run on the first core and the
+(see :mod:`benchmarks.harness.targets`). Server kinds (``--server``,
+comma-separated; fan-out, burst and idle memory run every target under each):
+``uvicorn`` (h11, asyncio), ``uvicorn-httptools`` (httptools, uvloop: what
+``uvicorn[standard]`` gives), ``daphne``; the floor runs once per event loop
+and each row's "/ floor" divides by the floor on its own loop. Servers run on the first core and the
 load client on the second when there are two. Each scenario's markdown table,
 headed by the command, goes to ``docs/benchmarks/<scenario>.md`` (``--out``),
 which docs/benchmarks.rst includes; ``--json`` keeps everything measured.
@@ -39,6 +45,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +57,7 @@ from benchmarks.harness import measure, report  # noqa: E402
 from benchmarks.harness.report import OUT, fmt, log  # noqa: E402
 from benchmarks.harness.setup import stop_on_sigterm  # noqa: E402
 from benchmarks.harness.targets import Target, database, parse  # noqa: E402
+from tests.servers import SERVER_KINDS  # noqa: E402
 
 SCENARIOS = (
     "fanout",
@@ -79,21 +87,60 @@ async def attempt(errors: list[str], what: str, scenario: Any) -> dict[str, Any]
         return None
 
 
-async def delivery(targets: list[Target], args: argparse.Namespace) -> dict[str, Any]:
+#: How a server kind reads in a table row.
+SERVER_LABELS = {
+    "uvicorn": "uvicorn h11",
+    "uvicorn-httptools": "uvicorn httptools+uvloop",
+    "daphne": "daphne",
+}
+
+
+@dataclass
+class Run:
+    """One target under one server kind: a row of the delivery tables. The
+    floor runs once per event loop, not once per server kind."""
+
+    key: str
+    target: Target
+    server: str
+    label: str
+    #: The key of the floor run on the same event loop.
+    floor: str
+
+
+def runs(targets: list[Target], servers: list[str]) -> list[Run]:
+    from tests.servers import server_loop
+
+    out: dict[str, Run] = {}
+    for server in servers:
+        loop = server_loop(server)
+        for target in targets:
+            if target.key == "floor":
+                key = f"floor@{loop}"
+                label = "floor (do-nothing asyncio)" if loop == "asyncio" else f"floor ({loop})"
+            else:
+                key = f"{target.key}@{server}"
+                label = f"{target.label}, {SERVER_LABELS.get(server, server)}"
+            out.setdefault(key, Run(key, target, server, label, f"floor@{loop}"))
+    return list(out.values())
+
+
+async def delivery(plan: list[Run], args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.harness.fanout import Context, Publisher, burst, fanout
 
     out: dict[str, Any] = {}
-    for target in targets:
+    for run in plan:
+        target = run.target
         res: dict[str, Any] = {"fanout": {}, "idle": {}, "burst": None, "errors": []}
-        out[target.key] = res
+        out[run.key] = res
         with database(target) as env:
-            ctx = Context(target, env, Publisher("memory"), args.connect_concurrency, args.server)
+            ctx = Context(target, env, Publisher("memory"), args.connect_concurrency, run.server)
             if "fanout" in args.scenarios:
                 for k in args.sizes:
                     if k > target.max_streams:
-                        log(f"{target.label}: fan-out {k} skipped ({target.skip_reason})")
+                        log(f"{run.label}: fan-out {k} skipped ({target.skip_reason})")
                         continue
-                    log(f"{target.label}: fan-out to {k} x {args.rounds} rounds ...")
+                    log(f"{run.label}: fan-out to {k} x {args.rounds} rounds ...")
                     r = await attempt(res["errors"], f"fan-out {k}", fanout(ctx, k, args.rounds))
                     if r is not None:
                         res["fanout"][k] = r
@@ -105,18 +152,18 @@ async def delivery(targets: list[Target], args: argparse.Namespace) -> dict[str,
             if "idle-memory" in args.scenarios:
                 for k in args.idle:
                     if k > target.max_streams:
-                        log(f"{target.label}: idle {k} skipped ({target.skip_reason})")
+                        log(f"{run.label}: idle {k} skipped ({target.skip_reason})")
                         continue
                     if k in res["fanout"]:
                         res["idle"][k] = res["fanout"][k]
                         continue
-                    log(f"{target.label}: {k} idle streams ...")
+                    log(f"{run.label}: {k} idle streams ...")
                     r = await attempt(res["errors"], f"idle {k}", fanout(ctx, k, 1))
                     if r is not None:
                         res["idle"][k] = r
             if "burst" in args.scenarios:
                 n, subs = args.burst_events, args.burst_subscribers
-                log(f"{target.label}: burst of {n} to {subs} ...")
+                log(f"{run.label}: burst of {n} to {subs} ...")
                 res["burst"] = await attempt(res["errors"], "burst", burst(ctx, subs, n))
     return out
 
@@ -128,18 +175,20 @@ def ratio(value: float | None, floor: float | None) -> str:
 
 
 def delivery_tables(
-    results: dict[str, Any], targets: list[Target], args: argparse.Namespace
+    results: dict[str, Any], plan: list[Run], args: argparse.Namespace
 ) -> dict[str, list[str]]:
-    floor = results.get("floor", {})
+    def floor(run: Run, kind: str, k: int) -> Any:
+        return results.get(run.floor, {}).get(kind, {}).get(k)
+
     tables: dict[str, list[str]] = {}
     if "fanout" in args.scenarios:
         rows: list[list[Any]] = []
         for k in args.sizes:
-            base = floor.get("fanout", {}).get(k)
-            for t in targets:
+            for t in plan:
                 r = results[t.key]["fanout"].get(k)
                 if r is None:
                     continue
+                base = floor(t, "fanout", k)
                 rows.append(
                     [
                         k,
@@ -163,16 +212,18 @@ def delivery_tables(
         ]  # fmt: skip
         tables["fanout"] = [
             f"Fan-out: K streams on one channel, {args.rounds} events per size, each "
-            "published from inside the server (`POST /test/publish/`).",
+            'published from inside the server (`POST /test/publish/`). The "/ floor" '
+            "columns divide by the floor on the same event loop (asyncio, or uvloop for "
+            "httptools+uvloop).",
             "",
             *report.table(header, rows),
         ]
     if "idle-memory" in args.scenarios:
         rows = []
         for k in args.idle:
-            base = floor.get("idle", {}).get(k)
-            for t in targets:
+            for t in plan:
                 r = results[t.key]["idle"].get(k)
+                base = floor(t, "idle", k)
                 if r is not None:
                     rows.append(
                         [
@@ -194,7 +245,7 @@ def delivery_tables(
         ]
     if "burst" in args.scenarios:
         rows = []
-        for t in targets:
+        for t in plan:
             b = results[t.key]["burst"]
             if b is None:
                 continue
@@ -217,14 +268,14 @@ def delivery_tables(
             "",
             *report.table(header, rows, 2),
         ]
-    errors = [f"- {t.label}, {e}" for t in targets for e in results[t.key]["errors"]]
+    errors = [f"- {t.label}, {e}" for t in plan for e in results[t.key]["errors"]]
     if errors:
         for name in tables:
             tables[name] += ["", "Scenarios that did not finish within their bounds:", "", *errors]
     return tables
 
 
-def plot(results: dict[str, Any], targets: list[Target], path: Path) -> None:
+def plot(results: dict[str, Any], targets: list[Run], path: Path) -> None:
     try:
         import matplotlib
     except ImportError:
@@ -263,7 +314,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--scenario", default=DEFAULT_SCENARIOS, help=", ".join(SCENARIOS))
     parser.add_argument("--targets", default="fast,floor,peer", help="fast,view,floor,peer,peer-db")
-    parser.add_argument("--server", choices=("uvicorn", "daphne"), default="uvicorn")
+    parser.add_argument(
+        "--server",
+        default="uvicorn",
+        help="server kinds, comma-separated: " + ", ".join(SERVER_KINDS),
+    )
     parser.add_argument("--sizes", type=ints, default=[100, 1000, 3000], help="fan-out sizes")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--idle", type=ints, default=[1000], help="idle-memory sizes")
@@ -284,9 +339,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--storm-phases", default="3,3,2", help="seconds publishing before kill, down, after"
     )
     parser.add_argument("--storm-targets", default="fast,peer-db")
-    parser.add_argument("--mp-processes", type=ints, default=[1, 2, 4])
+    parser.add_argument("--mp-processes", type=ints, default=[2, 4])
     parser.add_argument("--mp-streams", type=int, default=20000, help="streams in total")
     parser.add_argument("--mp-rounds", type=int, default=10)
+    parser.add_argument(
+        "--mp-clients",
+        type=int,
+        default=0,
+        help="load-client processes (default: as few as fit the open-file limit, at least 2)",
+    )
     parser.add_argument("--out", type=Path, default=OUT, help="where the tables go")
     parser.add_argument("--json", type=Path, help="also write every result as JSON")
     args = parser.parse_args(argv)
@@ -294,6 +355,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; known: {SCENARIOS}")
+    args.servers = [x.strip() for x in args.server.split(",") if x.strip()]
+    if not args.servers or set(args.servers) - set(SERVER_KINDS):
+        parser.error(f"--server takes one or more of {', '.join(SERVER_KINDS)}")
+    # The scenarios that run one server kind run the first.
+    args.server = args.servers[0]
     args.resume_layers = [x for x in args.resume_layers.split(",") if x]
     args.storm_backoff = [x for x in args.storm_backoff.split(",") if x]
     if set(args.storm_backoff) - {"at-once", "jittered"}:
@@ -317,13 +383,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         log(f"wrote {path}")
 
     if {"fanout", "burst", "idle-memory"} & set(args.scenarios):
-        results = asyncio.run(delivery(targets, args))
+        plan = runs(targets, args.servers)
+        results = asyncio.run(delivery(plan, args))
         everything["delivery"] = results
-        for name, body in delivery_tables(results, targets, args).items():
-            write(name, f"{name}: {args.server}, one server process per scenario", body)
+        kinds = ", ".join(SERVER_LABELS[s] for s in args.servers)
+        for name, body in delivery_tables(results, plan, args).items():
+            write(name, f"{name}: {kinds}, one server process per scenario", body)
         if "fanout" in args.scenarios or "idle-memory" in args.scenarios:
             args.out.mkdir(parents=True, exist_ok=True)
-            plot(results, targets, args.out / "fanout.png")
+            plot(results, plan, args.out / "fanout.png")
     steps: dict[str, Callable[[], tuple[str, list[str], Any]]] = {
         "send-event": lambda: send_event(args),
         "publish-cost": lambda: publish_cost(args),
@@ -413,11 +481,16 @@ def multi_process(args: argparse.Namespace) -> tuple[str, list[str], Any]:
 
     results = asyncio.run(
         multiprocess.run(
-            args.mp_processes, args.mp_streams, args.mp_rounds, args.connect_concurrency
+            args.mp_processes,
+            args.mp_streams,
+            args.mp_rounds,
+            args.connect_concurrency,
+            kind=args.server,
+            clients=args.mp_clients,
         )
     )
     return (
-        "multi-process: uvicorn processes behind nginx, one Redis",
+        f"multi-process: {SERVER_LABELS[args.server]} processes behind nginx, one Redis",
         multiprocess.markdown(results, args.mp_streams, args.mp_rounds),
         results,
     )
@@ -427,8 +500,10 @@ def main(argv: list[str] | None = None) -> int:
     raw = sys.argv[1:] if argv is None else argv
     args = parse_args(raw)
     stop_on_sigterm()
+    # One descriptor per stream in the load client and in the server; the
+    # multi-process scenario spreads its streams over processes and checks its own.
     measure.raise_nofile(
-        max([*args.sizes, *args.idle, *args.storm_streams, args.mp_streams, args.burst_subscribers])
+        max([*args.sizes, *args.idle, *args.storm_streams, args.burst_subscribers])
     )
     # This process is the load client of the fan-out scenarios: the second core.
     measure.pin_client()

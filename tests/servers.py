@@ -53,24 +53,37 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
             proc.wait(timeout)
 
 
+#: uvicorn's HTTP parser and event loop per server kind, always explicit: left
+#: to ``auto``, uvicorn picks httptools and uvloop whenever they are installed,
+#: which would change what a test or a benchmark runs without a word.
+UVICORN_KINDS = {
+    "uvicorn": ("h11", "asyncio"),
+    # What ``pip install uvicorn[standard]`` gives.
+    "uvicorn-httptools": ("httptools", "uvloop"),
+}
+SERVER_KINDS = (*UVICORN_KINDS, "daphne")
+
+
 def server_command(kind: str, port: int, app: str = "tests.asgi:application") -> list[str]:
-    """The command line of a ``kind`` server for ``app`` on 127.0.0.1:``port``."""
+    """The command line of a ``kind`` server (one of ``SERVER_KINDS``) for
+    ``app`` on 127.0.0.1:``port``."""
     if kind == "daphne":
         args = ["daphne", "-b", "127.0.0.1", "-p", str(port)]
-    elif kind == "uvicorn":
+    elif kind in UVICORN_KINDS:
+        http, loop = UVICORN_KINDS[kind]
         args = [
-            "uvicorn",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--lifespan",
-            "off",
+            *("uvicorn", "--host", "127.0.0.1", "--port", str(port)),
+            *("--http", http, "--loop", loop),
+            *("--no-access-log", "--lifespan", "off"),
         ]
     else:
-        raise ValueError(kind)
+        raise ValueError(f"unknown server kind {kind!r}; known: {', '.join(SERVER_KINDS)}")
     return [sys.executable, "-m", *args, app]
+
+
+def server_loop(kind: str) -> str:
+    """The event loop a ``kind`` server runs on: ``asyncio`` or ``uvloop``."""
+    return UVICORN_KINDS.get(kind, ("", "asyncio"))[1]
 
 
 @dataclass

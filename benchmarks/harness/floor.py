@@ -1,18 +1,20 @@
-"""The floor: a do-nothing asyncio SSE server, ``python -m benchmarks.harness.floor PORT``.
+"""The floor: a do-nothing asyncio SSE server,
+``python -m benchmarks.harness.floor PORT [--loop asyncio|uvloop]``.
 
 No framework, no queue, no history: it parses the request line, and each
 published event is framed once and written to every socket on its channel
 (chunked, as uvicorn frames ours). It serves the paths of the test project
 (``GET /sse/?channel=``, ``POST /test/publish/``, ``GET /test/stats/``) so every
 scenario runs against it unchanged. What a real server costs above this is
-the price of its features.
+the price of its features. ``--loop uvloop`` runs it on uvloop, the floor
+of the servers that run on uvloop (``uvicorn-httptools``).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
-import sys
 from urllib.parse import parse_qs, urlsplit
 
 HEAD_LIMIT = 65536
@@ -98,4 +100,13 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("port", type=int)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    args = parser.parse_args()
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main(args.port))
+    else:
+        asyncio.run(main(args.port))

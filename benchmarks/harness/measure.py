@@ -84,21 +84,36 @@ def log_problems(text: str) -> list[str]:
     return [line for line in text.splitlines() if any(k in line for k in keys)][:20]
 
 
-def raise_nofile(clients: int) -> int:
-    """Raise RLIMIT_NOFILE for this process; the servers it starts inherit it."""
+#: Descriptors a process needs beyond one per stream (Python, Django, SQLite, logs).
+NOFILE_SLACK = 1024
+
+
+def nofile_hard() -> int:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 1 << 20 if hard == resource.RLIM_INFINITY else int(hard)
+
+
+def raise_nofile(streams: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE to the hard limit; the servers
+    and load-client processes it starts inherit it. Each of them holds one end
+    of a stream (one descriptor), so ``streams`` per process need ``streams +
+    NOFILE_SLACK``; a warning says when the hard limit is lower (raising it
+    needs privileges, and a container may cap it: 20,000 here)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 2 * clients + 1024
+    wanted = streams + NOFILE_SLACK
     if hard != resource.RLIM_INFINITY and hard < wanted:
-        # Raising the hard limit needs privileges (root in a container has them).
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, wanted))
-            hard = wanted
-    ceiling = hard if hard != resource.RLIM_INFINITY else max(wanted, 65536)
-    target = min(max(soft, wanted), ceiling)
-    if target != soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    target = nofile_hard()
+    if target > soft:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (target, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        )
     if target < wanted:
-        print(f"warning: open-file limit {target} < {wanted} needed", file=sys.stderr)
+        print(
+            f"warning: open-file limit {target} < {wanted} for {streams} streams in one process",
+            file=sys.stderr,
+        )
     return target
 
 

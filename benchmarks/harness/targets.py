@@ -3,7 +3,8 @@
 * ``fast``: django_sse through the ASGI fast path (``tests.asgi``).
 * ``view``: django_sse through the Django view (``SSE_TEST_DOOR=view``, one
   thread per stream; not run beyond ``VIEW_MAX_STREAMS``).
-* ``floor``: the do-nothing asyncio server (:mod:`benchmarks.harness.floor`).
+* ``floor``: the do-nothing asyncio server (:mod:`benchmarks.harness.floor`), on
+  plain asyncio or on uvloop: the loop of the server kind it is compared with.
 * ``peer``: django-eventstream 5.3.4, in-process listener, no storage
   (``benchmarks/peer/``, the ``bench`` extra).
 * ``peer-db``: the same with ``DjangoModelStorage``.
@@ -109,10 +110,12 @@ def database(
         yield env
 
 
-def spawn_floor(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def spawn_floor(
+    port: int, env: dict[str, str], log: Path, loop: str = "asyncio"
+) -> subprocess.Popen[bytes]:
     from tests.servers import ROOT, START_TIMEOUT, stop, wait_for_port
 
-    command = [sys.executable, "-m", "benchmarks.harness.floor", str(port)]
+    command = [sys.executable, "-m", "benchmarks.harness.floor", str(port), "--loop", loop]
     with log.open("ab") as out:
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -125,15 +128,17 @@ def spawn_floor(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[b
 
 @contextmanager
 def running(target: Target, env: dict[str, str], kind: str = "uvicorn") -> Iterator[Server]:
-    """``target``'s server (``kind``: uvicorn or daphne; the floor is its own), pinned."""
-    from tests.servers import base_env, free_port, running_server, stop
+    """``target``'s server, pinned. ``kind`` is one of ``tests.servers.SERVER_KINDS``;
+    the floor is its own server, on the event loop ``kind`` runs on."""
+    from tests.servers import base_env, free_port, running_server, server_loop, stop
 
     if target.key == "floor":
         port = free_port()
         full = base_env(**env)
         with tempfile.NamedTemporaryFile(prefix="floor-", suffix=".log", delete=False) as f:
             log = Path(f.name)
-        server = Server("floor", port, spawn_floor(port, full, log), full, log)
+        proc = spawn_floor(port, full, log, server_loop(kind))
+        server = Server("floor", port, proc, full, log)
         try:
             measure.pin_server(server.proc.pid)
             yield server

@@ -9,7 +9,8 @@ From the repository root, with Redis running and nginx installed
 
 
 ``make scale-out`` runs the first. It migrates the example's database, starts
-``--processes`` server processes (uvicorn or daphne, each on its own port on
+``--processes`` server processes (``uvicorn``: h11 on asyncio,
+``uvicorn-httptools``: httptools on uvloop, or ``daphne``; each on its own port on
 127.0.0.1, all on ``RedisPubSubChannelLayer``), then nginx in the foreground
 with ``nginx.conf.template`` (beside this file) in front of them on
 ``--port``. With ``--http2``, nginx speaks HTTP/2 over TLS with a self-signed
@@ -58,22 +59,19 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.
     raise SystemExit(f"nothing listened on {HOST}:{port} within {timeout:g}s")
 
 
+#: uvicorn's HTTP parser and event loop, explicit (uvicorn's ``auto`` picks
+#: httptools and uvloop whenever they are installed).
+UVICORN = {"uvicorn": ("h11", "asyncio"), "uvicorn-httptools": ("httptools", "uvloop")}
+
+
 def server_command(kind: str, port: int) -> list[str]:
     app = "example_project.asgi:application"
     if kind == "daphne":
         return [sys.executable, "-m", "daphne", "-b", HOST, "-p", str(port), app]
+    http, loop = UVICORN[kind]
     return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--lifespan",
-        "off",
-        app,
+        *(sys.executable, "-m", "uvicorn", "--host", HOST, "--port", str(port)),
+        *("--http", http, "--loop", loop, "--no-access-log", "--lifespan", "off", app),
     ]
 
 
@@ -99,15 +97,38 @@ def render(
     *,
     tls: tuple[Path, Path] | None = None,
     shutdown_timeout: str = "10s",
+    workers: int | None = None,
+    worker_connections: int | None = None,
+    rlimit_nofile: int | None = None,
 ) -> str:
     """nginx.conf for ``ports`` on ``listen``; with ``tls`` (certificate, key),
-    HTTP/2 over TLS."""
+    HTTP/2 over TLS.
+
+    ``workers`` and ``worker_connections`` replace the template's
+    ``worker_processes 1`` and ``worker_connections 8192``; ``rlimit_nofile``
+    adds ``worker_rlimit_nofile``. Each stream holds two connections (two
+    descriptors) in nginx, so a worker serves about ``worker_connections / 2``
+    streams and must stay under the open-file limit: many streams need several
+    workers (with ``reuseport`` in ``listen`` so the kernel spreads the
+    connections evenly over them)."""
     upstreams = "\n".join(f"        server {HOST}:{port};" for port in ports)
     tls_lines = ""
     if tls is not None:
         listen += " ssl http2"
         tls_lines = f"        ssl_certificate {tls[0]};\n        ssl_certificate_key {tls[1]};"
     text = TEMPLATE.read_text()
+    if workers is not None:
+        text = text.replace("worker_processes 1;", f"worker_processes {workers};", 1)
+    if rlimit_nofile is not None:
+        text = text.replace(
+            "worker_shutdown_timeout",
+            f"worker_rlimit_nofile {rlimit_nofile};\nworker_shutdown_timeout",
+            1,
+        )
+    if worker_connections is not None:
+        text = text.replace(
+            "worker_connections 8192;", f"worker_connections {worker_connections};", 1
+        )
     return (
         text.replace("@PREFIX@", str(prefix))
         .replace("@LISTEN@", listen)
@@ -131,7 +152,7 @@ def redis_reachable(url: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--processes", type=int, default=3)
-    parser.add_argument("--server", choices=("uvicorn", "daphne"), default="uvicorn")
+    parser.add_argument("--server", choices=(*UVICORN, "daphne"), default="uvicorn")
     parser.add_argument("--port", type=int, default=8000, help="nginx listens here")
     parser.add_argument(
         "--http2", action="store_true", help="HTTP/2 over TLS, with a self-signed certificate"
