@@ -380,6 +380,12 @@ def graceful_command(port: int, grace: float) -> list[str]:
         "--no-access-log",
         "--lifespan",
         "auto",
+        # Explicit, as tests/servers.py's: with uvicorn[standard] installed,
+        # uvicorn would pick httptools and uvloop on its own.
+        "--http",
+        "h11",
+        "--loop",
+        "asyncio",
         "--timeout-graceful-shutdown",
         f"{grace:g}",
         "tests.asgi:application",
