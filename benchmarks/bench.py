@@ -26,7 +26,7 @@ Scenarios (``--scenario``, comma-separated):
   behind nginx sharing one Redis, 20,000 streams in total from several
   load-client processes (``benchmarks.harness.multiprocess``).
 
-Targets (``--targets``): ``fast``, ``view``, ``floor``, ``peer``, ``peer-db``
+Targets (``--targets``): ``fast``, ``view``, ``floor``, ``asgi``, ``peer``, ``peer-db``
 (see :mod:`benchmarks.harness.targets`). Server kinds (``--server``,
 comma-separated; fan-out, burst and idle memory run every target under each):
 ``uvicorn`` (h11, asyncio), ``uvicorn-httptools`` (httptools, uvloop: what
@@ -313,7 +313,7 @@ def ints(text: str) -> list[int]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--scenario", default=DEFAULT_SCENARIOS, help=", ".join(SCENARIOS))
-    parser.add_argument("--targets", default="fast,floor,peer", help="fast,view,floor,peer,peer-db")
+    parser.add_argument("--targets", default="fast,floor,peer", help="fast,view,floor,asgi,peer,peer-db")
     parser.add_argument(
         "--server",
         default="uvicorn",

@@ -5,6 +5,8 @@
   thread per stream; not run beyond ``VIEW_MAX_STREAMS``).
 * ``floor``: the do-nothing asyncio server (:mod:`benchmarks.harness.floor`), on
   plain asyncio or on uvloop: the loop of the server kind it is compared with.
+* ``asgi``: a do-nothing ASGI application (:mod:`benchmarks.harness.asgi_floor`)
+  under the same server: the server's own share of every figure.
 * ``peer``: django-eventstream 5.3.4, in-process listener, no storage
   (``benchmarks/peer/``, the ``bench`` extra).
 * ``peer-db``: the same with ``DjangoModelStorage``.
@@ -47,7 +49,7 @@ class Target:
 
     @property
     def django(self) -> bool:
-        return self.key != "floor"
+        return self.key not in ("floor", "asgi")
 
     @property
     def ours(self) -> bool:
@@ -66,6 +68,12 @@ TARGETS: dict[str, Target] = {
             skip_reason="one thread per stream",
         ),
         Target("floor", "floor (do-nothing asyncio)", app="", resumes=False),
+        Target(
+            "asgi",
+            "do-nothing ASGI app",
+            app="benchmarks.harness.asgi_floor:application",
+            resumes=False,
+        ),
         Target(
             "peer",
             "django-eventstream 5.3.4",
