@@ -128,7 +128,12 @@ def send_events(
     ``transaction.atomic()`` that happens when the outermost transaction
     commits, and never if it rolls back. Ids stay gap-free per channel.
     ``exclude=request`` skips the requesting tab's stream, as for ``send_event``."""
-    built = _build_all(events, request_key(exclude))
+    return send_built(_build_all(events, request_key(exclude)), using=using)
+
+
+def send_built(events: list[Event], *, using: str | None = None) -> list[Event]:
+    """Store and publish events built by :func:`_build_all`, now or, inside
+    ``atomic()`` on ``using``, when it commits (the model hooks' path)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -137,11 +142,13 @@ def send_events(
         raise RuntimeError(
             "send_events() was called from async code; use 'await asend_events(...)' instead"
         )
+    if not events:
+        return events
     alias = using or DEFAULT_DB_ALIAS
     if transaction.get_connection(alias).in_atomic_block:
-        transaction.on_commit(lambda: store_and_publish_many(built), using=alias, robust=True)
-        return built
-    return store_and_publish_many(built)
+        transaction.on_commit(lambda: store_and_publish_many(events), using=alias, robust=True)
+        return events
+    return store_and_publish_many(events)
 
 
 def store_and_publish_many(events: list[Event]) -> list[Event]:
