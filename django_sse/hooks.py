@@ -427,7 +427,7 @@ def _send(
         if settings.DEBUG:
             raise
         logger.exception(
-            "Hooks of %s could not send %r for pk=%r; no event was sent",
+            "Hooks of %s could not send their %r events for pk=%r",
             model._meta.label,
             action,
             instance.pk,
