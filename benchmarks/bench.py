@@ -327,7 +327,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--connect-concurrency", type=int, default=64)
     parser.add_argument("--send-events", type=int, default=500, help="send-event timed calls")
     parser.add_argument("--events", type=int, default=2000, help="publish-cost calls")
-    parser.add_argument("--no-postgres", action="store_true", help="publish-cost on SQLite only")
+    parser.add_argument("--batch-events", type=int, default=10000, help="publish-cost batch size")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only (send-event too)")
     parser.add_argument("--resume-events", type=int, default=1000)
     parser.add_argument("--resume-rounds", type=int, default=5)
     parser.add_argument("--resume-layers", default="redis,memory")
@@ -410,7 +411,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 def send_event(args: argparse.Namespace) -> tuple[str, list[str], Any]:
     from benchmarks.harness import live
 
-    results = live.run(parse(args.targets), args.send_events)
+    results = live.run(parse(args.targets), args.send_events, postgres=not args.no_postgres)
     return (
         "send-event: `send_event` from a sync view in a running uvicorn",
         live.markdown(results, args.send_events),

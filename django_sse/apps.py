@@ -16,6 +16,7 @@ class DjangoSSEConfig(AppConfig):
             metrics_checks,
             presence_checks,
             sessions,
+            sqlite_checks,
         )
 
         autodiscover_modules("sse")

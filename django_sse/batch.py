@@ -13,6 +13,7 @@ channels wait for each other instead of deadlocking.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections import Counter
@@ -90,13 +91,15 @@ def _append_rows(store: DatabaseStore, items: list[tuple[str, str, str]]) -> lis
             rows.append((channel, following[channel], name, payload))
         table = qn(meta.db_table)
         if conn.vendor == "postgresql":
-            # Four array parameters, whatever the number of rows: psycopg
-            # need not rewrite a statement with thousands of placeholders.
+            # One JSON parameter, whatever the number of rows: quoting one
+            # string is C work in psycopg, where four arrays of 10,000 values
+            # were quoted value by value (about 40% of the batch's time).
+            # Ordered as given: ids follow sequence numbers within a channel.
             cursor.execute(
-                f"INSERT INTO {table} ({columns}, {created}) SELECT c, s, n, p, {now_sql} "
-                "FROM unnest(%s::varchar[], %s::bigint[], %s::varchar[], %s::text[]) "
-                "AS rows(c, s, n, p)",
-                [*now_params, *(list(column) for column in zip(*rows, strict=True))],
+                f"INSERT INTO {table} ({columns}, {created}) "
+                f"SELECT r.v->>0, (r.v->>1)::bigint, r.v->>2, r.v->>3, {now_sql} "
+                "FROM json_array_elements(%s::json) WITH ORDINALITY AS r(v, i) ORDER BY r.i",
+                [*now_params, json.dumps(rows, ensure_ascii=False)],
             )
             return seqs
         row_sql = "(%s, %s, %s, %s, " + now_sql + ")"

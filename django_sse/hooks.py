@@ -34,7 +34,7 @@ from django.db import models, transaction
 from django.db.models.signals import post_delete, post_init, post_save, pre_delete
 
 from .events import Event, is_reserved_event_name, validate_event_name
-from .publish import send_event
+from .publish_batch import _build_all, send_built
 from .refresh import REFRESH_ACTION, check_refresh, refresh_hook
 
 logger = logging.getLogger("django_sse")
@@ -417,10 +417,36 @@ def _send(
     action: str,
     using: str | None,
     changed: set[str] | None,
+) -> list[Event]:
+    """The hook events of one save or delete, sent as one batch: stored in one
+    transaction, on commit inside ``atomic()``."""
+    built = _build(model, instance, action, using, changed)
+    try:
+        return send_built(built, using=using)
+    except Exception:
+        if settings.DEBUG:
+            raise
+        logger.exception(
+            "Hooks of %s could not send their %r events for pk=%r",
+            model._meta.label,
+            action,
+            instance.pk,
+        )
+        return []
+
+
+def _build(
+    model: type[models.Model],
+    instance: models.Model,
+    action: str,
+    using: str | None,
+    changed: set[str] | None,
     *,
     loud: bool = False,
 ) -> list[Event]:
-    sent: list[Event] = []
+    """The validated, unsent events of ``model``'s hooks for ``instance``
+    (refresh hooks mark their channels here)."""
+    built: list[Event] = []
     for hook in registry.hooks_for(model):
         if action not in hook.actions:
             continue
@@ -436,10 +462,8 @@ def _send(
                     continue  # saved without a change
                 data = {k: v for k, v in data.items() if k == "pk" or k in changed}
             name = hook.event_name(action)
-            sent.extend(
-                send_event(channel, name, data, using=using)
-                for channel in hook.channel_names(instance)
-            )
+            # Validated per hook: one broken hook does not cost the others.
+            built.extend(_build_all([(c, name, data) for c in hook.channel_names(instance)]))
         except Exception:
             # Loud while developing; in production a broken hook must not break the save.
             if loud or settings.DEBUG:
@@ -450,7 +474,7 @@ def _send(
                 action,
                 instance.pk,
             )
-    return sent
+    return built
 
 
 def send_for(
@@ -460,16 +484,22 @@ def send_for(
 
     For changes that send no signals: ``QuerySet.update()`` and
     ``bulk_create()``. Sends the full payload, also for ``changed_only`` hooks,
-    and sends even inside :func:`silenced`. Errors raise. Returns the events."""
+    and sends even inside :func:`silenced`. Errors raise, and then nothing is
+    sent. The events are stored in one transaction per database (on commit
+    inside ``atomic()``) and published together. Returns the events."""
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
     if isinstance(instances, models.QuerySet):
         using = using or instances.db
-    sent: list[Event] = []
+    by_alias: dict[str | None, list[Event]] = {}
     for instance in instances:
-        sent.extend(
-            _send(type(instance), instance, action, using or instance._state.db, None, loud=True)
+        alias = using or instance._state.db
+        by_alias.setdefault(alias, []).extend(
+            _build(type(instance), instance, action, alias, None, loud=True)
         )
+    sent: list[Event] = []
+    for alias, built in by_alias.items():
+        sent.extend(send_built(built, using=alias))
     return sent
 
 

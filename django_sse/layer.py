@@ -65,21 +65,29 @@ revoke_failed = _RateLimitedWarning(
 
 
 async def group_send(
-    layer: Any, group: str, message: dict[str, Any], *, control: bool = False
+    layer: Any,
+    group: str,
+    message: dict[str, Any],
+    *,
+    control: bool = False,
+    timeout: float | None = None,
 ) -> bool:
-    """``layer.group_send`` bounded by ``SSE_PUBLISH_TIMEOUT``.
+    """``layer.group_send`` bounded by ``SSE_PUBLISH_TIMEOUT`` (or by
+    ``timeout``, what is left of it for a publish that waited in a queue).
 
     Returns ``False`` (and warns, rate-limited) when the layer did not answer
     in time. ``control`` marks a revocation, whose loss is logged as an error,
     and which also returns ``False`` on any other layer error (a refused
     connection: a logout must not fail with Redis); a publish's other errors
     propagate."""
-    timeout = conf.SSE_PUBLISH_TIMEOUT
+    limit = conf.SSE_PUBLISH_TIMEOUT
     try:
-        await asyncio.wait_for(layer.group_send(group, message), timeout)
+        await asyncio.wait_for(
+            layer.group_send(group, message), limit if timeout is None else max(timeout, 0.0)
+        )
     except TimeoutError:
         metrics.get().layer_error("control" if control else "publish", "timeout")
-        (_revoke_timed_out if control else _publish_timed_out)(timeout)
+        (_revoke_timed_out if control else _publish_timed_out)(limit)
         return False
     except Exception as exc:
         metrics.get().layer_error("control" if control else "publish", "error")

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
-import os
-import threading
-from collections.abc import Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -22,13 +18,14 @@ from .exclude import arequest_key, request_key
 from .hub import deliver_locally, is_in_memory, to_message
 from .layer import group_send as bounded_group_send
 from .names import group_name
+from .publish_thread import LoopThread, runner
 from .store import BaseStore, get_store
 from .store import call as store_call
 
 logger = logging.getLogger("django_sse")
 
 
-async def _publish(event: Event) -> None:
+async def _publish(event: Event, timeout: float | None = None) -> None:
     layer = get_channel_layer()
     if layer is None:
         raise RuntimeError("django_sse needs CHANNEL_LAYERS['default'] (see check django_sse.E001)")
@@ -41,7 +38,9 @@ async def _publish(event: Event) -> None:
         # Bounded: a stalled layer costs the caller SSE_PUBLISH_TIMEOUT at most.
         # A stored event is not lost (the catch-up poll delivers it); an
         # unstored one is, and its caller is told, as for any layer error.
-        sent = await bounded_group_send(layer, group_name(event.channel), to_message(event))
+        sent = await bounded_group_send(
+            layer, group_name(event.channel), to_message(event), timeout=timeout
+        )
         if not sent and event.seq is None:
             raise TimeoutError(
                 f"the channel layer did not answer within SSE_PUBLISH_TIMEOUT "
@@ -49,9 +48,9 @@ async def _publish(event: Event) -> None:
             )
 
 
-def _history(event: Event) -> BaseStore | None:
+def _history(event: Event, stored: bool) -> BaseStore | None:
     store = get_store()
-    if store is None or not registry.is_stored(event.channel):
+    if store is None or not stored:
         return None
     return store
 
@@ -82,9 +81,10 @@ async def asend_event(channel: str, event: str, data: Any, *, exclude: Any = Non
     (its ``X-SSE-Connection`` header, and its user): see docs/publishing.rst.
     """
     built = build_event(channel, event, data)
-    registry.require(channel)  # a typo would be stored forever, unreadable
+    # A typo would be stored forever, unreadable.
+    stored = not registry.require(channel)[0].ephemeral
     built = replace(built, exclude=await arequest_key(exclude))
-    store = _history(built)
+    store = _history(built, stored)
     if store is None:
         await _publish(built)
         return capture.published(built)
@@ -106,7 +106,8 @@ def send_event(
     event then has no ``seq`` yet. Bad input raises at once.
     """
     built = build_event(channel, event, data)
-    registry.require(channel)  # a typo would be stored forever, unreadable
+    # One lookup for both: a typo would be stored forever, unreadable.
+    stored = not registry.require(channel)[0].ephemeral
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -118,14 +119,14 @@ def send_event(
     built = replace(built, exclude=request_key(exclude))
     alias = using or DEFAULT_DB_ALIAS
     if transaction.get_connection(alias).in_atomic_block:
-        transaction.on_commit(lambda: _store_and_publish(built), using=alias, robust=True)
+        transaction.on_commit(lambda: _store_and_publish(built, stored), using=alias, robust=True)
         return built
-    return _store_and_publish(built)
+    return _store_and_publish(built, stored)
 
 
 @metrics.timed_publish
-def _store_and_publish(event: Event) -> Event:
-    store = _history(event)
+def _store_and_publish(event: Event, stored: bool) -> Event:
+    store = _history(event, stored)
     if store is None:
         _publish_sync(event)
         return capture.published(event)
@@ -142,42 +143,20 @@ def _publish_sync(event: Event) -> None:
     if layer is not None and is_in_memory(layer):
         deliver_locally(event)
         return
-    _runner().run(_publish(event))
+    if layer is None:
+        raise RuntimeError("django_sse needs CHANNEL_LAYERS['default'] (see check django_sse.E001)")
+
+    async def job(timeout: float) -> None:
+        await _publish(event, timeout)
+
+    # A stored event is queued, not waited for: its publish's failure is
+    # only logged (publish_thread.py says why). An unstored one is waited for.
+    if event.seq is None:
+        _runner().publish(job, wait=True)
+    else:
+        _runner().publish(job, wait=False, on_error=lambda: _not_published(event))
 
 
-class _LoopThread:
-    """A private event loop in a daemon thread for publishing from sync code.
-
-    Sync code (views, workers, the shell) reuses one loop, and with it the
-    layer's connection, instead of a new loop and connection per event."""
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self.loop.run_forever, name="django_sse-publisher", daemon=True
-        )
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, None]) -> None:
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            # The coroutine bounds its own layer calls; this bounds the wait
-            # for a loop that is busy with something else.
-            future.result(conf.SSE_PUBLISH_TIMEOUT + 1.0)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise TimeoutError("the publishing loop did not run the call in time") from None
-
-
-_lock = threading.Lock()
-_loop_thread: _LoopThread | None = None
-
-
-def _runner() -> _LoopThread:
-    global _loop_thread
-    with _lock:
-        # A forked worker inherits the object but not the thread.
-        if _loop_thread is None or _loop_thread.pid != os.getpid():
-            _loop_thread = _LoopThread()
-        return _loop_thread
+def _runner() -> LoopThread:
+    # Kept for the modules that run a call on the loop (revocation, presence).
+    return runner()

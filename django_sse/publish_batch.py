@@ -19,7 +19,7 @@ from .events import Event, build_event
 from .exclude import arequest_key, request_key
 from .hub import deliver_locally, is_in_memory, to_message
 from .names import group_name
-from .publish import _runner
+from .publish_thread import runner as _runner
 from .store import append_many, get_store
 from .store import call as store_call
 
@@ -70,7 +70,7 @@ def _store_many(events: list[Event]) -> list[Event]:
     return out
 
 
-async def _publish_many(events: list[Event]) -> None:
+async def _publish_many(events: list[Event], timeout: float | None = None) -> None:
     layer = get_channel_layer()
     if layer is None:
         raise RuntimeError("django_sse needs CHANNEL_LAYERS['default'] (see check django_sse.E001)")
@@ -96,7 +96,8 @@ async def _publish_many(events: list[Event]) -> None:
                 lost.append(event)
 
     tasks = [asyncio.ensure_future(one(event)) for event in events]
-    done, pending = await asyncio.wait(tasks, timeout=conf.SSE_PUBLISH_TIMEOUT)
+    limit = conf.SSE_PUBLISH_TIMEOUT if timeout is None else max(timeout, 0.0)
+    done, pending = await asyncio.wait(tasks, timeout=limit)
     for task in pending:
         task.cancel()
     if lost or pending:
@@ -127,7 +128,12 @@ def send_events(
     ``transaction.atomic()`` that happens when the outermost transaction
     commits, and never if it rolls back. Ids stay gap-free per channel.
     ``exclude=request`` skips the requesting tab's stream, as for ``send_event``."""
-    built = _build_all(events, request_key(exclude))
+    return send_built(_build_all(events, request_key(exclude)), using=using)
+
+
+def send_built(events: list[Event], *, using: str | None = None) -> list[Event]:
+    """Store and publish events built by :func:`_build_all`, now or, inside
+    ``atomic()`` on ``using``, when it commits (the model hooks' path)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -136,11 +142,13 @@ def send_events(
         raise RuntimeError(
             "send_events() was called from async code; use 'await asend_events(...)' instead"
         )
+    if not events:
+        return events
     alias = using or DEFAULT_DB_ALIAS
     if transaction.get_connection(alias).in_atomic_block:
-        transaction.on_commit(lambda: store_and_publish_many(built), using=alias, robust=True)
-        return built
-    return store_and_publish_many(built)
+        transaction.on_commit(lambda: store_and_publish_many(events), using=alias, robust=True)
+        return events
+    return store_and_publish_many(events)
 
 
 def store_and_publish_many(events: list[Event]) -> list[Event]:
@@ -168,7 +176,25 @@ def _publish_many_sync(events: list[Event]) -> None:
         for event in events:
             deliver_locally(event)
         return
-    _runner().run(_publish_many(events))
+
+    async def job(timeout: float) -> None:
+        await _publish_many(events, timeout)
+
+    # As send_event: stored events are queued and not waited for; a batch
+    # with an unstored event is waited for, and its loss raised.
+    if any(event.seq is None for event in events):
+        _runner().publish(job, wait=True)
+    else:
+        _runner().publish(job, wait=False, on_error=lambda: _batch_not_published(events))
+
+
+def _batch_not_published(events: list[Event]) -> None:
+    logger.warning(
+        "A batch of %d stored events was not published by the channel layer; "
+        "streams will catch up from the store",
+        len(events),
+        exc_info=True,
+    )
 
 
 def _published(events: list[Event], started: float) -> list[Event]:

@@ -100,6 +100,7 @@ class DatabaseStore(BaseStore):
         self.sequences = ChannelSequence
         self._last_prune = time.monotonic()
         self._prune_lock = threading.Lock()
+        self._sql: dict[str, tuple[str, ...]] = {}
 
     def _qn(self, name: str) -> str:
         return str(connections[self.using].ops.quote_name(name))
@@ -125,28 +126,64 @@ class DatabaseStore(BaseStore):
         return seq
 
     def _append(self, channel: str, name: str, payload: str) -> int:
-        seq_table = self._qn(self.sequences._meta.db_table)
-        with transaction.atomic(using=self.using):
-            with connections[self.using].cursor() as cursor:
-                # The upsert locks the channel's row until commit: publishers of
-                # one channel commit one after another, in sequence order.
-                cursor.execute(
-                    f"INSERT INTO {seq_table} (channel, last_seq) VALUES (%s, 1) "
-                    f"ON CONFLICT (channel) DO UPDATE SET last_seq = {seq_table}.last_seq + 1 "
-                    "RETURNING last_seq",
-                    [channel],
-                )
-                seq = int(cursor.fetchone()[0])
-            self.events.objects.using(self.using).create(
-                # The database's clock, not the publisher's: one host whose
-                # clock runs behind must not make fresh events look old.
-                channel=channel,
-                seq=seq,
-                name=name,
-                payload=payload,
-                created=Now(),
-            )
+        # Raw SQL, not ``objects.create()``: the model save was half of what
+        # ``send_event`` cost a view (docs/benchmarks.rst, send-event).
+        conn = connections[self.using]
+        sql = self._append_sql(conn.vendor)
+        if conn.vendor == "postgresql" and not conn.in_atomic_block:
+            # One statement in autocommit mode is its own transaction: the
+            # upsert's row lock is held until the event row commits with it.
+            with conn.cursor() as cursor:
+                cursor.execute(sql[0], [channel, channel, name, payload])
+                return int(cursor.fetchone()[0])
+        with transaction.atomic(using=self.using), conn.cursor() as cursor:
+            if len(sql) == 1:
+                cursor.execute(sql[0], [channel, channel, name, payload])
+                return int(cursor.fetchone()[0])
+            # The upsert locks the channel's row until commit: publishers of
+            # one channel commit one after another, in sequence order.
+            cursor.execute(sql[0], [channel])
+            seq = int(cursor.fetchone()[0])
+            cursor.execute(sql[1], [channel, seq, name, payload])
         return seq
+
+    def _append_sql(self, vendor: str) -> tuple[str, ...]:
+        """The statements of one append on ``vendor``, built once: PostgreSQL
+        numbers and inserts in one statement (a data-modifying ``WITH``),
+        SQLite, which has none, in two."""
+        cached = self._sql.get(vendor)
+        if cached is not None:
+            return cached
+        from django.db.models.sql import Query
+
+        from .batch import column
+
+        seq_table = self._qn(self.sequences._meta.db_table)
+        table = self._qn(self.events._meta.db_table)
+        columns = ", ".join(column(self.events, f) for f in ("channel", "seq", "name", "payload"))
+        # The database's clock, not the publisher's: one host whose clock runs
+        # behind must not make fresh events look old.
+        now, params = Query(self.events).get_compiler(self.using).compile(Now())
+        assert not params
+        created = column(self.events, "created")
+        insert = f"INSERT INTO {table} ({columns}, {created})"
+        upsert = (
+            f"INSERT INTO {seq_table} (channel, last_seq) VALUES (%s, 1) "
+            f"ON CONFLICT (channel) DO UPDATE SET last_seq = {seq_table}.last_seq + 1 "
+            "RETURNING last_seq"
+        )
+        if vendor == "postgresql":
+            sql: tuple[str, ...] = (
+                f"WITH s AS ({upsert}) {insert} SELECT %s, s.last_seq, %s, %s, {now} FROM s "
+                f"RETURNING {column(self.events, 'seq')}",
+            )
+        else:
+            sql = (
+                upsert,
+                f"INSERT INTO {table} ({columns}, {created}) VALUES (%s, %s, %s, %s, {now})",
+            )
+        self._sql[vendor] = sql
+        return sql
 
     def append_many(self, items: list[tuple[str, str, str]]) -> list[int]:
         """Store ``(channel, name, payload)`` events in one transaction and

@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils.html import format_html
 from rest_framework import serializers
 
@@ -222,6 +223,62 @@ def test_send_for_after_update_and_bulk_create() -> None:
             ("testapp.ticket.created", "open"),
             ("testapp.ticket.updated", "closed"),
         ]
+
+
+def _event_inserts(queries: CaptureQueriesContext) -> int:
+    table = StoredEvent._meta.db_table
+    return sum(
+        1
+        for q in queries.captured_queries
+        if q["sql"].lstrip().upper().startswith("INSERT") and table in q["sql"]
+    )
+
+
+def test_a_save_sending_several_events_stores_them_in_one_statement() -> None:
+    ticket = Ticket.objects.create(title="t")
+    with CaptureQueriesContext(connection) as queries:
+        comment = Comment.objects.create(ticket=ticket, text="first")  # two channels
+    assert sent(f"ticket:{ticket.pk}")[-1][1]["pk"] == comment.pk
+    assert sent("comments")[-1][1]["pk"] == comment.pk
+    # One batch: not an append (two statements) per event.
+    assert _event_inserts(queries) == 1, [q["sql"][:80] for q in queries.captured_queries]
+
+
+def test_send_for_stores_every_event_in_one_transaction() -> None:
+    with hooks.silenced():
+        tickets = Ticket.objects.bulk_create([Ticket(title=f"t{i}") for i in range(30)])
+    with CaptureQueriesContext(connection) as queries:
+        events = hooks.send_for(tickets, action="created")
+    assert [e.seq for e in events] == [1] * 30
+    assert _event_inserts(queries) == 1
+    for ticket in tickets:
+        assert [n for n, _ in sent(f"ticket:{ticket.pk}")] == ["testapp.ticket.created"]
+
+
+def test_send_for_inside_atomic_sends_on_commit_and_nothing_on_rollback() -> None:
+    with hooks.silenced():
+        kept, dropped = Ticket.objects.bulk_create([Ticket(title="kept"), Ticket(title="gone")])
+    with transaction.atomic():
+        pending = hooks.send_for([kept])
+        assert [e.seq for e in pending] == [None]
+        assert sent(f"ticket:{kept.pk}") == []
+    assert [n for n, _ in sent(f"ticket:{kept.pk}")] == ["testapp.ticket.updated"]
+    with pytest.raises(RuntimeError), transaction.atomic():
+        hooks.send_for([dropped])
+        raise RuntimeError
+    assert sent(f"ticket:{dropped.pk}") == []
+
+
+def test_a_broken_hook_does_not_cost_the_other_hooks_of_the_save(
+    note_hook: Callable[..., hooks.Hook], caplog: pytest.LogCaptureFixture
+) -> None:
+    note_hook(payload=lambda note, action: {"bad": object()})
+    note_hook(fields=["text"], channels="notes2")
+    with caplog.at_level(logging.ERROR, logger="django_sse"):
+        note = Note.objects.create(text="kept")
+    assert sent("notes") == []
+    assert sent("notes2") == [("testapp.note.created", {"pk": note.pk, "text": "kept"})]
+    assert len([r for r in caplog.records if r.name == "django_sse"]) == 1
 
 
 def test_unserializable_payload_raises_with_debug(note_hook: Callable[..., hooks.Hook]) -> None:

@@ -36,6 +36,20 @@ def test_a_batch_numbers_each_channel_without_gaps_after_single_events() -> None
     assert all(r.created is not None for r in rows)
 
 
+def test_a_batch_stores_any_text_verbatim_in_id_order() -> None:
+    from django.utils.html import format_html
+
+    channel = f"notes:{unique()}"
+    values = ['quote " backslash \\ slash /', "line\nbreak\ttab", "é ü 漢字 🎉", "\u2028"]
+    markup = format_html("<li data-x='{}'>{}</li>", '"q"', "<b>")
+    events = send_events([(channel, "e", v) for v in values] + [(channel, "e-2", markup)])
+    rows = StoredEvent.objects.filter(channel=channel).order_by("pk")
+    assert [r.seq for r in rows] == [1, 2, 3, 4, 5]  # ids follow sequence numbers
+    assert [r.payload for r in rows] == [e.payload for e in events]
+    assert [json.loads(r.payload) for r in rows[:4]] == values
+    assert rows[4].payload == str(markup) and rows[4].name == "e-2"
+
+
 def test_one_bad_event_stores_nothing() -> None:
     a = f"notes:{unique()}"
     with pytest.raises(ValueError, match="reserved"):

@@ -6,6 +6,8 @@ both libraries): 50 untimed calls, then ``count`` calls timed one by one inside
 the view, no subscribers. django_sse with the in-memory and the Redis layer and
 its SQLite settings (WAL, synchronous=NORMAL) and SQLite's defaults (rollback
 journal); django-eventstream with ``DjangoModelStorage`` on the same two.
+django_sse also on PostgreSQL (a throwaway database on 127.0.0.1:5432 per row,
+dropped afterwards; ``--no-postgres`` skips it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from benchmarks.harness.client import http_request
+from benchmarks.harness.history import postgres_database
 from benchmarks.harness.measure import summary
 from benchmarks.harness.report import log, table
 from benchmarks.harness.setup import redis_url
@@ -24,6 +27,7 @@ from benchmarks.harness.targets import TARGETS, Target, database, running
 
 WARMUP = 50
 RECOMMENDED = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+POSTGRES = "PostgreSQL (synchronous_commit=on)"
 #: (label, SQLite init_command) of each run: the test project's settings and SQLite's own.
 SQLITE = [
     ("WAL, synchronous=NORMAL", RECOMMENDED),
@@ -38,9 +42,14 @@ async def timed(port: int, count: int) -> list[float]:
     return [float(x) for x in answer["ms"]]
 
 
-async def one(target: Target, layer: str, sqlite: str, url: str, count: int) -> dict[str, Any]:
+async def one(
+    target: Target, layer: str, sqlite: str, url: str, count: int, pg: str | None = None
+) -> dict[str, Any]:
     with database(target, layer, url if layer == "redis" else "") as env:
         env["BENCH_SQLITE_INIT"] = sqlite
+        if pg is not None:
+            # tests/settings.py takes SSE_TEST_DB first: blank it.
+            env.update(SSE_TEST_DB="", SSE_TEST_POSTGRES="1", SSE_TEST_POSTGRES_DB=pg)
         if target.ours:
             env["DJANGO_SETTINGS_MODULE"] = "benchmarks.live.settings"
         else:
@@ -65,15 +74,25 @@ def configurations(targets: list[Target]) -> list[tuple[Target, str]]:
     return out
 
 
-def run(targets: list[Target], count: int) -> list[dict[str, Any]]:
+def run(targets: list[Target], count: int, postgres: bool = True) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     with ExitStack() as stack:
         url = redis_url(stack)
         for target, layer in configurations(targets):
-            for label, sqlite in SQLITE:
-                log(f"send-event: {target.label}, {layer} layer, SQLite {label} ...")
+            runs: list[tuple[str, str, bool]] = [(label, init, False) for label, init in SQLITE]
+            if target.ours:
+                runs.append((POSTGRES, "", True))
+            for label, sqlite, on_postgres in runs:
+                log(f"send-event: {target.label}, {layer} layer, {label} ...")
                 try:
-                    r = asyncio.run(one(target, layer, sqlite, url, count))
+                    if on_postgres:
+                        with postgres_database(not postgres) as (pg, reason):
+                            if pg is None:
+                                log(f"  skipped: {reason}")
+                                continue
+                            r = asyncio.run(one(target, layer, "", url, count, pg))
+                    else:
+                        r = asyncio.run(one(target, layer, sqlite, url, count))
                 except Exception as exc:
                     log(f"  failed: {exc!r}")
                     r = {"error": repr(exc)[:300]}
@@ -107,12 +126,12 @@ def markdown(results: list[dict[str, Any]], count: int) -> list[str]:
                      r["max"], faster])  # fmt: skip
         if math.isnan(r["p50"]):
             rows[-1][-1] = "-"
-    header = ["library", "layer", "SQLite", "p50 ms", "p95 ms", "p99 ms", "mean ms", "max ms",
+    header = ["library", "layer", "database", "p50 ms", "p95 ms", "p99 ms", "mean ms", "max ms",
               "django-eventstream p50 / this p50"]  # fmt: skip
     return [
         f"`send_event` timed inside a sync view (`POST /bench/send/`) of a running uvicorn: "
         f"{WARMUP} untimed calls, then {count} timed, no subscribers; a fresh server and "
-        "SQLite file per row.",
+        "database per row (SQLite: a migrated file; PostgreSQL: a throwaway database).",
         "",
         *table(header, rows, 3),
     ]

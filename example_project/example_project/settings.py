@@ -66,6 +66,9 @@ DATABASES = {
         "ENGINE": "django.db.backends.sqlite3",
         # EXAMPLE_DB lets the test suite run the example on a database of its own.
         "NAME": os.environ.get("EXAMPLE_DB", str(BASE_DIR / "db.sqlite3")),
+        # Write-ahead logging: every event is a commit, and streams read while
+        # views write (check django_sse.W080, docs/history.rst).
+        "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
     }
 }
 
