@@ -313,7 +313,9 @@ def ints(text: str) -> list[int]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--scenario", default=DEFAULT_SCENARIOS, help=", ".join(SCENARIOS))
-    parser.add_argument("--targets", default="fast,floor,peer", help="fast,view,floor,asgi,peer,peer-db")
+    parser.add_argument(
+        "--targets", default="fast,floor,peer", help="fast,view,floor,asgi,peer,peer-db"
+    )
     parser.add_argument(
         "--server",
         default="uvicorn",

@@ -173,9 +173,17 @@ def _publishes_to_own_channel(user: Any, pk: str) -> bool:
     return _owns_user_channel(user, pk) and bool(user.has_perm(PUBLISH_PERMISSION))
 
 
+#: Names whose resolution a registry remembers; past this it starts afresh,
+#: so that hostile names cannot grow it.
+RESOLVED_KEPT = 4096
+
+
 class Registry:
     def __init__(self) -> None:
         self._registrations: dict[str, Registration] = {}
+        #: ``resolve()``'s answers: every stream open and publish asks several
+        #: times, and each miss tries every pattern's regular expression.
+        self._resolved: dict[str, tuple[Registration, dict[str, str]] | None] = {}
         self._builtin()
 
     def _builtin(self) -> None:
@@ -268,16 +276,19 @@ class Registry:
                 + (" (it is built in: use user_channel(user))" if pattern == USER_PATTERN else "")
             )
         self._registrations[pattern] = reg
+        self._resolved.clear()
         return reg
 
     def unregister(self, pattern: str) -> None:
         if pattern == USER_PATTERN:
             raise ValueError(f"{USER_PATTERN!r} is built in and cannot be unregistered")
         self._registrations.pop(pattern, None)
+        self._resolved.clear()
 
     def clear(self) -> None:
         """Forget every registration but the built-in user channel (for tests)."""
         self._registrations.clear()
+        self._resolved.clear()
         self._builtin()
 
     def __iter__(self):  # type: ignore[no-untyped-def]
@@ -290,6 +301,17 @@ class Registry:
 
     def resolve(self, name: str) -> tuple[Registration, dict[str, str]] | None:
         """The most specific registration matching ``name``, with its parameters."""
+        try:
+            found = self._resolved[name]
+        except KeyError:
+            found = self._match(name)
+            if len(self._resolved) >= RESOLVED_KEPT:
+                self._resolved.clear()
+            self._resolved[name] = found
+        # The parameters are the caller's to keep: a copy, never the cache's.
+        return None if found is None else (found[0], dict(found[1]))
+
+    def _match(self, name: str) -> tuple[Registration, dict[str, str]] | None:
         best: tuple[Registration, dict[str, str]] | None = None
         for reg in self._registrations.values():
             params = reg.match(name)

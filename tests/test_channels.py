@@ -76,6 +76,31 @@ def test_most_specific_pattern_wins(registry: Registry) -> None:
     assert registry.resolve("nothing") is None
 
 
+def test_resolutions_are_remembered_and_forgotten_when_patterns_change(
+    registry: Registry,
+) -> None:
+    registry.register("doc:{pk}", channels.PUBLIC)
+    found = registry.resolve("doc:7")
+    assert found is not None and found[1] == {"pk": "7"}
+    found[1]["pk"] = "changed by the caller"
+    again = registry.resolve("doc:7")
+    assert again is not None and again[1] == {"pk": "7"}  # a copy each time
+    assert registry.resolve("doc:7:edit") is None
+    registry.register("doc:{pk}:edit", channels.STAFF)
+    edit = registry.resolve("doc:7:edit")  # a remembered miss does not hide it
+    assert edit is not None and edit[0].pattern == "doc:{pk}:edit"
+    registry.unregister("doc:{pk}:edit")
+    assert registry.resolve("doc:7:edit") is None
+
+
+def test_hostile_names_do_not_grow_the_remembered_resolutions(registry: Registry) -> None:
+    from django_sse.channels import RESOLVED_KEPT
+
+    for n in range(RESOLVED_KEPT * 3):
+        registry.resolve(f"nothing:{n}")
+    assert len(registry._resolved) <= RESOLVED_KEPT
+
+
 async def test_builtin_policies(registry: Registry, alice: User, staff: User) -> None:
     registry.register("pub", channels.PUBLIC)
     registry.register("auth", channels.AUTHENTICATED)
