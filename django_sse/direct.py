@@ -149,7 +149,10 @@ class DirectWriter:
         if self.task is not None:
             self.task.cancel()
 
-    def cancel(self) -> None:
-        """Stop a send in flight (the stream ends)."""
-        if self.inflight is not None:
-            self.inflight.cancel()
+    def cancel(self) -> list[asyncio.Task[None]]:
+        """Stop a send in flight (the stream ends); returns it, to be awaited."""
+        inflight = self.inflight
+        if inflight is None:
+            return []
+        inflight.cancel()
+        return [inflight]

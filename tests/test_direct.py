@@ -180,3 +180,84 @@ async def test_only_servers_own_sends_are_driven_from_the_hub() -> None:
         pass
 
     assert not direct.supports(wrapped)
+
+
+async def _one_chunk() -> Any:
+    yield b"x"
+
+
+async def test_a_client_leaving_as_the_stream_ends_does_not_fail_the_request() -> None:
+    # The client's going and the last send finish in the same turn of the
+    # loop, the going first: its cancel must not land in the cleanup.
+    loop = asyncio.get_running_loop()
+    disconnect: asyncio.Future[Any] = loop.create_future()
+    last: asyncio.Future[None] = loop.create_future()
+    at_last = asyncio.Event()
+
+    async def receive() -> Any:
+        return await disconnect
+
+    async def send(message: Any) -> None:
+        if not message.get("more_body"):
+            at_last.set()
+            await last
+
+    task = asyncio.ensure_future(_stream(_one_chunk(), receive, send))
+    await asyncio.wait_for(at_last.wait(), 5)
+    disconnect.set_result({"type": "http.disconnect"})
+    last.set_result(None)
+    await asyncio.wait((task,), timeout=5)
+    assert task.done() and not task.cancelled()
+    assert task.exception() is None
+
+
+async def test_the_servers_cancel_goes_on_up_when_the_client_left_too() -> None:
+    # The client leaves and, before the stream's task runs again, the server
+    # cancels it (stopping): the stream's end is quiet, the server's cancel is not.
+    loop = asyncio.get_running_loop()
+    disconnect: asyncio.Future[Any] = loop.create_future()
+    parked: asyncio.Future[None] = loop.create_future()
+    reached = asyncio.Event()
+
+    async def receive() -> Any:
+        return await disconnect
+
+    async def send(message: Any) -> None:
+        pass
+
+    async def chunks() -> Any:
+        yield b"x"
+        reached.set()
+        await parked
+
+    task = asyncio.ensure_future(_stream(chunks(), receive, send))
+    await asyncio.wait_for(reached.wait(), 5)
+    # Turn 1: the receive ends; turn 2: the client's going cancels the
+    # stream (client_left) and then the server does.
+    disconnect.set_result({"type": "http.disconnect"})
+    loop.call_soon(loop.call_soon, task.cancel)
+    await asyncio.wait((task,), timeout=5)
+    assert task.cancelled()
+
+
+async def test_a_direct_send_in_flight_when_the_client_leaves_ends_with_the_request() -> None:
+    client = Client()
+    loop = asyncio.get_running_loop()
+    disconnect: asyncio.Future[Any] = loop.create_future()
+
+    async def receive() -> Any:
+        return await disconnect
+
+    writer = direct.DirectWriter(client.send)
+    chunks = event_stream(("a",), door="asgi", direct=writer)
+    task = asyncio.ensure_future(_stream(chunks, receive, client.send, writer))
+    await wait_until(lambda: writer.state is not None and writer.state.sub.parked(), 10.0)
+    client.hold()
+    await asend_event("a", "tick", {"n": 0})
+    inflight = writer.inflight
+    assert inflight is not None
+    disconnect.set_result({"type": "http.disconnect"})
+    await asyncio.wait_for(task, 5)
+    # Nothing of the request goes on writing once it returned to the server.
+    assert inflight.done()
+    assert get_hub().subscribers("a") == 0
