@@ -128,7 +128,9 @@ class DirectWriter:
             first = coro.send(None)  # type: ignore[attr-defined]
         except StopIteration:
             return  # written: the common case
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            # Raised in the hub's delivery loop: it must reach no other stream
+            # nor the publisher (a send cancelled by its server ends it too).
             self._failed(exc)
             return
         task = self._loop.create_task(_finish(_Rest(coro, first)))  # type: ignore[arg-type]
@@ -137,8 +139,11 @@ class DirectWriter:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.inflight = None
-        if not task.cancelled() and task.exception() is not None:
-            self._failed(task.exception())  # type: ignore[arg-type]
+        # Cancelled by anyone but :meth:`cancel`, the send's bytes may not have
+        # been written: the stream cannot go on as if they were.
+        exc = asyncio.CancelledError() if task.cancelled() else task.exception()
+        if exc is not None:
+            self._failed(exc)
 
     def _failed(self, exc: BaseException) -> None:
         # Raised again at the stream's next write, and logged by the door; the
@@ -154,5 +159,7 @@ class DirectWriter:
         inflight = self.inflight
         if inflight is None:
             return []
+        self.inflight = None
+        inflight.remove_done_callback(self._finished)
         inflight.cancel()
         return [inflight]

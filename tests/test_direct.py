@@ -261,3 +261,43 @@ async def test_a_direct_send_in_flight_when_the_client_leaves_ends_with_the_requ
     # Nothing of the request goes on writing once it returned to the server.
     assert inflight.done()
     assert get_hub().subscribers("a") == 0
+
+
+@pytest.mark.parametrize("fault", [RuntimeError("refused"), asyncio.CancelledError()])
+async def test_a_send_failing_at_once_ends_its_stream_only(fault: BaseException) -> None:
+    # Raised in the hub's delivery loop: the publisher and the channel's other
+    # streams must not see it.
+    bad, good = Client(), Client()
+    bad_task, bad_writer = await open_stream("a", bad)
+    good_task, _ = await open_stream("a", good)
+    try:
+        bad.fail = fault  # type: ignore[assignment]
+        await asend_event("a", "tick", {"n": 0})
+        assert good.numbers() == [0]
+        await asyncio.wait((bad_task,), timeout=5)
+        assert bad_task.done() and not bad_task.cancelled()
+        assert bad_writer.error is fault
+        await asend_event("a", "tick", {"n": 1})
+        assert good.numbers() == [0, 1]
+        assert get_hub().subscribers("a") == 1
+    finally:
+        await close(bad_task)
+        await close(good_task)
+
+
+async def test_a_send_in_flight_cancelled_by_another_ends_the_stream() -> None:
+    # Its bytes may not have been written: the stream must not go on past them.
+    client = Client()
+    task, writer = await open_stream("a", client)
+    try:
+        client.hold()
+        await asend_event("a", "tick", {"n": 0})
+        inflight = writer.inflight
+        assert inflight is not None
+        inflight.cancel()
+        await asyncio.wait((task,), timeout=5)
+        assert task.done() and not task.cancelled()
+        assert isinstance(writer.error, asyncio.CancelledError)
+        assert get_hub().subscribers("a") == 0
+    finally:
+        await close(task)
