@@ -19,6 +19,7 @@ from django.test import override_settings
 from django_sse import asend_event, direct
 from django_sse.asgi import _stream
 from django_sse.hub import get_hub
+from django_sse.ids import decode_position
 from django_sse.stream import event_stream
 from tests.sse_client import wait_until
 
@@ -61,7 +62,7 @@ class Client:
 
 
 async def open_stream(
-    channel: str, client: Client
+    channel: str | tuple[str, ...], client: Client, connection: str | None = None
 ) -> tuple[asyncio.Task[None], direct.DirectWriter]:
     never: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
@@ -69,7 +70,8 @@ async def open_stream(
         return await never
 
     writer = direct.DirectWriter(client.send)
-    chunks = event_stream((channel,), door="asgi", direct=writer)
+    channels = (channel,) if isinstance(channel, str) else channel
+    chunks = event_stream(channels, door="asgi", direct=writer, connection=connection)
     task = asyncio.ensure_future(_stream(chunks, receive, client.send, writer))
     await wait_until(lambda: writer.state is not None and writer.state.sub.parked(), 10.0)
     return task, writer
@@ -299,5 +301,104 @@ async def test_a_send_in_flight_cancelled_by_another_ends_the_stream() -> None:
         assert task.done() and not task.cancelled()
         assert isinstance(writer.error, asyncio.CancelledError)
         assert get_hub().subscribers("a") == 0
+    finally:
+        await close(task)
+
+
+def blocks(client: Client) -> list[tuple[str, str, Any]]:
+    """(id, event, data) of each event the client got, in order."""
+    out = []
+    for block in client.text().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.split("\n") if ": " in line)
+        if "event" in fields:
+            out.append((fields.get("id", ""), fields["event"], json.loads(fields["data"])))
+    return out
+
+
+async def test_ephemeral_and_stored_events_keep_their_order_behind_a_send_in_flight() -> None:
+    client = Client()
+    task, writer = await open_stream(("a", "typing:r"), client)
+    try:
+        client.hold()
+        await asend_event("a", "tick", {"n": 0})
+        assert writer.inflight is not None
+        await asend_event("typing:r", "typing", {"n": 1})
+        await asend_event("a", "tick", {"n": 2})
+        await asend_event("typing:r", "typing", {"n": 3})
+        client.release()
+        await wait_until(lambda: len(client.numbers()) == 4, 10.0)
+        got = blocks(client)
+        assert [data["n"] for _, _, data in got] == [0, 1, 2, 3]
+        # An ephemeral event repeats the position written before it.
+        assert got[1][0] == got[0][0] and got[3][0] == got[2][0] != got[0][0]
+    finally:
+        await close(task)
+
+
+async def test_the_shared_frame_is_only_for_streams_on_one_stored_channel() -> None:
+    one, two, mixed = Client(), Client(), Client()
+    tasks = [
+        (await open_stream("a", one))[0],
+        (await open_stream(("a", "b"), two))[0],
+        (await open_stream(("a", "typing:r"), mixed))[0],
+    ]
+    try:
+        await asend_event("b", "tick", {"n": 0})
+        await asend_event("a", "tick", {"n": 1})
+        (id_one, _, _), (id_mixed, _, _) = blocks(one)[-1], blocks(mixed)[-1]
+        id_two = blocks(two)[-1][0]
+        # One stored channel each: the same position, the same id.
+        assert id_one == id_mixed
+        # Two: its own id, naming both positions.
+        assert id_two != id_one
+        positions = decode_position(id_two, ("a", "b"))
+        assert positions is not None
+        assert decode_position(id_one, ("a",)) == {"a": positions["a"]}
+        assert positions["b"] > 0
+    finally:
+        for task in tasks:
+            await close(task)
+
+
+async def test_the_excluded_stream_writes_nothing_and_its_next_id_covers_the_event() -> None:
+    from django_sse.exclude import excluding_key, stream_key
+
+    mine, other = Client(), Client()
+    mine_task, mine_writer = await open_stream("a", mine, connection="c" * 22)
+    other_task, _ = await open_stream("a", other, connection="d" * 22)
+    try:
+        with excluding_key(stream_key(None, "c" * 22)):
+            await asend_event("a", "tick", {"n": 0})
+        await asend_event("a", "tick", {"n": 1})
+        assert other.numbers() == [0, 1]
+        assert mine.numbers() == [1]
+        # The same id as the stream that got both: it resumes after both.
+        assert blocks(mine)[-1][0] == blocks(other)[-1][0]
+        assert mine_writer.state is not None and mine_writer.state.sub.parked()
+    finally:
+        await close(mine_task)
+        await close(other_task)
+
+
+async def test_an_event_after_a_hole_waits_for_the_stream_to_read_the_store() -> None:
+    # Dispatched past a hole: the hub must not write it; the stream's task
+    # reads the hole (here pruned: a reset) and then writes it.
+    from django_sse.events import Event, encode_body, new_event_id
+
+    client = Client()
+    task, writer = await open_stream("a", client)
+    try:
+        await asend_event("a", "tick", {"n": 0})
+        state = writer.state
+        assert state is not None and state.cursor is not None
+        position = state.cursor.positions["a"]
+        payload = json.dumps({"n": 1})
+        body = encode_body("tick", payload)
+        get_hub().dispatch(Event("a", "tick", new_event_id(), body, position + 5, payload))
+        assert client.numbers() == [0]  # not written by the hub
+        await wait_until(lambda: client.numbers() == [0, 1], 10.0)
+        names = [name for _, name, _ in blocks(client)]
+        assert names[-2:] == ["stream-reset", "tick"]
+        assert state.cursor.positions["a"] == position + 5
     finally:
         await close(task)
