@@ -96,14 +96,20 @@ class DirectWriter:
     def attach(self, state: StreamState) -> None:
         """Let the hub write ``state``'s events from now on (the stream is live)."""
         self.state = state
+        state.direct = self
         state.sub.direct = self.offer
+
+    async def settled(self) -> None:
+        """Wait for a direct write still in flight (the stream's task, before
+        it reads what was queued meanwhile)."""
+        inflight = self.inflight
+        if inflight is not None:
+            await asyncio.shield(inflight)
 
     async def write(self, body: bytes) -> None:
         """Write ``body`` for the stream's task, after any direct write still
         in flight."""
-        inflight = self.inflight
-        if inflight is not None:
-            await asyncio.shield(inflight)
+        await self.settled()
         if self.error is not None:
             raise self.error
         await self._send({"type": "http.response.body", "body": body, "more_body": True})

@@ -402,3 +402,52 @@ async def test_an_event_after_a_hole_waits_for_the_stream_to_read_the_store() ->
         assert state.cursor.positions["a"] == position + 5
     finally:
         await close(task)
+
+
+def closing(client: Client) -> dict[str, Any]:
+    names = blocks(client)
+    assert names and names[-1][1] == "stream-closed", names
+    data: dict[str, Any] = names[-1][2]
+    return data
+
+
+async def test_a_revoked_stream_gets_nothing_queued_behind_a_send_in_flight() -> None:
+    client = Client()
+    task, writer = await open_stream("a", client)
+    try:
+        state = writer.state
+        assert state is not None
+        client.hold()
+        await asend_event("a", "tick", {"n": 0})  # in flight
+        await asend_event("a", "tick", {"n": 1})  # queued behind it
+        state.sub.close("revoked")
+        await asend_event("a", "tick", {"n": 2})  # after: never
+        client.release()
+        await asyncio.wait_for(task, 5)
+        # What was handed to the server before the revocation, then the end.
+        assert client.numbers() == [0]
+        assert closing(client)["reason"] == "revoked"
+    finally:
+        await close(task)
+
+
+async def test_shutdown_writes_the_closing_event_after_a_send_in_flight() -> None:
+    client = Client()
+    task, writer = await open_stream("a", client)
+    try:
+        client.hold()
+        await asend_event("a", "tick", {"n": 0})
+        assert writer.inflight is not None
+        await asend_event("a", "tick", {"n": 1})
+        stopping = asyncio.ensure_future(get_hub().stop(grace=5))
+        await asyncio.sleep(0)
+        client.release()
+        await asyncio.wait_for(stopping, 10)
+        await asyncio.wait_for(task, 5)
+        assert client.numbers() == [0, 1]
+        data = closing(client)
+        assert data["reason"] == "shutdown" and data["reconnect"] is True
+        # The closing id is the position after both: the reconnect repeats none.
+        assert blocks(client)[-1][0] == blocks(client)[-2][0]
+    finally:
+        await close(task)
