@@ -451,3 +451,55 @@ async def test_shutdown_writes_the_closing_event_after_a_send_in_flight() -> Non
         assert blocks(client)[-1][0] == blocks(client)[-2][0]
     finally:
         await close(task)
+
+
+async def test_hubs_of_two_threads_share_an_events_frame_correctly() -> None:
+    # One Event object reaches the hub of each loop (in-memory layer): each
+    # thread's single-channel stream must write its own correct position.
+    import threading
+
+    ready = threading.Event()
+    stops: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+    other = Client()
+    failure: list[BaseException] = []
+
+    def stop() -> None:
+        for loop, event in stops:
+            loop.call_soon_threadsafe(event.set)
+
+    def run() -> None:
+        async def main() -> None:
+            task, _ = await open_stream("a", other)
+            stopped = asyncio.Event()
+            stops.append((asyncio.get_running_loop(), stopped))
+            ready.set()
+            await stopped.wait()
+            await close(task)
+            await get_hub().stop(grace=1)
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # reported by the test below
+            failure.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    mine = Client()
+    task, _ = await open_stream("a", mine)
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, ready.wait, 10)
+        assert not failure, failure
+        for n in range(20):
+            await asend_event("a", "tick", {"n": n})
+        await wait_until(lambda: len(other.numbers()) == 20, 10.0)
+        assert mine.numbers() == other.numbers() == list(range(20))
+        assert [i for i, _, _ in blocks(mine)] == [i for i, _, _ in blocks(other)]
+        positions = [decode_position(i, ("a",)) for i, _, _ in blocks(mine)]
+        seqs = [p["a"] for p in positions if p is not None]
+        assert seqs == list(range(seqs[0], seqs[0] + 20))
+    finally:
+        stop()
+        await asyncio.get_running_loop().run_in_executor(None, thread.join, 10)
+        await close(task)
+    assert not failure, failure
