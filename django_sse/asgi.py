@@ -184,11 +184,13 @@ async def _stream(
     assert task is not None
     if writer is not None:
         writer.task = task
-    left = False
+    left = ending = False
 
     def client_left(gone: asyncio.Task[None]) -> None:
         nonlocal left
-        if not gone.cancelled():
+        # Not once the pump is over: a cancel then would land in the cleanup
+        # below and fail a request that ended well.
+        if not ending and not gone.cancelled():
             left = True
             task.cancel()
 
@@ -199,21 +201,28 @@ async def _stream(
         await _pump(chunks, send, writer)
     except asyncio.CancelledError:
         # Ours (the client left, a direct write failed) ends the stream
-        # quietly; anyone else's (the server stopping) goes on up.
+        # quietly; anyone else's (the server stopping) goes on up, even
+        # when it came together with ours.
         if not left and (writer is None or writer.error is None):
             raise
-        task.uncancel()
+        if task.uncancel() > 0:
+            raise
     except Exception as exc:
         error = exc
     finally:
+        ending = True
+        if writer is not None:
+            writer.task = None
         gone.remove_done_callback(client_left)
         gone.cancel()
-        await asyncio.gather(gone, return_exceptions=True)
-        # Cancelled while waiting in send(), the generator still holds its
-        # subscription: close it so the hub lets go now, not at collection.
-        await chunks.aclose()  # type: ignore[attr-defined]
-        if writer is not None:
-            writer.cancel()
+        try:
+            # Cancelled while waiting in send(), the generator still holds its
+            # subscription: close it so the hub lets go now, not at collection.
+            await chunks.aclose()  # type: ignore[attr-defined]
+        finally:
+            # No send of this request goes on once it returns to the server.
+            pending = [gone] if writer is None else [gone, *writer.cancel()]
+            await asyncio.gather(*pending, return_exceptions=True)
     if writer is not None and writer.error is not None:
         error = writer.error
     if isinstance(error, Exception) and not isinstance(error, OSError):

@@ -96,14 +96,20 @@ class DirectWriter:
     def attach(self, state: StreamState) -> None:
         """Let the hub write ``state``'s events from now on (the stream is live)."""
         self.state = state
+        state.direct = self
         state.sub.direct = self.offer
+
+    async def settled(self) -> None:
+        """Wait for a direct write still in flight (the stream's task, before
+        it reads what was queued meanwhile)."""
+        inflight = self.inflight
+        if inflight is not None:
+            await asyncio.shield(inflight)
 
     async def write(self, body: bytes) -> None:
         """Write ``body`` for the stream's task, after any direct write still
         in flight."""
-        inflight = self.inflight
-        if inflight is not None:
-            await asyncio.shield(inflight)
+        await self.settled()
         if self.error is not None:
             raise self.error
         await self._send({"type": "http.response.body", "body": body, "more_body": True})
@@ -128,7 +134,9 @@ class DirectWriter:
             first = coro.send(None)  # type: ignore[attr-defined]
         except StopIteration:
             return  # written: the common case
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            # Raised in the hub's delivery loop: it must reach no other stream
+            # nor the publisher (a send cancelled by its server ends it too).
             self._failed(exc)
             return
         task = self._loop.create_task(_finish(_Rest(coro, first)))  # type: ignore[arg-type]
@@ -137,8 +145,11 @@ class DirectWriter:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.inflight = None
-        if not task.cancelled() and task.exception() is not None:
-            self._failed(task.exception())  # type: ignore[arg-type]
+        # Cancelled by anyone but :meth:`cancel`, the send's bytes may not have
+        # been written: the stream cannot go on as if they were.
+        exc = asyncio.CancelledError() if task.cancelled() else task.exception()
+        if exc is not None:
+            self._failed(exc)
 
     def _failed(self, exc: BaseException) -> None:
         # Raised again at the stream's next write, and logged by the door; the
@@ -149,7 +160,12 @@ class DirectWriter:
         if self.task is not None:
             self.task.cancel()
 
-    def cancel(self) -> None:
-        """Stop a send in flight (the stream ends)."""
-        if self.inflight is not None:
-            self.inflight.cancel()
+    def cancel(self) -> list[asyncio.Task[None]]:
+        """Stop a send in flight (the stream ends); returns it, to be awaited."""
+        inflight = self.inflight
+        if inflight is None:
+            return []
+        self.inflight = None
+        inflight.remove_done_callback(self._finished)
+        inflight.cancel()
+        return [inflight]

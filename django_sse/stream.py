@@ -111,6 +111,8 @@ class StreamState:
         sub.cursor = cursor
         self.store = history.get_store()
         self._last_id: bytes | None = None
+        #: The fast path's writer, once the hub writes the live stream's events.
+        self.direct: DirectWriter | None = None
         #: Created right after the subscription: shared store pages read
         #: since then hold everything the live queue does not.
         self.since = time.monotonic()
@@ -462,6 +464,11 @@ async def _live(state: StreamState) -> AsyncIterator[bytes]:
     sub = state.sub
     while True:
         await sub.wait()
+        if state.direct is not None:
+            # A direct write still in flight goes first, as a send of this task
+            # would: what is queued behind it is read only then, so that a
+            # revocation meanwhile still keeps it from the client.
+            await state.direct.settled()
         # Read before draining: what was queued when the stream was closed is
         # still written, ahead of the closing event, unless access is gone.
         reason = sub.close_reason
