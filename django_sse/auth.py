@@ -107,6 +107,22 @@ def _drf_request(request: HttpRequest, authenticator: Any) -> Any:
     return Request(request, authenticators=[authenticator])
 
 
+def _answers_none(authenticator: Any, request: HttpRequest) -> bool:
+    """Whether REST framework's own ``TokenAuthentication`` or
+    ``BasicAuthentication`` (not a subclass's override) would answer ``None``
+    for ``request``: they read only the ``Authorization`` header. Asking them
+    costs a thread hop per stream, which a resume storm of anonymous or
+    session streams need not pay."""
+    if request.META.get("HTTP_AUTHORIZATION"):
+        return False
+    try:
+        from rest_framework.authentication import BasicAuthentication, TokenAuthentication
+    except ImportError:
+        return False
+    method = getattr(type(authenticator), "authenticate", None)
+    return method in (TokenAuthentication.authenticate, BasicAuthentication.authenticate)
+
+
 def _drf_authenticate(authenticator: Any, request: HttpRequest) -> Any:
     from rest_framework import exceptions
 
@@ -151,6 +167,8 @@ async def authenticate_classes(request: HttpRequest) -> Identity:
             found = await authenticator.aauthenticate(request)
             if found is not None:
                 return found  # type: ignore[no-any-return]
+            continue
+        if _answers_none(authenticator, request):
             continue
         result = await dbthreads.run(_drf_authenticate, authenticator, request)
         if result is not None and result[0] is not None and result[0].is_authenticated:

@@ -30,6 +30,7 @@ from channels.layers import get_channel_layer
 from . import catchup, live, metrics, sessions, ticker
 from .events import Event
 from .exclude import deliver_except
+from .framed import FramedPages
 from .membership import (
     BACKOFF_INITIAL,
     BACKOFF_MAX,
@@ -90,6 +91,8 @@ class Hub:
         self.delivered = 0
         #: The store reads of this hub's streams, shared among them.
         self.reads = SharedReads(self.membership.groups)
+        #: Replay pages framed for its streams, shared among them.
+        self.framed = FramedPages()
         #: Whether the store's failure was logged and not yet followed by a success.
         self._store_down = False
 

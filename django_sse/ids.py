@@ -25,7 +25,10 @@ MAX_STORED_CHANNELS = (MAX_ID_BYTES - KEY_LENGTH) // (SEQ_DIGITS + 1)
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
+@lru_cache(maxsize=65536)
 def to_base36(value: int) -> str:
+    # Cached: a stream on several channels names every position in each id,
+    # and thousands of resuming streams write the same few thousand numbers.
     if value < 0:
         raise ValueError("sequence numbers are never negative")
     out = ""

@@ -148,7 +148,8 @@ class _Kept(Generic[K, V]):
 
 
 def _page_bytes(records: list[history.Record]) -> int:
-    return sum(len(r.payload) for r in records) + 1
+    # The payload as stored, and its wire bytes (``Record.body``).
+    return sum(len(r.payload) + len(r.body or b"") for r in records) + 1
 
 
 class SharedReads:

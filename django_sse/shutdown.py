@@ -27,6 +27,8 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 CLOSE_REASON = "shutdown"
 
 _lock = threading.Lock()
+#: Whether every signal of ``SIGNALS`` carries our handler (see :func:`install`).
+_chained = False
 #: Set once shutdown has begun: a stream that opens now is closed at once.
 closing = threading.Event()
 #: One future per fast-path stream being served, done when it has ended.
@@ -58,14 +60,23 @@ def install(loop: asyncio.AbstractEventLoop) -> None:
     Called when the server reports startup (lifespan) and on the first stream
     (servers without lifespan); a no-op off the main thread, where signal
     handlers cannot be set, and for signals the server does not handle."""
-    if threading.current_thread() is not threading.main_thread():
+    global _chained
+    if _chained or threading.current_thread() is not threading.main_thread():
         return
     with _lock:
+        ours = 0
         for sig in SIGNALS:
             previous = signal.getsignal(sig)
-            if getattr(previous, "django_sse", False) or not _is_server_handler(previous):
+            if getattr(previous, "django_sse", False):
+                ours += 1
+                continue
+            if not _is_server_handler(previous):
                 continue
             signal.signal(sig, _chain(loop, previous))
+            ours += 1
+        # Every signal chained: later streams need not look again (a handler
+        # already ours is never chained again anyway).
+        _chained = ours == len(SIGNALS)
 
 
 def _chain(loop: asyncio.AbstractEventLoop, previous: Any) -> Any:

@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from .conf import conf
+from .events import encode_body
 
 logger = logging.getLogger("django_sse")
 
@@ -47,6 +48,12 @@ class Record:
     seq: int
     name: str
     payload: str
+    #: The ``event:`` and ``data:`` lines, encoded when the record was read:
+    #: the streams that share a page (:mod:`django_sse.reads`) share these.
+    body: bytes | None = field(default=None, compare=False, repr=False)
+
+    def wire(self) -> bytes:
+        return self.body if self.body is not None else encode_body(self.name, self.payload)
 
 
 class BaseStore:
@@ -213,7 +220,7 @@ class DatabaseStore(BaseStore):
             .order_by("pk")
             .values_list("pk", "channel", "seq", "name", "payload")[:limit]
         )
-        return [Record(*row) for row in rows]
+        return [Record(*row, encode_body(row[3], row[4])) for row in rows]
 
     def heads(self, channels: Iterable[str]) -> dict[str, int]:
         wanted = list(dict.fromkeys(channels))

@@ -140,7 +140,20 @@ class StreamState:
         return control(STREAM_RESET, {"reason": HISTORY_EXPIRED}, self.cursor.id.decode())
 
     def _page(self, records: list[history.Record]) -> bytes:
-        """Frame ``records`` (oldest first), resetting at any hole."""
+        """Frame ``records`` (oldest first), resetting at any hole; the same
+        page from the same position is framed once per hub (:mod:`.framed`)."""
+        cursor = self.cursor
+        assert cursor is not None
+        key = (cursor.channels, cursor.values(), tuple(r.pk for r in records))
+        found = self.hub.framed.get(key)
+        if found is not None:
+            cursor.jump(found[1])
+            return found[0]
+        page = self._frame_page(records)
+        self.hub.framed.put(key, (page, cursor.values()))
+        return page
+
+    def _frame_page(self, records: list[history.Record]) -> bytes:
         assert self.cursor is not None
         positions = self.cursor.positions
         out: list[bytes] = []
@@ -150,7 +163,7 @@ class StreamState:
                 continue
             if r.seq != position + 1:
                 out.append(self._hole(r.channel, r.seq - 1))
-            out.append(self.cursor.frame(r.channel, r.seq, encode_body(r.name, r.payload)))
+            out.append(self.cursor.frame(r.channel, r.seq, r.wire()))
         return b"".join(out)
 
     def frame(self, event: Event) -> bytes | None:

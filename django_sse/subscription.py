@@ -45,6 +45,15 @@ class Cursor:
         self.positions[channel] = seq
         self._id = None
 
+    def values(self) -> tuple[int, ...]:
+        """The positions, in channel order."""
+        return tuple(self.positions[c] for c in self.channels)
+
+    def jump(self, values: tuple[int, ...]) -> None:
+        """Move to ``values`` (as :meth:`values` gives them)."""
+        self.positions.update(zip(self.channels, values, strict=True))
+        self._id = None
+
     def frame(self, channel: str, seq: int, body: bytes) -> bytes:
         self.move(channel, seq)
         return b"id: " + self.id + b"\n" + body
