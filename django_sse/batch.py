@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 #: Rows per ``INSERT``: 5 parameters each stays under SQLite's 32,766 and
 #: PostgreSQL's 65,535, and the statement stays a few hundred kilobytes.
 ROWS_PER_INSERT = 1000
+#: Characters of rows per ``INSERT`` on PostgreSQL (one JSON parameter):
+#: PostgreSQL refuses a value over 1 GB, and a 10,000-event batch of
+#: ``SSE_MAX_EVENT_BYTES`` payloads is 650 MB. JSON escapes and UTF-8 make a
+#: run at most six times this many bytes: under 200 MB.
+JSON_BYTES_PER_INSERT = 32 * 1024 * 1024
 
 
 def column(model: Any, name: str) -> str:
@@ -95,12 +100,13 @@ def _append_rows(store: DatabaseStore, items: list[tuple[str, str, str]]) -> lis
             # string is C work in psycopg, where four arrays of 10,000 values
             # were quoted value by value (about 40% of the batch's time).
             # Ordered as given: ids follow sequence numbers within a channel.
-            cursor.execute(
+            sql = (
                 f"INSERT INTO {table} ({columns}, {created}) "
                 f"SELECT r.v->>0, (r.v->>1)::bigint, r.v->>2, r.v->>3, {now_sql} "
-                "FROM json_array_elements(%s::json) WITH ORDINALITY AS r(v, i) ORDER BY r.i",
-                [*now_params, json.dumps(rows, ensure_ascii=False)],
+                "FROM json_array_elements(%s::json) WITH ORDINALITY AS r(v, i) ORDER BY r.i"
             )
+            for chunk in _json_chunks(rows):
+                cursor.execute(sql, [*now_params, json.dumps(chunk, ensure_ascii=False)])
             return seqs
         row_sql = "(%s, %s, %s, %s, " + now_sql + ")"
         for start in range(0, len(rows), ROWS_PER_INSERT):
@@ -115,3 +121,18 @@ def _append_rows(store: DatabaseStore, items: list[tuple[str, str, str]]) -> lis
                 params,
             )
     return seqs
+
+
+def _json_chunks(rows: list[Any]) -> list[list[Any]]:
+    """``rows`` in consecutive runs of about :data:`JSON_BYTES_PER_INSERT`
+    characters each (at least one row a run): one run, nearly always."""
+    chunks: list[list[Any]] = [[]]
+    size = 0
+    for row in rows:
+        length = len(row[0]) + len(row[2]) + len(row[3]) + 32
+        if size + length > JSON_BYTES_PER_INSERT and chunks[-1]:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(row)
+        size += length
+    return chunks

@@ -93,24 +93,46 @@ class LoopThread:
         self.thread.join(5.0)
         self.loop.close()
 
+    def alive(self) -> bool:
+        """Whether this process's thread and its queue's consumer still run."""
+        return self.pid == os.getpid() and self.thread.is_alive() and not self.consumer.done()
+
     async def _consume(self) -> None:
         while True:
             item = await self.queue.get()
             try:
                 await item.job(item.deadline - time.monotonic())
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # close() stops the consumer itself
+                # A layer client leaked a cancellation: this publish failed,
+                # the queue's only consumer must not end with it.
+                self._failed(item, RuntimeError("the publish was cancelled"))
             except Exception as exc:
-                if item.future is not None:
-                    item.future.set_exception(exc)
-                elif item.on_error is not None:
-                    item.on_error()
-                else:
-                    logger.warning("A queued publish failed", exc_info=True)
+                self._failed(item, exc)
             else:
                 if item.future is not None:
                     item.future.set_result(None)
             finally:
                 self.room.release()
                 self.queue.task_done()
+
+    @staticmethod
+    def _failed(item: _Item, exc: Exception) -> None:
+        if item.future is not None:
+            item.future.set_exception(exc)
+            return
+        try:
+            try:
+                raise exc
+            except Exception:
+                if item.on_error is None:
+                    logger.warning("A queued publish failed", exc_info=True)
+                else:
+                    item.on_error()  # in an except block: it may log exc_info
+        except Exception:
+            logger.exception("The error callback of a queued publish failed")
 
     def run(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` on the loop at once (beside the queue) and wait for it."""
@@ -174,8 +196,9 @@ def runner() -> LoopThread:
     """This process's publishing loop thread, started on first use."""
     global _loop_thread
     with _lock:
-        # A forked worker inherits the object but not the thread.
-        if _loop_thread is None or _loop_thread.pid != os.getpid():
+        # A forked worker inherits the object but not the thread; a thread
+        # or consumer that died would leave every publish queued for nobody.
+        if _loop_thread is None or not _loop_thread.alive():
             _loop_thread = LoopThread()
         return _loop_thread
 

@@ -27,19 +27,27 @@ _WAL_PRAGMA = re.compile(r"journal_mode\s*=\s*['\"]?wal\b", re.IGNORECASE)
 _HEADER = b"SQLite format 3\x00"
 
 
-def _uses_database_store() -> bool:
+def _store_alias() -> str | None:
+    """The database the configured ``DatabaseStore`` writes to, or ``None``
+    when the store is another kind (or none)."""
     from django.utils.module_loading import import_string
 
-    from .store import DatabaseStore
+    from .store import DatabaseStore, get_store
 
     path = conf.SSE_STORE
     if path is None:
-        return False
+        return None
     try:
         cls = import_string(path)
     except ImportError:
-        return False  # E005 says so
-    return isinstance(cls, type) and issubclass(cls, DatabaseStore)
+        return None  # E005 says so
+    if not (isinstance(cls, type) and issubclass(cls, DatabaseStore)):
+        return None
+    try:
+        # A subclass may keep the history on another alias than 'default'.
+        return str(getattr(get_store(), "using", DEFAULT_DB_ALIAS))
+    except Exception:
+        return DEFAULT_DB_ALIAS  # the store's own error surfaces when it is used
 
 
 def in_memory(name: str) -> bool:
@@ -52,7 +60,7 @@ def file_in_wal_mode(name: str) -> bool:
     try:
         with path.open("rb") as f:
             header = f.read(20)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the path
         return False
     return header[:16] == _HEADER and header[18:20] == b"\x02\x02"
 
@@ -62,7 +70,7 @@ def _vendor(engine: str) -> str:
 
     try:
         return str(import_string(f"{engine}.base.DatabaseWrapper").vendor)
-    except ImportError:
+    except (ImportError, TypeError, ValueError):  # TypeError: no ENGINE at all
         return ""  # Django reports an engine it cannot load
 
 
@@ -70,9 +78,10 @@ def _vendor(engine: str) -> str:
 def check_sqlite_wal(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     from django.conf import settings
 
-    if not _uses_database_store():
+    alias = _store_alias()
+    if alias is None:
         return []
-    database = settings.DATABASES.get(DEFAULT_DB_ALIAS) or {}
+    database = settings.DATABASES.get(alias) or {}
     if _vendor(str(database.get("ENGINE") or "")) != "sqlite":
         return []
     name = str(database.get("NAME") or "")
@@ -81,11 +90,11 @@ def check_sqlite_wal(app_configs: Any = None, **kwargs: Any) -> list[CheckMessag
         return []
     return [
         Warning(
-            "The event store's database (DATABASES['default']) is SQLite without "
+            f"The event store's database (DATABASES[{alias!r}]) is SQLite without "
             "write-ahead logging: every send_event() waits for an fsync and blocks "
             "the streams' reads (measured from a view: several times slower).",
             hint=(
-                "Add to DATABASES['default']: "
+                f"Add to DATABASES[{alias!r}]: "
                 f'"OPTIONS": {{"init_command": "{RECOMMENDED}"}} '
                 "(synchronous=NORMAL may lose the last commits on a power failure, "
                 "not on a process crash), or run 'PRAGMA journal_mode=WAL;' on the "

@@ -100,3 +100,95 @@ def test_a_full_queue_holds_the_caller_at_most_the_timeout(
     finally:
         thread.close()
     assert sorted(errors) == ["1", "2", "3"]
+
+
+def test_a_cancelled_job_does_not_stop_the_queue(loop_thread: LoopThread) -> None:
+    # A layer client can leak a CancelledError (a BaseException): the queue's
+    # one consumer must outlive it, or every later publish is silently dropped.
+    errors: list[str] = []
+
+    async def cancelled(timeout: float) -> None:
+        raise asyncio.CancelledError
+
+    async def ok(timeout: float) -> None:
+        pass
+
+    loop_thread.publish(cancelled, wait=False, on_error=lambda: errors.append("cancelled"))
+    with pytest.raises(RuntimeError, match="cancelled"):
+        loop_thread.publish(cancelled, wait=True)
+    with override_settings(SSE_PUBLISH_TIMEOUT=BOUND):
+        loop_thread.publish(ok, wait=True)
+    assert errors == ["cancelled"]
+    assert not loop_thread.consumer.done()
+
+
+def test_a_failing_error_callback_does_not_stop_the_queue(loop_thread: LoopThread) -> None:
+    async def fails(timeout: float) -> None:
+        raise ConnectionRefusedError("layer down")
+
+    async def ok(timeout: float) -> None:
+        pass
+
+    def broken() -> None:
+        raise RuntimeError("a broken log handler")
+
+    loop_thread.publish(fails, wait=False, on_error=broken)
+    with override_settings(SSE_PUBLISH_TIMEOUT=BOUND):
+        loop_thread.publish(ok, wait=True)
+    assert not loop_thread.consumer.done()
+
+
+def test_runner_replaces_a_dead_loop_thread() -> None:
+    first = publish_thread.runner()
+    first.close()  # as if its thread had died
+    try:
+        second = publish_thread.runner()
+        assert second is not first
+
+        async def ok(timeout: float) -> None:
+            pass
+
+        with override_settings(SSE_PUBLISH_TIMEOUT=BOUND):
+            second.publish(ok, wait=True)
+    finally:
+        publish_thread.runner()
+
+
+def test_a_forked_child_gets_its_own_working_publisher() -> None:
+    # gunicorn and celery prefork: the child inherits the parent's LoopThread
+    # object (and maybe its lock, held) but not its thread.
+    import os
+
+    async def ok(timeout: float) -> None:
+        await asyncio.sleep(0)
+
+    async def slow(timeout: float) -> None:
+        await asyncio.sleep(0.2)
+
+    parent = publish_thread.runner()
+    parent.publish(ok, wait=True)
+    for _ in range(3):
+        parent.publish(slow, wait=False)  # queued in the parent at fork time
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit status
+        code = 1
+        try:
+            with override_settings(SSE_PUBLISH_TIMEOUT=2.0):
+                child = publish_thread.runner()
+                if child is not parent and child.pid == os.getpid():
+                    child.publish(ok, wait=True)
+                    code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.01)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's publish hung")
+    assert os.waitstatus_to_exitcode(status) == 0
+    parent.drain()

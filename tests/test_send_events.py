@@ -137,3 +137,27 @@ async def test_sync_send_events_from_a_thread() -> None:
     sub = await get_hub().subscribe((a,), 10)
     await sync_to_async(send_events)([(a, "e", 1), (a, "e", 2)])
     await wait_until(lambda: len(sub) == 2)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the JSON-parameter path")
+def test_a_large_batch_is_inserted_in_bounded_statements_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 10,000 events of SSE_MAX_EVENT_BYTES would be one 650 MB parameter, and
+    # PostgreSQL refuses any value over 1 GB: the rows go in a few statements
+    # of bounded size, in one transaction, still in id order.
+    from django.test.utils import CaptureQueriesContext
+
+    from django_sse import batch
+
+    monkeypatch.setattr(batch, "JSON_BYTES_PER_INSERT", 2000)
+    channel = f"notes:{unique()}"
+    items = [(channel, "e", "x" * 300 + str(i)) for i in range(30)]
+    with CaptureQueriesContext(connection) as queries:
+        events = send_events(items)
+    inserts = [q for q in queries if "json_array_elements" in q["sql"]]
+    assert 4 <= len(inserts) <= 8, len(inserts)
+    assert all(len(q["sql"]) < 2000 + 1000 for q in inserts)
+    rows = StoredEvent.objects.filter(channel=channel).order_by("pk")
+    assert [r.seq for r in rows] == list(range(1, 31))
+    assert [r.payload for r in rows] == [e.payload for e in events]

@@ -80,3 +80,39 @@ def test_no_warning_off_sqlite_in_memory_or_without_the_database_store(tmp_path:
     assert messages(sqlite(":memory:")) == []
     assert messages(sqlite("file:memdb1?mode=memory&cache=shared")) == []
     assert messages(sqlite(str(tmp_path / "db.sqlite3")), SSE_STORE=None) == []
+
+
+def test_an_unreadable_or_odd_name_does_not_crash_the_check(tmp_path: Path) -> None:
+    # A NUL in a path is a ValueError, not an OSError; a directory and a
+    # missing parent are OSErrors. The check warns, it does not crash.
+    assert messages(sqlite("bad\x00name.sqlite3")) == ["django_sse.W080"]
+    assert messages(sqlite(str(tmp_path))) == ["django_sse.W080"]
+    assert messages(sqlite(str(tmp_path / "missing" / "db.sqlite3"))) == ["django_sse.W080"]
+    assert messages({"default": {"NAME": "x"}}) == []  # no ENGINE: Django's to report
+
+
+def test_the_check_reads_the_database_the_store_writes_to(tmp_path: Path) -> None:
+    from django_sse import store as store_module
+
+    path = tmp_path / "events.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE t (x)")
+    wal_default = sqlite(str(path))["default"]
+    journal_events = sqlite(str(tmp_path / "journal.sqlite3"))["default"]
+
+    class OnEvents(store_module.DatabaseStore):
+        def __init__(self) -> None:
+            super().__init__(using="events")
+
+    store_module._stores.clear()
+    try:
+        with override_settings(SSE_STORE=f"{__name__}.OnEventsStore"):
+            globals()["OnEventsStore"] = OnEvents
+            databases = {"default": wal_default, "events": journal_events}
+            assert messages(databases) == ["django_sse.W080"]
+            databases = {"default": journal_events, "events": wal_default}
+            assert messages(databases) == []
+    finally:
+        globals().pop("OnEventsStore", None)
+        store_module._stores.clear()
