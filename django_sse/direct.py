@@ -125,7 +125,9 @@ class DirectWriter:
             return False
         if frame:
             self._start(frame)
-            state.sub.wrote()
+            sub = state.sub
+            sub.last_write = self._loop.time()  # sub.wrote(), inlined
+            sub.keepalive_due = False
         return True
 
     def _start(self, body: bytes) -> None:
