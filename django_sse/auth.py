@@ -119,8 +119,13 @@ def _answers_none(authenticator: Any, request: HttpRequest) -> bool:
         from rest_framework.authentication import BasicAuthentication, TokenAuthentication
     except ImportError:
         return False
-    method = getattr(type(authenticator), "authenticate", None)
-    return method in (TokenAuthentication.authenticate, BasicAuthentication.authenticate)
+    # The function the instance would call: a subclass's override, or one set
+    # on the instance itself, is asked as before.
+    method = getattr(getattr(authenticator, "authenticate", None), "__func__", None)
+    return method is not None and method in (
+        TokenAuthentication.authenticate,
+        BasicAuthentication.authenticate,
+    )
 
 
 def _drf_authenticate(authenticator: Any, request: HttpRequest) -> Any:

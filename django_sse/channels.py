@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,7 +31,7 @@ from typing import Any, TypeAlias, overload
 from asgiref.sync import SyncToAsync, async_to_sync, iscoroutinefunction, sync_to_async
 from django.db import DatabaseError, InterfaceError, OperationalError
 
-from .names import CHANNEL_NAME_RE, channel_name_error
+from .names import CHANNEL_NAME_RE, MAX_NAME_LENGTH, channel_name_error
 
 logger = logging.getLogger("django_sse")
 
@@ -184,7 +185,16 @@ class Registry:
         #: ``resolve()``'s answers: every stream open and publish asks several
         #: times, and each miss tries every pattern's regular expression.
         self._resolved: dict[str, tuple[Registration, dict[str, str]] | None] = {}
+        #: Bumped (under the lock) whenever the patterns change: an answer
+        #: matched against the patterns before is not remembered after.
+        self._generation = 0
+        self._lock = threading.Lock()
         self._builtin()
+
+    def _changed(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._resolved.clear()
 
     def _builtin(self) -> None:
         reg = _compile(USER_PATTERN)
@@ -276,20 +286,20 @@ class Registry:
                 + (" (it is built in: use user_channel(user))" if pattern == USER_PATTERN else "")
             )
         self._registrations[pattern] = reg
-        self._resolved.clear()
+        self._changed()
         return reg
 
     def unregister(self, pattern: str) -> None:
         if pattern == USER_PATTERN:
             raise ValueError(f"{USER_PATTERN!r} is built in and cannot be unregistered")
         self._registrations.pop(pattern, None)
-        self._resolved.clear()
+        self._changed()
 
     def clear(self) -> None:
         """Forget every registration but the built-in user channel (for tests)."""
         self._registrations.clear()
-        self._resolved.clear()
         self._builtin()
+        self._changed()
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(list(self._registrations.values()))
@@ -304,16 +314,24 @@ class Registry:
         try:
             found = self._resolved[name]
         except KeyError:
+            generation = self._generation
             found = self._match(name)
-            if len(self._resolved) >= RESOLVED_KEPT:
-                self._resolved.clear()
-            self._resolved[name] = found
+            # Only a name that can be a channel's is kept (each at most
+            # MAX_NAME_LENGTH), and only if no pattern changed meanwhile (a
+            # register() on another thread while this one matched).
+            if len(name) <= MAX_NAME_LENGTH:
+                with self._lock:
+                    if generation == self._generation:
+                        if len(self._resolved) >= RESOLVED_KEPT:
+                            self._resolved.clear()
+                        self._resolved[name] = found
         # The parameters are the caller's to keep: a copy, never the cache's.
         return None if found is None else (found[0], dict(found[1]))
 
     def _match(self, name: str) -> tuple[Registration, dict[str, str]] | None:
         best: tuple[Registration, dict[str, str]] | None = None
-        for reg in self._registrations.values():
+        # A copy: another thread may register meanwhile.
+        for reg in list(self._registrations.values()):
             params = reg.match(name)
             if params is not None and (best is None or reg.specificity < best[0].specificity):
                 best = (reg, params)

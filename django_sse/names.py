@@ -6,6 +6,7 @@ import hashlib
 import re
 
 CHANNEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
+MAX_NAME_LENGTH = 100
 GROUP_PREFIX = "sse."
 # Channels' layers reject group names of 100 characters or more.
 _MAX_GROUP_NAME = 99
@@ -17,8 +18,8 @@ def channel_name_error(name: object) -> str | None:
         return f"channel name must be a string, got {type(name).__name__}"
     if not name:
         return "channel name is empty"
-    if len(name) > 100:
-        return f"channel name is {len(name)} characters long, the limit is 100"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"channel name is {len(name)} characters long, the limit is {MAX_NAME_LENGTH}"
     if not CHANNEL_NAME_RE.fullmatch(name):
         return (
             f"channel name {name[:100]!r} is malformed: use letters, digits and _ . : -, "

@@ -27,8 +27,12 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 CLOSE_REASON = "shutdown"
 
 _lock = threading.Lock()
-#: Whether every signal of ``SIGNALS`` carries our handler (see :func:`install`).
-_chained = False
+#: The handlers of ``SIGNALS`` as :func:`install` left them: while they are
+#: still the ones in place, a stream need not look again. Compared by
+#: identity, not remembered as a flag: a server that sets its handlers after
+#: ours (uvicorn restores the previous ones when it stops, and a second
+#: ``Server.serve()`` in the process sets its own) is chained again.
+_seen: tuple[Any, ...] | None = None
 #: Set once shutdown has begun: a stream that opens now is closed at once.
 closing = threading.Event()
 #: One future per fast-path stream being served, done when it has ended.
@@ -60,23 +64,18 @@ def install(loop: asyncio.AbstractEventLoop) -> None:
     Called when the server reports startup (lifespan) and on the first stream
     (servers without lifespan); a no-op off the main thread, where signal
     handlers cannot be set, and for signals the server does not handle."""
-    global _chained
-    if _chained or threading.current_thread() is not threading.main_thread():
+    global _seen
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if _seen is not None and tuple(map(signal.getsignal, SIGNALS)) == _seen:
         return
     with _lock:
-        ours = 0
         for sig in SIGNALS:
             previous = signal.getsignal(sig)
-            if getattr(previous, "django_sse", False):
-                ours += 1
-                continue
-            if not _is_server_handler(previous):
+            if getattr(previous, "django_sse", False) or not _is_server_handler(previous):
                 continue
             signal.signal(sig, _chain(loop, previous))
-            ours += 1
-        # Every signal chained: later streams need not look again (a handler
-        # already ours is never chained again anyway).
-        _chained = ours == len(SIGNALS)
+        _seen = tuple(map(signal.getsignal, SIGNALS))
 
 
 def _chain(loop: asyncio.AbstractEventLoop, previous: Any) -> Any:

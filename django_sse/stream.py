@@ -144,13 +144,16 @@ class StreamState:
         page from the same position is framed once per hub (:mod:`.framed`)."""
         cursor = self.cursor
         assert cursor is not None
+        if len(cursor.positions) != len(cursor.channels):
+            # Positions beyond the id's channels: the key would not name them.
+            return self._frame_page(records)
         key = (cursor.channels, cursor.values(), tuple(r.pk for r in records))
-        found = self.hub.framed.get(key)
+        found = self.hub.framed.get(key, records)
         if found is not None:
             cursor.jump(found[1])
             return found[0]
         page = self._frame_page(records)
-        self.hub.framed.put(key, (page, cursor.values()))
+        self.hub.framed.put(key, records, (page, cursor.values()))
         return page
 
     def _frame_page(self, records: list[history.Record]) -> bytes:

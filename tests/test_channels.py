@@ -101,6 +101,78 @@ def test_hostile_names_do_not_grow_the_remembered_resolutions(registry: Registry
     assert len(registry._resolved) <= RESOLVED_KEPT
 
 
+def test_a_resolution_matched_while_patterns_changed_is_not_remembered(
+    registry: Registry,
+) -> None:
+    """Another thread registers a pattern while this one matches a name against
+    the old patterns: the old answer is returned once, never remembered."""
+    match = registry._match
+
+    def racing(name: str) -> Any:
+        found = match(name)
+        registry.register("doc:{pk}:edit", channels.STAFF)  # meanwhile, elsewhere
+        return found
+
+    registry._match = racing  # type: ignore[method-assign]
+    assert registry.resolve("doc:7:edit") is None
+    registry._match = match  # type: ignore[method-assign]
+    found = registry.resolve("doc:7:edit")
+    assert found is not None and found[0].pattern == "doc:{pk}:edit"
+
+
+def test_resolving_on_threads_while_patterns_change(registry: Registry) -> None:
+    """The view door resolves on Django's threads: no error while another
+    thread registers and unregisters, and the answers are right afterwards."""
+    import threading
+
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def resolve() -> None:
+        try:
+            while not done.is_set():
+                for n in range(50):
+                    registry.resolve(f"t{n % 7}:x")
+        except BaseException as exc:  # pragma: no cover - the failure shown
+            errors.append(exc)
+
+    threads = [threading.Thread(target=resolve) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(200):
+            for n in range(7):
+                registry.register(f"t{n}:{{v}}", channels.PUBLIC)
+            for n in range(7):
+                registry.unregister(f"t{n}:{{v}}")
+        registry.register("t3:{v}", channels.PUBLIC)
+    finally:
+        done.set()
+        for t in threads:
+            t.join(10)
+    assert not errors
+    assert [registry.resolve(f"t{n}:x") is not None for n in range(7)] == [n == 3 for n in range(7)]
+
+
+def test_a_registration_changed_after_it_was_resolved_is_seen(registry: Registry) -> None:
+    reg = registry.register("room:{name}", channels.PUBLIC)
+    assert registry.is_stored("room:a")  # remembered now
+    reg.ephemeral = True  # an attribute set on the Registration afterwards
+    assert not registry.is_stored("room:a")
+    found = registry.resolve("room:a")
+    assert found is not None and found[0] is reg
+
+
+def test_names_no_channel_can_have_are_not_remembered(registry: Registry) -> None:
+    registry.register("doc:{pk}", channels.PUBLIC)
+    long = "doc:" + "9" * 5000
+    assert registry.resolve(long) is not None  # answered as before
+    assert long not in registry._resolved
+    assert "doc:1" not in registry._resolved
+    registry.resolve("doc:1")
+    assert "doc:1" in registry._resolved
+
+
 async def test_builtin_policies(registry: Registry, alice: User, staff: User) -> None:
     registry.register("pub", channels.PUBLIC)
     registry.register("auth", channels.AUTHENTICATED)
