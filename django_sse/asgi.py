@@ -229,6 +229,19 @@ async def _stream(
         logger.error("Event stream failed", exc_info=error)
 
 
+async def _start_hub() -> None:
+    """Start the hub before the server accepts a stream: its layer connection
+    is then made on an idle loop, not by the first of thousands of streams
+    resuming at once after a restart. A layer that does not answer does not
+    keep the server from starting (the hub connects later)."""
+    from .hub import get_hub
+
+    try:
+        await get_hub().start()
+    except Exception:
+        logger.warning("django_sse: the hub did not start at lifespan startup", exc_info=True)
+
+
 async def lifespan(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
     """The ASGI lifespan protocol, passed through to ``app`` when it speaks it,
     answered here when it does not (Django's handler rejects it).
@@ -245,6 +258,7 @@ async def lifespan(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> 
         if message["type"] == "lifespan.startup":
             shutdown.closing.clear()
             shutdown.install(asyncio.get_running_loop())
+            await _start_hub()
         elif message["type"] == "lifespan.shutdown":
             await shutdown.close_streams()
         return message

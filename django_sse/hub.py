@@ -146,20 +146,26 @@ class Hub:
     async def _start(self) -> None:
         try:
             if self.layer is not None and not is_in_memory(self.layer):
-                channel_name = await bounded(self.layer.new_channel("sse.hub."))
-                if self._stopped:
-                    return
-                self.membership.channel_name = channel_name
                 try:
-                    await bounded(self.layer.group_add(CONTROL_GROUP, channel_name))
+                    channel_name = await bounded(self.layer.new_channel("sse.hub."))
                 except Exception:
-                    # Streams still open; the maintenance loop joins later.
-                    logger.warning("Channel layer error joining the control group", exc_info=True)
-                    self.membership.rejoin.set()
+                    # A Redis that is down, or a loop too busy for the connect
+                    # to finish in time (a resume storm of thousands right after
+                    # a restart): the streams open anyway and read the store
+                    # (the catch-up poll) until the layer answers.
+                    logger.warning(
+                        "Channel layer error starting the hub; streams are served from the "
+                        "event store until it answers",
+                        exc_info=True,
+                    )
+                    self.membership.connecting = True
+                    self._spawn(self._connect_later())
+                else:
+                    if self._stopped:
+                        return
+                    await self._connected(channel_name)
                 if self._stopped:
                     return
-                self._keep_running(self._receive_loop, "layer receiver")
-                self._keep_running(self.membership.maintain, "membership maintenance")
             self._keep_running(lambda: ticker.run(self), "keepalive ticker")
             self._keep_running(lambda: catchup.run(self), "catch-up poll")
             self._keep_running(lambda: sessions.check_loop(self), "session check")
@@ -170,6 +176,42 @@ class Hub:
             self.membership.channel_name = None
             self._started = None
             raise
+
+    async def _connected(self, channel_name: str) -> None:
+        """Take ``channel_name`` from the layer: join the control group, receive."""
+        self.membership.channel_name = channel_name
+        try:
+            await bounded(self.layer.group_add(CONTROL_GROUP, channel_name))
+        except Exception:
+            # Streams still open; the maintenance loop joins later.
+            logger.warning("Channel layer error joining the control group", exc_info=True)
+            self.membership.rejoin.set()
+        if self._stopped:
+            return
+        self._keep_running(self._receive_loop, "layer receiver")
+        self._keep_running(self.membership.maintain, "membership maintenance")
+
+    async def _connect_later(self) -> None:
+        """Ask the layer for the hub's channel until it answers, then join every
+        group the streams opened meanwhile need."""
+        backoff = BACKOFF_INITIAL
+        while not self._stopped:
+            await asyncio.sleep(backoff)
+            try:
+                channel_name = await bounded(self.layer.new_channel("sse.hub."))
+            except Exception as exc:
+                logger.debug("Channel layer still unavailable to the hub: %s", exc)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            if self._stopped:
+                return
+            self.membership.connecting = False
+            # Groups that streams asked for meanwhile are marked failed: the
+            # maintenance loop, started now, joins them at once.
+            self.membership.rejoin.set()
+            await self._connected(channel_name)
+            logger.info("Channel layer answered; the hub receives events again")
+            return
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` as a task of this hub (cancelled when it stops)."""

@@ -74,6 +74,9 @@ class Membership:
         self.groups: dict[str, Group] = {}
         self._spawn = spawn
         self.rejoin = asyncio.Event()
+        #: The hub has a layer but no channel of it yet (see ``Hub._start``):
+        #: groups asked for meanwhile are joined once it has one.
+        self.connecting = False
 
     async def add(self, sub: Subscription) -> None:
         for channel in sub.channels:
@@ -105,6 +108,9 @@ class Membership:
     async def _join(self, channel: str, group: Group) -> None:
         """Join ``channel``'s layer group if it has members (under ``group.lock``)."""
         if group.joined or group.failed or not group.members:
+            return
+        if self.connecting:
+            group.failed = True  # joined by the maintenance loop once connected
             return
         if self.channel_name is not None:
             try:
