@@ -284,21 +284,28 @@ def plot(results: dict[str, Any], targets: list[Run], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (lat, mem) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (lat, mem) = plt.subplots(1, 2, figsize=(11, 5.5))
+    # One colour per library, one line style per server: a dozen rows stay
+    # told apart (the default cycle repeats its colours after ten).
+    colours = {key: f"C{i}" for i, key in enumerate(dict.fromkeys(t.target.key for t in targets))}
+    styles = {server: style for server, style in zip(dict.fromkeys(t.server for t in targets),
+                                                     ("-", "--", ":", "-."), strict=False)}  # fmt: skip
     for t in targets:
         fan, idle = results[t.key]["fanout"], results[t.key]["idle"]
+        look = {"marker": "o", "color": colours[t.target.key], "linestyle": styles.get(t.server, "-")}
         if fan:
             ks = sorted(fan)
-            lat.plot(ks, [fan[k]["p95_ms"] for k in ks], marker="o", label=t.label)
+            lat.plot(ks, [fan[k]["p95_ms"] for k in ks], label=t.label, **look)
         if idle:
             ks = sorted(idle)
-            mem.plot(ks, [idle[k]["kb_per_stream"] for k in ks], marker="o", label=t.label)
+            mem.plot(ks, [idle[k]["kb_per_stream"] for k in ks], label=t.label, **look)
     lat.set(xscale="log", yscale="log", xlabel="subscribers", ylabel="p95 fan-out latency (ms)")
     mem.set(xscale="log", xlabel="open streams", ylabel="server RSS per stream (KB)")
-    lat.legend(fontsize="small")
+    handles, labels = lat.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize="small")
     for ax in (lat, mem):
         ax.grid(True, alpha=0.3)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.22, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
