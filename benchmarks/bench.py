@@ -287,12 +287,14 @@ def plot(results: dict[str, Any], targets: list[Run], path: Path) -> None:
     fig, (lat, mem) = plt.subplots(1, 2, figsize=(11, 5.5))
     # One colour per library, one line style per server: a dozen rows stay
     # told apart (the default cycle repeats its colours after ten).
-    colours = {key: f"C{i}" for i, key in enumerate(dict.fromkeys(t.target.key for t in targets))}
-    styles = {server: style for server, style in zip(dict.fromkeys(t.server for t in targets),
-                                                     ("-", "--", ":", "-."), strict=False)}  # fmt: skip
+    libraries = dict.fromkeys(t.target.key for t in targets)
+    servers = dict.fromkeys(t.server for t in targets)
+    colours = {key: f"C{i}" for i, key in enumerate(libraries)}
+    styles = dict(zip(servers, ("-", "--", ":", "-."), strict=False))
     for t in targets:
         fan, idle = results[t.key]["fanout"], results[t.key]["idle"]
-        look = {"marker": "o", "color": colours[t.target.key], "linestyle": styles.get(t.server, "-")}
+        style = styles.get(t.server, "-")
+        look = {"marker": "o", "color": colours[t.target.key], "linestyle": style}
         if fan:
             ks = sorted(fan)
             lat.plot(ks, [fan[k]["p95_ms"] for k in ks], label=t.label, **look)
