@@ -471,6 +471,7 @@ def resume_storm(args: argparse.Namespace) -> tuple[str, list[str], Any]:
             channels=args.storm_channels,
             rate=args.storm_rate,
             phases=args.storm_phases,
+            kinds={kind: SERVER_LABELS[kind] for kind in args.servers},
         )
     )
     before, down, after = args.storm_phases

@@ -128,6 +128,9 @@ def spawn_server(
     if env.get("SSE_TEST_ACCESS_LOG"):
         # uvicorn then logs every request through ``logging`` (tests/settings.py).
         command = [arg for arg in command if arg != "--no-access-log"]
+    if env.get("SSE_TEST_LIFESPAN") == "on" and "--lifespan" in command:
+        # As a deployment runs it: the fast path starts the hub at startup.
+        command[command.index("--lifespan") + 1] = "on"
     with log.open("ab") as out:
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:

@@ -104,9 +104,10 @@ async def storm(
     backoff: str,
     rate: float,
     phases: tuple[float, float, float],
+    kind: str = "uvicorn",
 ) -> dict[str, Any]:
-    """One storm on a fresh server; ``phases``: seconds of publishing before
-    the kill, while down, and after the restart."""
+    """One storm on a fresh ``kind`` server; ``phases``: seconds of publishing
+    before the kill, while down, and after the restart."""
     from tests.faults.harness import channel_sets
     from tests.servers import spawn_server
 
@@ -114,7 +115,7 @@ async def storm(
     sets = channel_sets(names, streams)
     before, down, after = phases
     client = publisher = None
-    with running(target, env) as server:
+    with running(target, env, kind) as server:
         port = server.port
         try:
             config = {"port": port, "clients": sets, "backoff": backoff}
@@ -203,7 +204,11 @@ async def run(
     channels: int,
     rate: float,
     phases: tuple[float, float, float],
+    kinds: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
+    """Every storm; ``kinds``: the server kinds to run, with their labels
+    (named in the rows once there is more than one)."""
+    kinds = kinds or {"uvicorn": "uvicorn"}
     results: list[dict[str, Any]] = []
     with ExitStack() as stack:
         url = redis_url(stack)
@@ -211,30 +216,38 @@ async def run(
             if not target.resumes:
                 log(f"resume-storm: {target.label} skipped (no history to resume from)")
                 continue
-            for streams in sizes:
-                for backoff in backoffs:
-                    log(f"resume-storm: {target.label}, {streams} streams, {backoff} ...")
-                    with database(target, "redis", url) as env:
-                        try:
-                            r = await storm(target, env, streams, channels, backoff, rate, phases)
-                        except Exception as exc:
-                            log(f"  failed: {exc!r}")
-                            results.append(
-                                {
-                                    "target": target.key,
-                                    "label": target.label,
-                                    "streams": streams,
-                                    "backoff": backoff,
-                                    "error": repr(exc)[:300],
-                                }
-                            )
-                            continue
-                    results.append(r)
-                    log(
-                        f"  caught up {r['caught_up']}/{streams} in "
-                        f"{r['caught_up_after_restart_s']:.1f}s after the restart; lost "
-                        f"{r['lost']}, duplicated {r['duplicated']}, reads {r['store_reads']}"
-                    )
+            for kind, streams, backoff in (
+                (k, n, b) for k in kinds for n in sizes for b in backoffs
+            ):
+                label = f"{target.label}, {kinds[kind]}" if len(kinds) > 1 else target.label
+                log(f"resume-storm: {label}, {streams} streams, {backoff} ...")
+                with database(target, "redis", url) as env:
+                    if target.ours:
+                        # Lifespan on, as deployed: the hub connects to Redis
+                        # before the restarted server takes the storm (Django's
+                        # own application, the peer's, refuses lifespan).
+                        env["SSE_TEST_LIFESPAN"] = "on"
+                    try:
+                        r = await storm(target, env, streams, channels, backoff, rate, phases, kind)
+                    except Exception as exc:
+                        log(f"  failed: {exc!r}")
+                        results.append(
+                            {
+                                "target": target.key,
+                                "label": label,
+                                "streams": streams,
+                                "backoff": backoff,
+                                "error": repr(exc)[:300],
+                            }
+                        )
+                        continue
+                r["label"] = label
+                results.append(r)
+                log(
+                    f"  caught up {r['caught_up']}/{streams} in "
+                    f"{r['caught_up_after_restart_s']:.1f}s after the restart; lost "
+                    f"{r['lost']}, duplicated {r['duplicated']}, reads {r['store_reads']}"
+                )
     return results
 
 
