@@ -39,6 +39,8 @@ CHUNK = 500
 APPEND_RETRIES = 50
 #: SQLSTATEs of a transaction the database rolled back for a concurrent one.
 _RETRYABLE = {"40001", "40P01"}
+#: SQLITE_LOCKED and SQLITE_LOCKED_SHAREDCACHE.
+_SQLITE_LOCKED = {6, 262}
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +294,12 @@ class DatabaseStore(BaseStore):
 def _is_serialization_failure(exc: BaseException) -> bool:
     cause = exc.__cause__
     code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
-    return code in _RETRYABLE
+    if code in _RETRYABLE:
+        return True
+    # SQLite in shared-cache mode (an in-memory database shared by threads)
+    # answers "database table is locked" at once, with no busy timeout: the
+    # statement wrote nothing.
+    return getattr(cause, "sqlite_errorcode", None) in _SQLITE_LOCKED
 
 
 _stores: dict[str, BaseStore] = {}

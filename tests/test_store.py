@@ -287,3 +287,37 @@ def test_a_publisher_whose_clock_runs_behind_does_not_age_fresh_history(
         4,
         5,
     ]
+
+
+def test_an_append_that_meets_a_locked_shared_cache_table_is_run_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SQLite's shared cache (an in-memory database shared by threads) answers
+    "database table is locked" at once, whatever the busy timeout: the append
+    wrote nothing and runs again, as after a serialization failure."""
+    import sqlite3
+
+    from django.db.utils import OperationalError
+
+    store = DatabaseStore()
+    real = store._append
+    failures = [2]
+
+    def locked_twice(channel: str, name: str, payload: str) -> int:
+        if failures[0]:
+            failures[0] -= 1
+            cause = sqlite3.OperationalError("database table is locked: django_sse_channelsequence")
+            cause.sqlite_errorcode = sqlite3.SQLITE_LOCKED  # type: ignore[attr-defined]
+            raise OperationalError(str(cause)) from cause
+        return real(channel, name, payload)
+
+    monkeypatch.setattr(store, "_append", locked_twice)
+    first = store.append("a", "e", "{}")
+    assert failures == [0]
+    assert store.append("a", "e", "{}") == first + 1
+    # Any other operational error is the caller's, at once.
+    monkeypatch.setattr(
+        store, "_append", lambda *a: (_ for _ in ()).throw(OperationalError("disk I/O error"))
+    )
+    with pytest.raises(OperationalError, match="disk I/O"):
+        store.append("a", "e", "{}")
