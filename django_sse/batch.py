@@ -48,7 +48,7 @@ def column(model: Any, name: str) -> str:
 
 def append_rows(store: DatabaseStore, items: list[tuple[str, str, str]]) -> list[int]:
     """Store ``items`` (channel, name, payload); return their sequence numbers."""
-    from .store import APPEND_RETRIES, _is_serialization_failure
+    from .store import APPEND_RETRIES, _is_retryable_append_error
 
     attempt = 0
     while True:
@@ -58,7 +58,7 @@ def append_rows(store: DatabaseStore, items: list[tuple[str, str, str]]) -> list
             # As ``append``: a serialization failure outside the caller's
             # transaction wrote nothing and is retried; inside it is theirs.
             outer = not connections[store.using].in_atomic_block
-            if not (outer and _is_serialization_failure(exc) and attempt < APPEND_RETRIES):
+            if not (outer and _is_retryable_append_error(exc) and attempt < APPEND_RETRIES):
                 raise
             attempt += 1
             time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))

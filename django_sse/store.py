@@ -125,7 +125,7 @@ class DatabaseStore(BaseStore):
                 seq = self._append(channel, name, payload)
             except OperationalError as exc:
                 outer = not connections[self.using].in_atomic_block
-                if not (outer and _is_serialization_failure(exc) and attempt < APPEND_RETRIES):
+                if not (outer and _is_retryable_append_error(exc) and attempt < APPEND_RETRIES):
                     raise
                 attempt += 1
                 time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
@@ -291,7 +291,9 @@ class DatabaseStore(BaseStore):
             self._prune_lock.release()
 
 
-def _is_serialization_failure(exc: BaseException) -> bool:
+def _is_retryable_append_error(exc: BaseException) -> bool:
+    """A failed append that wrote nothing and may run again: a serialization
+    failure or deadlock on PostgreSQL, a shared-cache lock on SQLite."""
     cause = exc.__cause__
     code = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
     if code in _RETRYABLE:
